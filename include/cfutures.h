@@ -1,0 +1,543 @@
+/* cfutures.h - Python's concurrent.futures for C11.
+ *
+ * Submit a function to an executor, get a future, wait on it, iterate the
+ * futures as they complete, and move from threads to processes by changing
+ * the constructor alone.
+ *
+ *     cf_executor *pool;
+ *     cf_future *f;
+ *     void *value;
+ *     if (cf_thread_pool_new(NULL, &pool) == CF_OK &&
+ *         cf_executor_submit(pool, square, (void *)(intptr_t)7, &f) == CF_OK) {
+ *         if (cf_future_result(f, CF_FOREVER, &value) == CF_OK)
+ *             printf("%ld\n", (long)(intptr_t)value);
+ *         cf_future_release(f);
+ *     }
+ *     cf_executor_free(pool);          // shutdown(wait=true), then free
+ *
+ * Conventions that hold for every function below:
+ *
+ * - Ownership. A function that hands you a `cf_future *` gives you one
+ *   reference; drop it with cf_future_release(). A function that takes one
+ *   borrows it for the call and takes its own reference if it keeps it.
+ *   Every `_release`/`_free` accepts NULL. An executor has a single owner;
+ *   futures never point back to their executor, so they may outlive it.
+ * - Errors. Functions return `int`: CF_OK (0) or a negative CF_E* code from
+ *   CF_ERROR_MAP below. Out-parameters are written only on success. Misuse
+ *   (NULL, bad sizes, NaN timeouts, wrong state) returns an error code, never
+ *   aborts. A task's own failure is not an error of the call that reports
+ *   it: it is data the future keeps (cf_future_exception()).
+ * - Timeouts are `double` seconds. CF_FOREVER means no limit, a value <= 0
+ *   polls once, NaN is CF_EINVAL. A timeout counts from the call that takes
+ *   it (for map and as_completed: from the call that created the iterator).
+ * - Threads. Every function is thread-safe unless its comment says
+ *   otherwise. Comments say "Blocks." where a call may sleep.
+ * - Options structs. A zero field means the documented default, so `{0}` and
+ *   NULL both mean "all defaults". Fields are only ever appended.
+ */
+#ifndef CFUTURES_H
+#define CFUTURES_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CF_BUILDING_LIBRARY) && defined(__GNUC__)
+#define CF_API __attribute__((visibility("default")))
+#else
+#define CF_API
+#endif
+
+#if defined(__GNUC__)
+#define CF_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define CF_PRINTF(fmt, args)
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+
+#define CF_VERSION_MAJOR 0
+#define CF_VERSION_MINOR 1
+#define CF_VERSION_PATCH 0
+#define CF_VERSION_STRING "0.1.0"
+
+/* Returns CF_VERSION_STRING of the library actually loaded. Cannot fail. */
+CF_API const char *cf_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+
+/* The one error table. Values are the same on every platform and are never
+ * renumbered; new codes are appended. Python's exceptions map as noted. */
+#define CF_ERROR_MAP(XX)                                                      \
+    XX(EINVAL, -1, "invalid argument")                  /* ValueError */     \
+    XX(ECANCELLED, -2, "future was cancelled")          /* CancelledError */ \
+    XX(ETIMEDOUT, -3, "timed out")                      /* TimeoutError */   \
+    XX(EBROKEN, -4, "executor is broken")               /* BrokenExecutor */ \
+    XX(EBROKEN_THREAD_POOL, -5,                                               \
+       "thread pool is broken: a worker failed to initialize")                \
+    XX(EBROKEN_PROCESS_POOL, -6,                                              \
+       "process pool is broken: a worker process ended abruptly")             \
+    XX(ESTATE, -7, "operation not allowed in the future's current state")     \
+    XX(ESHUTDOWN, -8, "executor is shut down")          /* RuntimeError */   \
+    XX(ENOMEM, -9, "out of memory")                                           \
+    XX(ETASK, -10, "the task failed")                                         \
+    XX(EEND, -11, "no more items")                      /* StopIteration */  \
+    XX(EAGAIN, -12, "could not start a thread or process (resource limit)")   \
+    XX(ESYS, -13, "a system call failed")                                     \
+    XX(EDEADLK, -14, "a task called into its own executor")                   \
+    XX(ECODEC, -15, "could not encode or decode a value")                     \
+    XX(ENOTSUP, -16, "not supported by this executor")
+
+typedef enum cf_errno {
+    CF_OK = 0,
+#define CF__ERRNO_ENUM(name, value, message) CF_##name = (value),
+    CF_ERROR_MAP(CF__ERRNO_ENUM)
+#undef CF__ERRNO_ENUM
+} cf_errno;
+
+/* Returns a message for `code`: one of CF_ERROR_MAP's, "success" for CF_OK,
+ * "task error <n>" style text for a task's own positive codes. Never NULL;
+ * the string is static. Cannot fail. */
+CF_API const char *cf_strerror(int code);
+
+/* Returns the code's name ("CF_ETIMEDOUT"), or "CF_UNKNOWN" for codes not
+ * in the table. Never NULL; static. Cannot fail. */
+CF_API const char *cf_err_name(int code);
+
+/* True for CF_EBROKEN and its refinements CF_EBROKEN_THREAD_POOL and
+ * CF_EBROKEN_PROCESS_POOL, as Python's BrokenExecutor hierarchy. */
+CF_API bool cf_error_is_broken(int code);
+
+/* A failure a future holds: Python's exception object.
+ * `code` > 0 is the task's own code (cf_fail()); `code` < 0 is a CF_E* code
+ * set by an executor (a broken pool, a failed decode, ...). `message` is never
+ * NULL and stays valid while you hold a reference to the future (or, for
+ * cf_map_next(), until the next call on the iterator). */
+typedef struct cf_error {
+    int code;
+    const char *message;
+} cf_error;
+
+/* ------------------------------------------------------------------------ */
+/* Timeouts                                                                 */
+
+/* No time limit. Any timeout >= this (or any infinity) waits forever. */
+#define CF_FOREVER ((double)INFINITY)
+
+/* ------------------------------------------------------------------------ */
+/* Tasks                                                                    */
+
+typedef struct cf_future cf_future;
+typedef struct cf_executor cf_executor;
+
+/* The running call, handed to a task. Valid only during the task. */
+typedef struct cf_call cf_call;
+
+/* A task: computes from `arg` and returns its result. To fail, it returns
+ * cf_fail(call, code, ...), the C analogue of raising.
+ *
+ * On a thread pool `arg` and the result are passed as they are, no copy.
+ * On a process pool they cross as bytes through the executor's cf_codec;
+ * the default codec carries the pointer value itself, so tasks that take and
+ * return integers cast to pointers (intptr_t) run unchanged on both. */
+typedef void *(*cf_fn)(void *arg, cf_call *call);
+
+/* Records that the running task failed with `code` (any nonzero int; 0 is
+ * taken as CF_ETASK; positive codes are the task's own, negative ones are
+ * reported as that CF_E* code) and a printf-style message, and returns NULL
+ * so a task can write `return cf_fail(call, ENOENT, "no file %s", path);`.
+ * The future then holds the failure: cf_future_exception() returns it and
+ * cf_future_result() returns CF_ETASK (or the negative code). A second call
+ * replaces the first. If formatting runs out of memory the message falls
+ * back to cf_strerror(code). Cannot fail. */
+CF_API void *cf_fail(cf_call *call, int code, const char *fmt, ...)
+    CF_PRINTF(3, 4);
+
+/* True once someone asked the running task to stop early
+ * (cf_future_request_cancel() on its future, or a shutdown that cancels
+ * futures). Cooperative: the task decides whether to poll it and what to
+ * return. Cheap enough to poll in an inner loop. Cannot fail. */
+CF_API bool cf_call_cancel_requested(const cf_call *call);
+
+/* ------------------------------------------------------------------------ */
+/* Codecs: how values cross a process (or machine) boundary                 */
+
+/* A growable byte buffer a codec appends to. */
+typedef struct cf_buffer cf_buffer;
+
+/* Appends `len` bytes. Returns CF_OK or CF_ENOMEM (buffer unchanged). */
+CF_API int cf_buffer_append(cf_buffer *buf, const void *data, size_t len);
+
+/* How a task's argument and result cross as bytes. Executors that share
+ * memory (the thread pool) never call it. Every function returns CF_OK or a
+ * negative code (CF_ECODEC, CF_ENOMEM), which fails only that task's future.
+ * Encoders append to `out`; decoders get the exact bytes encoded.
+ * `free_arg` / `free_result` may be NULL (nothing to free). The process
+ * pool runs the same program in its workers, so the same codec (found by
+ * address, like the task) decodes on the other side. */
+typedef struct cf_codec {
+    int (*encode_arg)(const void *arg, cf_buffer *out);          /* caller */
+    int (*decode_arg)(const void *data, size_t len, void **arg); /* worker */
+    void (*free_arg)(void *arg);                                 /* worker */
+    int (*encode_result)(const void *result, cf_buffer *out);    /* worker */
+    int (*decode_result)(const void *data, size_t len,
+                         void **result);                         /* caller */
+    /* Frees a decoded result. Set, the future owns its result and frees it
+     * when its last reference is released; the worker side also uses it to
+     * free a result once encoded. */
+    void (*free_result)(void *result);
+} cf_codec;
+
+/* The default codec: the pointer value itself crosses (8 bytes), for tasks
+ * whose argument and result are integers cast to pointers. Nothing to free. */
+CF_API const cf_codec *cf_codec_word(void);
+
+/* A codec for NUL-terminated strings in both directions (malloc'd copies on
+ * the receiving side, freed by the future or the worker). */
+CF_API const cf_codec *cf_codec_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Futures                                                                  */
+
+/* Done-callback. Returns 0 on success; a nonzero return is a callback
+ * failure, reported to the handler set by cf_set_callback_error_handler()
+ * (by default one line on stderr) and never stops the later callbacks. */
+typedef int (*cf_done_fn)(cf_future *f, void *arg);
+
+/* Creates a pending future not tied to any executor, for tests and for
+ * executor authors. Returns CF_OK, CF_EINVAL, CF_ENOMEM. */
+CF_API int cf_future_new(cf_future **out);
+
+/* Takes another reference; returns `f`. Cannot fail. */
+CF_API cf_future *cf_future_retain(cf_future *f);
+
+/* Drops a reference; the last one frees the future (and its result, if a
+ * codec or cf_future_set_result_owned() gave it a free function). NULL is a
+ * no-op. Releasing a future does not cancel it. */
+CF_API void cf_future_release(cf_future *f);
+
+/* Attempts to cancel. Returns true if the future is now cancelled (it was
+ * pending, or already cancelled); false if it is running or finished. A
+ * successful cancel completes the future at once for every observer: waiters
+ * wake, wait() and as_completed() count it done, callbacks run (in this
+ * thread, before cancel returns). NULL returns false. */
+CF_API bool cf_future_cancel(cf_future *f);
+
+/* Like cf_future_cancel(), and if the future is already running, also sets
+ * the flag cf_call_cancel_requested() reports to its task. Returns true if
+ * the future is now cancelled. NULL returns false. */
+CF_API bool cf_future_request_cancel(cf_future *f);
+
+/* States. NULL gives false. Cannot fail. Non-blocking. */
+CF_API bool cf_future_cancelled(const cf_future *f);
+CF_API bool cf_future_running(const cf_future *f); /* started, not done */
+CF_API bool cf_future_done(const cf_future *f);    /* cancelled or finished */
+
+/* Waits until `f` is done or `timeout` seconds pass. Returns:
+ *   CF_OK         the task returned; its value is in `*out` (borrowed: the
+ *                 future keeps ownership; copy it before releasing f);
+ *   CF_ECANCELLED the future was cancelled;
+ *   CF_ETIMEDOUT  not done in time;
+ *   CF_ETASK      the task failed with its own code (see exception);
+ *   CF_E*         the executor failed it (CF_EBROKEN_PROCESS_POOL, ...);
+ *   CF_EINVAL     NULL `f` or NaN timeout.
+ * `out` may be NULL. Blocks. */
+CF_API int cf_future_result(cf_future *f, double timeout, void **out);
+
+/* Waits like cf_future_result(). Returns CF_OK with `*out` set to the
+ * failure (`out->code == 0` and message "" when the task succeeded), or
+ * CF_ECANCELLED, CF_ETIMEDOUT, CF_EINVAL. Blocks. */
+CF_API int cf_future_exception(cf_future *f, double timeout, cf_error *out);
+
+/* Attaches `fn(f, arg)`, called once when the future is cancelled or
+ * finishes, in the order added, in the thread that completes the future;
+ * at once, in this thread, if it is already done. Never called under a
+ * library lock, so a callback may use any cfutures function (submit, cancel,
+ * add callbacks). Returns CF_OK, CF_EINVAL, CF_ENOMEM (fn not attached). */
+CF_API int cf_future_add_done_callback(cf_future *f, cf_done_fn fn,
+                                       void *arg);
+
+/* What a failing done-callback is reported to. `handler` NULL restores the
+ * default (a line on stderr naming the code). Process-wide. */
+typedef void (*cf_callback_error_fn)(cf_future *f, int code, void *arg);
+CF_API void cf_set_callback_error_handler(cf_callback_error_fn handler,
+                                          void *arg);
+
+/* Executor-author API (Python's set_running_or_notify_cancel, set_result,
+ * set_exception), for executors and tests.
+ *
+ * Moves a pending future to running. Returns CF_OK (now running),
+ * CF_ECANCELLED (it was cancelled: do not run the task; waiters have already
+ * been notified), or CF_ESTATE (already running or finished). */
+CF_API int cf_future_set_running_or_notify_cancel(cf_future *f);
+
+/* Completes the future with a value. Returns CF_OK, or CF_ESTATE if it is
+ * already done (cancelled or finished), CF_EINVAL for NULL. */
+CF_API int cf_future_set_result(cf_future *f, void *result);
+
+/* As cf_future_set_result(), and the future owns `result`: `free_result`
+ * runs on it when the last reference is released. On error the caller keeps
+ * ownership. */
+CF_API int cf_future_set_result_owned(cf_future *f, void *result,
+                                      void (*free_result)(void *));
+
+/* Completes the future with a failure: `code` as in cf_fail() (0 becomes
+ * CF_ETASK), `message` copied (NULL means cf_strerror(code)). Returns CF_OK,
+ * CF_ESTATE if already done, CF_EINVAL for NULL `f`. */
+CF_API int cf_future_set_exception(cf_future *f, int code,
+                                   const char *message);
+
+/* ------------------------------------------------------------------------ */
+/* wait and as_completed                                                    */
+
+typedef enum cf_return_when {
+    CF_ALL_COMPLETED = 0,   /* every future finished or cancelled */
+    CF_FIRST_COMPLETED = 1, /* any future finished or cancelled */
+    CF_FIRST_EXCEPTION = 2, /* any future failed; else as ALL_COMPLETED */
+} cf_return_when;
+
+/* Waits for the `n` futures in `fs` (from any executors, or none; NULLs are
+ * CF_EINVAL; duplicates count once) until `return_when` holds or `timeout`
+ * passes. Then fills `done` (finished or cancelled) and `not_done`, each an
+ * array the caller provides with room for `n` entries (either may be NULL
+ * when not wanted), with each distinct future once, in first-seen order, and
+ * their counts in `n_done` / `n_not_done` (may be NULL). The entries are
+ * borrowed from `fs`. A timeout is not an error, as in Python: it returns
+ * CF_OK and not_done says what is left. Returns CF_OK, CF_EINVAL, CF_ENOMEM.
+ * Blocks. Cost: linear in n. */
+CF_API int cf_wait(cf_future *const *fs, size_t n, double timeout,
+                   cf_return_when return_when, cf_future **done,
+                   size_t *n_done, cf_future **not_done, size_t *n_not_done);
+
+/* An iterator over futures in completion order. */
+typedef struct cf_as_completed cf_as_completed;
+
+/* Starts iterating the `n` futures in `fs` as they complete. Futures done
+ * already come first; each distinct future comes once; `timeout` counts from
+ * this call. The iterator holds its own references, so the caller may
+ * release theirs. Returns CF_OK, CF_EINVAL (NULL entries, NaN), CF_ENOMEM.
+ * Total cost is linear in n. */
+CF_API int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout,
+                               cf_as_completed **out);
+
+/* Returns CF_OK with the next completed future in `*out` (a new reference),
+ * CF_EEND when every future has been returned, or CF_ETIMEDOUT when the
+ * deadline passed first (later calls may still return futures that complete
+ * meanwhile, polling). Not thread-safe: one consumer per iterator. Blocks. */
+CF_API int cf_as_completed_next(cf_as_completed *it, cf_future **out);
+
+/* Frees the iterator and its references. Futures are not cancelled. */
+CF_API void cf_as_completed_free(cf_as_completed *it);
+
+/* ------------------------------------------------------------------------ */
+/* Executors                                                                */
+
+/* Schedules `fn(arg)` and hands back its future. Returns CF_OK, CF_EINVAL,
+ * CF_ESHUTDOWN (after shutdown: Python's RuntimeError), CF_EBROKEN* (the
+ * pool is broken), CF_ENOMEM, CF_EAGAIN (no worker could be started and
+ * none runs), CF_EDEADLK (called from a process-pool worker). On error no
+ * task was scheduled. Does not block on the task. */
+CF_API int cf_executor_submit(cf_executor *ex, cf_fn fn, void *arg,
+                              cf_future **out);
+
+/* As cf_executor_submit(), with the codec for this task's argument and
+ * result (NULL: the executor's default). */
+CF_API int cf_executor_submit_ex(cf_executor *ex, cf_fn fn, void *arg,
+                                 const cf_codec *codec, cf_future **out);
+
+/* Stops accepting work. Idempotent. With `cancel_futures`, every task not
+ * yet started is cancelled. With `wait`, returns when every started task
+ * has finished and the workers are gone; without, returns at once and the
+ * workers exit on their own once the work ends. Returns CF_OK or CF_EINVAL.
+ * Blocks if `wait`. Must not be called from one of the executor's own tasks
+ * with `wait` (CF_EDEADLK). */
+CF_API int cf_executor_shutdown(cf_executor *ex, bool wait,
+                                bool cancel_futures);
+
+/* shutdown(wait) with a limit: waits at most `timeout` seconds. Returns
+ * CF_OK when all work ended, or CF_ETIMEDOUT with the number of tasks not
+ * yet finished (queued or running) in `*unfinished` (may be NULL). Either
+ * way the executor is shut down; calling again waits again. */
+CF_API int cf_executor_shutdown_timeout(cf_executor *ex, double timeout,
+                                        bool cancel_futures,
+                                        size_t *unfinished);
+
+/* Python's `with` exit: shutdown(wait=true), then frees the executor.
+ * Futures stay valid. NULL is a no-op. Blocks. */
+CF_API void cf_executor_free(cf_executor *ex);
+
+/* The executor's kind: "thread_pool", "process_pool", or a custom name. */
+CF_API const char *cf_executor_kind(const cf_executor *ex);
+
+#if defined(__GNUC__)
+/* Scoped form of `with`: the executor is freed (shutdown with wait) when
+ * the variable goes out of scope.
+ *     CF_SCOPED_EXECUTOR ex = NULL;
+ *     if (cf_thread_pool_new(NULL, &ex) != CF_OK) return 1;            */
+CF_API void cf_executor_freep(cf_executor **ex);
+#define CF_SCOPED_EXECUTOR \
+    __attribute__((cleanup(cf_executor_freep))) cf_executor *
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* map                                                                      */
+
+typedef struct cf_map cf_map;
+
+typedef struct cf_map_options {
+    /* Seconds from the cf_executor_map*() call until results are late
+     * (CF_ETIMEDOUT from cf_map_next). 0: no limit (the default). */
+    double timeout;
+    /* Items a task carries. Fewer messages on a process pool; on threads it
+     * only batches. 0: 1. */
+    size_t chunksize;
+    /* At most this many chunks in flight (submitted, not yet consumed): an
+     * unbounded input runs in bounded memory (Python 3.14's buffersize).
+     * 0: unbounded; all input is taken at once, as Python does. */
+    size_t buffersize;
+    /* Codec for arguments and results (NULL: the executor's default). */
+    const cf_codec *codec;
+} cf_map_options;
+
+/* Like map(fn, args): results come back in input order. Returns CF_OK with
+ * the iterator, or the same errors as cf_executor_submit() (nothing is then
+ * left running). `args` is read during this call only when buffersize is 0;
+ * otherwise it must stay valid until the iterator is freed. */
+CF_API int cf_executor_map(cf_executor *ex, cf_fn fn, void *const *args,
+                           size_t n, const cf_map_options *opts,
+                           cf_map **out);
+
+/* Pulls arguments from `next(ctx, &arg)`, which returns true and sets *arg,
+ * or false at the end. Called only from the thread calling cf_map_next()
+ * (and from this call). With buffersize 0 it is drained at once. */
+typedef bool (*cf_next_arg_fn)(void *ctx, void **arg);
+CF_API int cf_executor_map_stream(cf_executor *ex, cf_fn fn,
+                                  cf_next_arg_fn next, void *ctx,
+                                  const cf_map_options *opts, cf_map **out);
+
+/* Returns the next result in input order: CF_OK with `*result` (borrowed,
+ * valid until the next call or cf_map_free()), CF_EEND after the last,
+ * CF_ETIMEDOUT if it is late, CF_ECANCELLED, or the failure of that call
+ * (CF_ETASK or a CF_E* code) with details in `*error` (may be NULL). A
+ * failure does not end the iteration: the next call moves on. Not
+ * thread-safe: one consumer per iterator. Blocks. */
+CF_API int cf_map_next(cf_map *m, void **result, cf_error *error);
+
+/* Frees the iterator, cancelling every call that has not started (Python
+ * closing the generator early). Does not wait for running calls. NULL is a
+ * no-op. */
+CF_API void cf_map_free(cf_map *m);
+
+/* ------------------------------------------------------------------------ */
+/* ThreadPoolExecutor                                                       */
+
+typedef struct cf_thread_pool_options {
+    /* Most threads. 0: min(32, CPUs this process may use + 4), as Python.
+     * Negative: CF_EINVAL. Threads start lazily; idle ones are reused. */
+    int max_workers;
+    /* Threads are named "<prefix>_<n>" (truncated to the OS limit, 15
+     * bytes on Linux). NULL or "": "cfpool<k>", k counting pools. Copied. */
+    const char *thread_name_prefix;
+    /* Runs at the start of each worker thread with `initarg`. Nonzero breaks
+     * the pool: pending futures fail with CF_EBROKEN_THREAD_POOL and so does
+     * every later submit. NULL: none. */
+    int (*initializer)(void *initarg);
+    void *initarg;
+} cf_thread_pool_options;
+
+/* Creates a thread pool (no thread starts until work arrives). Returns
+ * CF_OK, CF_EINVAL, CF_ENOMEM, CF_ESYS. */
+CF_API int cf_thread_pool_new(const cf_thread_pool_options *opts,
+                              cf_executor **out);
+
+/* The CPUs this process may run on (sched affinity), at least 1. */
+CF_API int cf_cpu_count(void);
+
+/* ------------------------------------------------------------------------ */
+/* ProcessPoolExecutor                                                      */
+
+typedef enum cf_start_method {
+    /* Workers are fresh processes of this same program (fork + exec of
+     * /proc/self/exe): safe in a multithreaded parent. The default. */
+    CF_START_EXEC = 0,
+    /* Plain fork of the parent: faster to start, safe only while the
+     * parent has no other threads. */
+    CF_START_FORK = 1,
+} cf_start_method;
+
+typedef struct cf_process_pool_options {
+    /* Most worker processes. 0: CPUs this process may use. <0: CF_EINVAL. */
+    int max_workers;
+    cf_start_method start_method;
+    /* Runs once in each worker before its first task, with `initarg` (a
+     * pointer value that crosses as is, like cf_codec_word()). Nonzero, or
+     * a worker dying in it, breaks the pool (CF_EBROKEN_PROCESS_POOL). */
+    int (*initializer)(void *initarg);
+    void *initarg;
+    /* A worker exits and is replaced after this many tasks. 0: never. */
+    size_t max_tasks_per_child;
+    /* Codec for tasks submitted without one. NULL: cf_codec_word(). */
+    const cf_codec *codec;
+    /* false (the default, as Python): a worker that dies breaks the pool.
+     * true: only the dead worker's task fails (CF_EBROKEN_PROCESS_POOL
+     * naming the worker), a replacement starts and the rest carry on. */
+    bool survive_worker_death;
+} cf_process_pool_options;
+
+/* Creates a process pool. Returns CF_OK, CF_EINVAL, CF_ENOMEM, CF_ESYS,
+ * CF_EDEADLK (called inside a worker). Workers are started as needed. */
+CF_API int cf_process_pool_new(const cf_process_pool_options *opts,
+                               cf_executor **out);
+
+/* Python 3.14's terminate_workers() / kill_workers(): shut the pool down,
+ * cancel what has not started, and end every worker with SIGTERM / SIGKILL;
+ * running futures fail with CF_EBROKEN_PROCESS_POOL. Returns CF_OK,
+ * CF_EINVAL (not a process pool). Blocks until the workers are reaped. */
+CF_API int cf_process_pool_terminate_workers(cf_executor *ex);
+CF_API int cf_process_pool_kill_workers(cf_executor *ex);
+
+/* ------------------------------------------------------------------------ */
+/* Custom executors: the abstract Executor                                  */
+
+/* What an executor implements. cfutures supplies the futures, argument
+ * checks, map and the shutdown flag around it. */
+typedef struct cf_executor_ops {
+    const char *kind; /* static name, e.g. "inline" */
+    /* Schedules `fn(arg)` whose outcome goes to `f` (pending). Take a
+     * reference (cf_future_retain) to keep `f`. Call
+     * cf_future_set_running_or_notify_cancel() before running, then
+     * cf_future_set_result()/cf_future_set_exception(). Return CF_OK or an
+     * error (then `f` is discarded by the caller). */
+    int (*submit)(void *impl, cf_future *f, cf_fn fn, void *arg,
+                  const cf_codec *codec);
+    /* Shuts down (called once, or again after a timeout): see
+     * cf_executor_shutdown_timeout(). `timeout` is CF_FOREVER for wait,
+     * 0 for no wait. NULL: nothing to do. */
+    int (*shutdown)(void *impl, double timeout, bool cancel_futures,
+                    size_t *unfinished);
+    /* Frees `impl` after a waited shutdown. NULL: nothing to free. */
+    void (*destroy)(void *impl);
+} cf_executor_ops;
+
+/* Wraps `impl` as an executor. `ops` must outlive it. Returns CF_OK,
+ * CF_EINVAL, CF_ENOMEM. */
+CF_API int cf_executor_new(const cf_executor_ops *ops, void *impl,
+                           cf_executor **out);
+
+/* Runs `fn(arg)` as a task right here, completing `f` with its outcome,
+ * for custom executors. Returns CF_OK, or CF_ECANCELLED if `f` had been
+ * cancelled (fn did not run), CF_ESTATE if `f` was not pending. */
+CF_API int cf_future_run(cf_future *f, cf_fn fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CFUTURES_H */

@@ -1,0 +1,202 @@
+/* internal.h - private declarations shared by src/*.c (cf__ names).
+ *
+ * Design: a future is one allocation that is also the task's queue node, so
+ * submitting costs one malloc. Its state is an atomic read without a lock by
+ * the predicates and the result fast path; transitions, the waiter list and
+ * the callback list are guarded by a one-byte spinlock in the future (held
+ * for a few instructions, never across user code). Lock order: future lock,
+ * then waiter lock; executor locks are never held while taking a future lock
+ * except through cf__future_* calls documented as safe for that.
+ */
+#ifndef CF_INTERNAL_H
+#define CF_INTERNAL_H
+
+#include "cfutures.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "platform/platform.h"
+
+/* ------------------------------------------------------------------------ */
+/* Futures                                                                  */
+
+enum cf__state {
+    CF__PENDING = 0,
+    CF__RUNNING = 1,
+    CF__CANCELLED = 2,
+    CF__FINISHED = 3,
+};
+
+typedef struct cf__wait_node cf__wait_node;
+typedef struct cf__callback cf__callback;
+
+struct cf_future {
+    /* The task, for executors that queue the future itself. Owned by the
+     * executor the future was submitted to; untouched by future.c. */
+    cf_future *next;
+    cf_fn fn;
+    void *arg;
+    void *executor_data; /* a spare word for the executor */
+
+    /* The outcome. Written once, before `state` is released as FINISHED,
+     * and read only after `state` is acquired as FINISHED. */
+    void *result;
+    void (*free_result)(void *);
+    char *message; /* failure message (malloc'd) or NULL */
+    int code;      /* 0: success; else the failure's code */
+
+    _Atomic int state;            /* enum cf__state */
+    atomic_uint refs;             /* references; the last one frees */
+    atomic_bool cancel_requested; /* cf_call_cancel_requested() */
+    cf__spinlock lock;            /* guards the transitions and lists below */
+    cf__wait_node *waiters;       /* guarded by lock; detached on completion */
+    cf__callback *callbacks;      /* guarded by lock; FIFO via tail */
+    cf__callback *callbacks_tail; /* guarded by lock */
+};
+
+/* Allocates a pending future with one reference (the caller's). NULL when
+ * out of memory. */
+cf_future *cf__future_alloc(void);
+
+/* Completes `f` from RUNNING or PENDING (for executors that fail a future
+ * that never ran: broken pool). `message` is taken over (may be NULL).
+ * Returns CF_OK or CF_ESTATE (then `message` is freed). Wakes waiters and
+ * runs callbacks in this thread, outside the lock. */
+int cf__future_finish(cf_future *f, void *result, void (*free_result)(void *),
+                      int code, char *message);
+
+/* Same as cf_future_cancel() but only from PENDING; true if cancelled. */
+bool cf__future_cancel(cf_future *f);
+
+static inline int cf__future_state(const cf_future *f)
+{
+    return atomic_load_explicit(&((cf_future *)f)->state,
+                                memory_order_acquire);
+}
+
+static inline bool cf__state_done(int state)
+{
+    return state == CF__CANCELLED || state == CF__FINISHED;
+}
+
+/* Reports a future's outcome code as cf_future_result() does. */
+int cf__future_outcome(const cf_future *f);
+
+/* ------------------------------------------------------------------------ */
+/* Waiters: one per blocked thread, one node per (waiter, future) pair.      */
+
+typedef struct cf__waiter cf__waiter;
+
+/* Called with the future's lock held when it completes; must not block. */
+typedef void (*cf__notify_fn)(cf__waiter *w, cf__wait_node *node,
+                              cf_future *f);
+
+struct cf__waiter {
+    cf__event event;       /* signalled when the waiter should look again */
+    cf__spinlock lock;     /* guards the fields below */
+    cf__notify_fn notify;
+    size_t remaining;      /* futures not yet completed */
+    bool triggered;        /* the wait condition holds */
+    int return_when;       /* cf_return_when, for cf_wait */
+    cf__wait_node *done_head; /* as_completed: completed, not yet taken */
+    cf__wait_node *done_tail;
+};
+
+struct cf__wait_node {
+    cf__wait_node *next;  /* in the future's list; guarded by future lock */
+    cf__wait_node *prev;
+    cf__waiter *waiter;
+    cf_future *future;
+    cf__wait_node *done_next; /* in the waiter's done list */
+    bool linked;              /* in the future's list; guarded by its lock */
+};
+
+/* Installs `node` on `f` unless `f` is done. Returns true if installed,
+ * false if `f` was already done (nothing installed). */
+bool cf__wait_node_install(cf_future *f, cf__wait_node *node);
+
+/* Removes `node` from its future if still there. After this returns the
+ * future will never touch the node or its waiter again. */
+void cf__wait_node_remove(cf__wait_node *node);
+
+/* Blocks until `f` is done or `deadline_ns` passes (CF__NO_DEADLINE: never).
+ * Returns true if done. Spins briefly first: most waits are short. */
+bool cf__future_wait_done(cf_future *f, int64_t deadline_ns);
+
+/* ------------------------------------------------------------------------ */
+/* Calls: what a running task sees as `cf_call *`.                          */
+
+struct cf_call {
+    cf_future *future; /* NULL where there is none (a process worker) */
+    int code;          /* 0 unless cf_fail() was called */
+    char *message;     /* from cf_fail(), malloc'd, or NULL */
+    const atomic_bool *cancel_flag; /* polled by cf_call_cancel_requested */
+};
+
+/* Runs `fn(arg)` with a fresh call and completes `f` from RUNNING with the
+ * outcome. The future must already be RUNNING. */
+void cf__run_task(cf_future *f, cf_fn fn, void *arg);
+
+/* Formats a message (malloc'd; NULL on failure). */
+char *cf__vformat(const char *fmt, va_list ap);
+char *cf__format(const char *fmt, ...) CF_PRINTF(1, 2);
+char *cf__strdup(const char *s);
+
+/* ------------------------------------------------------------------------ */
+/* Buffers                                                                  */
+
+struct cf_buffer {
+    unsigned char *data;
+    size_t len;
+    size_t cap;
+};
+
+void cf__buffer_init(cf_buffer *buf);
+void cf__buffer_destroy(cf_buffer *buf);
+/* Makes room for `extra` more bytes. Returns CF_OK or CF_ENOMEM. */
+int cf__buffer_reserve(cf_buffer *buf, size_t extra);
+
+/* ------------------------------------------------------------------------ */
+/* Executors                                                                */
+
+/* A chunk of map items run as one task. Its future's result is the chunk
+ * itself, owned by the future (free_result = cf__chunk_free). */
+typedef struct cf__chunk_item {
+    void *value;
+    void (*free_value)(void *); /* NULL: nothing to free */
+    int code;                   /* 0 on success */
+    char *message;              /* on failure, malloc'd or NULL */
+} cf__chunk_item;
+
+typedef struct cf__chunk {
+    cf_fn fn;
+    size_t n;
+    void **args;          /* n arguments (owned array) */
+    cf__chunk_item items[]; /* n outcomes */
+} cf__chunk;
+
+cf__chunk *cf__chunk_new(cf_fn fn, size_t n);
+void cf__chunk_free(void *chunk);
+
+/* Optional hook for executors that run a chunk natively (the process pool
+ * ships a chunk as one message). Completes `f` with a cf__chunk whose items
+ * hold the outcomes, or fails `f` as a whole. Same contract as ops->submit. */
+typedef int (*cf__submit_chunk_fn)(void *impl, cf_future *f, cf__chunk *chunk,
+                                   const cf_codec *codec);
+
+struct cf_executor {
+    const cf_executor_ops *ops;
+    void *impl;
+    cf__submit_chunk_fn submit_chunk; /* NULL: chunks run as thread tasks */
+    atomic_bool freed_shutdown;       /* a waited shutdown completed */
+};
+
+/* Sets the native chunk hook of an executor made by cf_executor_new(). */
+void cf__executor_set_submit_chunk(cf_executor *ex, cf__submit_chunk_fn fn);
+
+/* The executor whose task runs on this thread, or NULL (used to refuse a
+ * waited shutdown from inside a task: it would wait for itself). */
+extern _Thread_local const void *cf__current_pool;
+
+#endif /* CF_INTERNAL_H */

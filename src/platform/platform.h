@@ -1,0 +1,127 @@
+/* platform.h - the OS layer: clocks, locks, events, threads.
+ *
+ * Design: every OS #ifdef of the library lives under src/platform/. Lock
+ * operations abort() when they fail, because that is a bug (a destroyed or
+ * corrupted lock); resource allocation (threads) returns an error code.
+ * Deadlines are absolute CLOCK_MONOTONIC nanoseconds; a timeout in seconds
+ * is converted once, at API entry, by cf__deadline_from_timeout().
+ */
+#ifndef CF_PLATFORM_H
+#define CF_PLATFORM_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------ */
+/* Time                                                                     */
+
+#define CF__NO_DEADLINE INT64_MAX
+
+/* Monotonic clock in nanoseconds. */
+int64_t cf__now_ns(void);
+
+/* Converts a timeout in seconds to an absolute deadline. CF_FOREVER, any
+ * infinity or anything too large to represent gives CF__NO_DEADLINE; <= 0
+ * gives "now" (poll). Returns CF_OK, or CF_EINVAL for NaN. */
+int cf__deadline_from_timeout(double timeout, int64_t *deadline_ns);
+
+/* ------------------------------------------------------------------------ */
+/* Spinlock: one byte, for critical sections of a few instructions.         */
+
+typedef struct cf__spinlock {
+    atomic_bool held;
+} cf__spinlock;
+
+#define CF__SPINLOCK_INIT {false}
+
+void cf__spin_lock_slow(cf__spinlock *l);
+
+static inline void cf__spin_lock(cf__spinlock *l)
+{
+    if (!atomic_exchange_explicit(&l->held, true, memory_order_acquire))
+        return;
+    cf__spin_lock_slow(l);
+}
+
+static inline void cf__spin_unlock(cf__spinlock *l)
+{
+    atomic_store_explicit(&l->held, false, memory_order_release);
+}
+
+/* A CPU hint for busy-wait loops. */
+static inline void cf__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* ------------------------------------------------------------------------ */
+/* Event: a sequence number threads sleep on until it changes (a futex on
+ * Linux). Signal is cheap when nobody sleeps: no system call.              */
+
+typedef struct cf__event {
+    atomic_uint seq;
+    atomic_uint sleepers;
+#if !defined(__linux__)
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+#endif
+} cf__event;
+
+void cf__event_init(cf__event *ev);
+void cf__event_destroy(cf__event *ev);
+
+/* The current sequence number, to pass to cf__event_wait(). */
+static inline unsigned cf__event_seq(cf__event *ev)
+{
+    return atomic_load_explicit(&ev->seq, memory_order_acquire);
+}
+
+/* Sleeps while the sequence number is still `seq`, until `deadline_ns`.
+ * May return early (signals, spurious wake-ups): callers re-check their
+ * condition. Returns false once the deadline has passed. */
+bool cf__event_wait(cf__event *ev, unsigned seq, int64_t deadline_ns);
+
+/* Advances the sequence number and wakes one / every sleeper. */
+void cf__event_signal_one(cf__event *ev);
+void cf__event_signal_all(cf__event *ev);
+
+/* ------------------------------------------------------------------------ */
+/* Mutex, condition variable, thread                                        */
+
+typedef pthread_mutex_t cf__mutex;
+typedef pthread_cond_t cf__cond;
+
+int cf__mutex_init(cf__mutex *m);
+void cf__mutex_destroy(cf__mutex *m);
+void cf__mutex_lock(cf__mutex *m);
+void cf__mutex_unlock(cf__mutex *m);
+
+/* Condition variables use the monotonic clock. */
+int cf__cond_init(cf__cond *c);
+void cf__cond_destroy(cf__cond *c);
+void cf__cond_wait(cf__cond *c, cf__mutex *m);
+/* Returns false once the deadline has passed. */
+bool cf__cond_timedwait(cf__cond *c, cf__mutex *m, int64_t deadline_ns);
+void cf__cond_signal(cf__cond *c);
+void cf__cond_broadcast(cf__cond *c);
+
+typedef pthread_t cf__thread;
+
+/* Starts a thread named `name` (may be NULL; truncated to the OS limit)
+ * with all signals blocked, so the caller's signal handlers run on the
+ * caller's threads only. Returns CF_OK, CF_EAGAIN, CF_ENOMEM. */
+int cf__thread_create(cf__thread *t, void *(*fn)(void *), void *arg,
+                      const char *name);
+void cf__thread_join(cf__thread t);
+
+/* CPUs this process may run on (affinity mask), at least 1. */
+int cf__cpu_count(void);
+
+#endif /* CF_PLATFORM_H */
