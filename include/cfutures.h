@@ -103,7 +103,7 @@ typedef enum cf_errno {
 } cf_errno;
 
 /* Returns a message for `code`: one of CF_ERROR_MAP's, "success" for CF_OK,
- * "task error <n>" style text for a task's own positive codes. Never NULL;
+ * "the task failed" for a task's own positive codes. Never NULL;
  * the string is static. Cannot fail. */
 CF_API const char *cf_strerror(int code);
 

@@ -1,4 +1,4 @@
-/* internal.h - private declarations shared by src/*.c (cf__ names).
+/* internal.h - private declarations shared by the files of src/ (cf__ names).
  *
  * Design: a future is one allocation that is also the task's queue node, so
  * submitting costs one malloc. Its state is an atomic read without a lock by
@@ -189,7 +189,6 @@ struct cf_executor {
     const cf_executor_ops *ops;
     void *impl;
     cf__submit_chunk_fn submit_chunk; /* NULL: chunks run as thread tasks */
-    atomic_bool freed_shutdown;       /* a waited shutdown completed */
 };
 
 /* Sets the native chunk hook of an executor made by cf_executor_new(). */
@@ -198,5 +197,10 @@ void cf__executor_set_submit_chunk(cf_executor *ex, cf__submit_chunk_fn fn);
 /* The executor whose task runs on this thread, or NULL (used to refuse a
  * waited shutdown from inside a task: it would wait for itself). */
 extern _Thread_local const void *cf__current_pool;
+
+/* Counts fork()s into children: an executor records it at creation and
+ * compares on submit, so a pool inherited by a child refuses work
+ * (its threads or workers exist only in the parent) instead of hanging. */
+unsigned cf__fork_generation(void);
 
 #endif /* CF_INTERNAL_H */

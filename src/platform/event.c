@@ -8,7 +8,9 @@
  * sleep, or the signaller sees the sleeper and wakes it. The futex itself
  * re-checks `seq` atomically in the kernel, so no wake-up is lost.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "platform.h"
 
 #include <errno.h>

@@ -3,7 +3,9 @@
  * Design: thin wrappers that turn "impossible" failures (a lock operation
  * on a valid lock) into abort(), and resource failures into CF_E* codes.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "platform.h"
 
 #include <errno.h>

@@ -1,0 +1,495 @@
+/* future.c - the future state machine, references, callbacks and waiting.
+ *
+ * Design: states move PENDING -> RUNNING -> FINISHED, or PENDING ->
+ * CANCELLED, or PENDING -> FINISHED (an executor failing work that never
+ * ran). Every transition is a compare-and-swap on `state`, so the hot
+ * PENDING -> RUNNING step takes no lock. Transitions into a done state also
+ * hold `lock`, because they detach the waiter and callback lists in the same
+ * step: a waiter or callback added under the lock either sees the future
+ * done or is on the list the completer detaches, never neither.
+ *
+ * A cancelled future is done for every observer at once (the spec's text,
+ * not CPython's CANCELLED/CANCELLED_AND_NOTIFIED split): cancel notifies
+ * waiters and runs callbacks before it returns.
+ *
+ * Waiters are notified while the completer holds the future's lock; a
+ * waiter only frees its nodes after removing them under that same lock
+ * (cf__wait_node_remove), so a notification never touches freed memory.
+ * Callbacks run after the lock is dropped, in the completing thread.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct cf__callback {
+    cf__callback *next;
+    cf_done_fn fn;
+    void *arg;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Callback failures                                                        */
+
+static void default_callback_error(cf_future *f, int code, void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "cfutures: done-callback of future %p failed: %s (%d)\n",
+            (void *)f, cf_strerror(code), code);
+}
+
+static struct {
+    cf__spinlock lock;
+    cf_callback_error_fn fn;
+    void *arg;
+} callback_error = {CF__SPINLOCK_INIT, default_callback_error, NULL};
+
+void cf_set_callback_error_handler(cf_callback_error_fn handler, void *arg)
+{
+    cf__spin_lock(&callback_error.lock);
+    callback_error.fn = handler ? handler : default_callback_error;
+    callback_error.arg = handler ? arg : NULL;
+    cf__spin_unlock(&callback_error.lock);
+}
+
+static void report_callback_error(cf_future *f, int code)
+{
+    cf__spin_lock(&callback_error.lock);
+    cf_callback_error_fn fn = callback_error.fn;
+    void *arg = callback_error.arg;
+    cf__spin_unlock(&callback_error.lock);
+    fn(f, code, arg);
+}
+
+/* Runs and frees a detached callback list, in order. A failing callback is
+ * reported and the rest still run. */
+static void run_callbacks(cf_future *f, cf__callback *cb)
+{
+    while (cb) {
+        cf__callback *next = cb->next;
+        int rc = cb->fn(f, cb->arg);
+        if (rc != 0)
+            report_callback_error(f, rc);
+        free(cb);
+        cb = next;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                               */
+
+cf_future *cf__future_alloc(void)
+{
+    cf_future *f = malloc(sizeof *f);
+    if (!f)
+        return NULL;
+    f->next = NULL;
+    f->fn = NULL;
+    f->arg = NULL;
+    f->executor_data = NULL;
+    f->result = NULL;
+    f->free_result = NULL;
+    f->message = NULL;
+    f->code = 0;
+    atomic_init(&f->state, CF__PENDING);
+    atomic_init(&f->refs, 1);
+    atomic_init(&f->cancel_requested, false);
+    atomic_init(&f->lock.held, false);
+    f->waiters = NULL;
+    f->callbacks = NULL;
+    f->callbacks_tail = NULL;
+    return f;
+}
+
+int cf_future_new(cf_future **out)
+{
+    if (!out)
+        return CF_EINVAL;
+    cf_future *f = cf__future_alloc();
+    if (!f)
+        return CF_ENOMEM;
+    *out = f;
+    return CF_OK;
+}
+
+cf_future *cf_future_retain(cf_future *f)
+{
+    if (f)
+        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    return f;
+}
+
+void cf_future_release(cf_future *f)
+{
+    if (!f)
+        return;
+    /* acq_rel: the last releaser must see every write made by the others. */
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (f->free_result && f->result)
+        f->free_result(f->result);
+    free(f->message);
+    /* A future released while pending may still carry callbacks that will
+     * now never run; free them. No waiter can be left: waiters hold refs. */
+    cf__callback *cb = f->callbacks;
+    while (cb) {
+        cf__callback *next = cb->next;
+        free(cb);
+        cb = next;
+    }
+    free(f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Transitions                                                              */
+
+/* Notifies every waiter of a detached list. Called with f->lock held. */
+static void notify_waiters(cf_future *f, cf__wait_node *node)
+{
+    while (node) {
+        cf__wait_node *next = node->next;
+        node->linked = false;
+        node->waiter->notify(node->waiter, node, f);
+        node = next;
+    }
+}
+
+/* Moves `f` from one of the states allowed by `from_mask` (bits of enum
+ * cf__state) to the done state `to`, storing the outcome first. Returns
+ * the state found: the transition happened iff it is in from_mask. */
+static int complete(cf_future *f, unsigned from_mask, int to, void *result,
+                    void (*free_result)(void *), int code, char *message)
+{
+    cf__spin_lock(&f->lock);
+    int state = atomic_load_explicit(&f->state, memory_order_relaxed);
+    do {
+        if (!(from_mask & (1u << state))) {
+            cf__spin_unlock(&f->lock);
+            return state;
+        }
+        /* The outcome must be visible before the done state is. Writing it
+         * here is safe: only the thread that wins the CAS below completes,
+         * and no one else writes these fields (we hold the lock against
+         * other completers; readers wait for a done state). */
+        f->result = result;
+        f->free_result = free_result;
+        f->code = code;
+        f->message = message;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &f->state, &state, to, memory_order_acq_rel, memory_order_relaxed));
+    cf__wait_node *waiters = f->waiters;
+    cf__callback *callbacks = f->callbacks;
+    f->waiters = NULL;
+    f->callbacks = f->callbacks_tail = NULL;
+    notify_waiters(f, waiters);
+    cf__spin_unlock(&f->lock);
+    run_callbacks(f, callbacks);
+    return state;
+}
+
+#define FROM(s) (1u << (s))
+
+int cf__future_finish(cf_future *f, void *result, void (*free_result)(void *),
+                      int code, char *message)
+{
+    int was = complete(f, FROM(CF__PENDING) | FROM(CF__RUNNING), CF__FINISHED,
+                       result, free_result, code, message);
+    if (was == CF__PENDING || was == CF__RUNNING)
+        return CF_OK;
+    free(message);
+    return CF_ESTATE;
+}
+
+bool cf__future_cancel(cf_future *f)
+{
+    int was = complete(f, FROM(CF__PENDING), CF__CANCELLED, NULL, NULL, 0, NULL);
+    return was == CF__PENDING || was == CF__CANCELLED;
+}
+
+bool cf_future_cancel(cf_future *f)
+{
+    if (!f)
+        return false;
+    return cf__future_cancel(f);
+}
+
+bool cf_future_request_cancel(cf_future *f)
+{
+    if (!f)
+        return false;
+    if (cf__future_cancel(f))
+        return true;
+    if (cf__future_state(f) == CF__RUNNING)
+        atomic_store_explicit(&f->cancel_requested, true,
+                              memory_order_relaxed);
+    return false;
+}
+
+int cf_future_set_running_or_notify_cancel(cf_future *f)
+{
+    if (!f)
+        return CF_EINVAL;
+    int expected = CF__PENDING;
+    if (atomic_compare_exchange_strong_explicit(&f->state, &expected,
+                                                CF__RUNNING,
+                                                memory_order_acq_rel,
+                                                memory_order_acquire))
+        return CF_OK;
+    /* Cancelled: waiters were notified when cancel happened. */
+    return expected == CF__CANCELLED ? CF_ECANCELLED : CF_ESTATE;
+}
+
+int cf_future_set_result(cf_future *f, void *result)
+{
+    return cf_future_set_result_owned(f, result, NULL);
+}
+
+int cf_future_set_result_owned(cf_future *f, void *result,
+                               void (*free_result)(void *))
+{
+    if (!f)
+        return CF_EINVAL;
+    int was = complete(f, FROM(CF__PENDING) | FROM(CF__RUNNING), CF__FINISHED,
+                       result, free_result, 0, NULL);
+    return (was == CF__PENDING || was == CF__RUNNING) ? CF_OK : CF_ESTATE;
+}
+
+int cf_future_set_exception(cf_future *f, int code, const char *message)
+{
+    if (!f)
+        return CF_EINVAL;
+    if (cf__state_done(cf__future_state(f)))
+        return CF_ESTATE; /* cheap refusal before copying the message */
+    char *copy = message ? cf__strdup(message) : NULL;
+    return cf__future_finish(f, NULL, NULL, code ? code : CF_ETASK, copy);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Observers                                                                */
+
+bool cf_future_cancelled(const cf_future *f)
+{
+    return f && cf__future_state(f) == CF__CANCELLED;
+}
+
+bool cf_future_running(const cf_future *f)
+{
+    return f && cf__future_state(f) == CF__RUNNING;
+}
+
+bool cf_future_done(const cf_future *f)
+{
+    return f && cf__state_done(cf__future_state(f));
+}
+
+int cf__future_outcome(const cf_future *f)
+{
+    int state = cf__future_state(f);
+    if (state == CF__CANCELLED)
+        return CF_ECANCELLED;
+    if (f->code == 0)
+        return CF_OK;
+    return f->code < 0 ? f->code : CF_ETASK;
+}
+
+/* Waits for `f` per `timeout`. Returns CF_OK once done, or an error. */
+static int wait_for(cf_future *f, double timeout)
+{
+    if (!f || isnan(timeout))
+        return CF_EINVAL;
+    if (cf__state_done(cf__future_state(f)))
+        return CF_OK;
+    int64_t deadline;
+    int rc = cf__deadline_from_timeout(timeout, &deadline);
+    if (rc != CF_OK)
+        return rc;
+    return cf__future_wait_done(f, deadline) ? CF_OK : CF_ETIMEDOUT;
+}
+
+int cf_future_result(cf_future *f, double timeout, void **out)
+{
+    int rc = wait_for(f, timeout);
+    if (rc != CF_OK)
+        return rc;
+    rc = cf__future_outcome(f);
+    if (rc == CF_OK && out)
+        *out = f->result;
+    return rc;
+}
+
+int cf_future_exception(cf_future *f, double timeout, cf_error *out)
+{
+    int rc = wait_for(f, timeout);
+    if (rc != CF_OK)
+        return rc;
+    if (cf__future_state(f) == CF__CANCELLED)
+        return CF_ECANCELLED;
+    if (out) {
+        out->code = f->code;
+        out->message = f->code == 0 ? ""
+                       : f->message ? f->message
+                                    : cf_strerror(f->code);
+    }
+    return CF_OK;
+}
+
+int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg)
+{
+    if (!f || !fn)
+        return CF_EINVAL;
+    cf__callback *cb = malloc(sizeof *cb);
+    if (!cb)
+        return CF_ENOMEM;
+    cb->next = NULL;
+    cb->fn = fn;
+    cb->arg = arg;
+    cf__spin_lock(&f->lock);
+    if (!cf__state_done(atomic_load_explicit(&f->state,
+                                             memory_order_relaxed))) {
+        if (f->callbacks_tail)
+            f->callbacks_tail->next = cb;
+        else
+            f->callbacks = cb;
+        f->callbacks_tail = cb;
+        cf__spin_unlock(&f->lock);
+        return CF_OK;
+    }
+    cf__spin_unlock(&f->lock);
+    /* Already done: run it now, in this thread, as Python does. */
+    run_callbacks(f, cb);
+    return CF_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Waiting                                                                  */
+
+bool cf__wait_node_install(cf_future *f, cf__wait_node *node)
+{
+    node->future = f;
+    node->prev = NULL;
+    cf__spin_lock(&f->lock);
+    if (cf__state_done(atomic_load_explicit(&f->state,
+                                            memory_order_relaxed))) {
+        node->linked = false;
+        cf__spin_unlock(&f->lock);
+        return false;
+    }
+    node->next = f->waiters;
+    if (f->waiters)
+        f->waiters->prev = node;
+    f->waiters = node;
+    node->linked = true;
+    cf__spin_unlock(&f->lock);
+    return true;
+}
+
+void cf__wait_node_remove(cf__wait_node *node)
+{
+    cf_future *f = node->future;
+    cf__spin_lock(&f->lock);
+    if (node->linked) {
+        if (node->prev)
+            node->prev->next = node->next;
+        else
+            f->waiters = node->next;
+        if (node->next)
+            node->next->prev = node->prev;
+        node->linked = false;
+    }
+    cf__spin_unlock(&f->lock);
+}
+
+static void notify_single(cf__waiter *w, cf__wait_node *node, cf_future *f)
+{
+    (void)node;
+    (void)f;
+    cf__event_signal_all(&w->event);
+}
+
+/* How long a waiter spins before it sleeps. A round trip through a pool is
+ * a few hundred nanoseconds when both threads are awake; a futex sleep and
+ * wake costs tens of microseconds. Spinning a little buys the fast case
+ * without burning a core for long when the task is slow. */
+enum { WAIT_SPINS = 4000 };
+
+bool cf__future_wait_done(cf_future *f, int64_t deadline_ns)
+{
+    for (int i = 0; i < WAIT_SPINS; i++) {
+        if (cf__state_done(cf__future_state(f)))
+            return true;
+        cf__cpu_relax();
+    }
+    if (deadline_ns != CF__NO_DEADLINE && cf__now_ns() >= deadline_ns)
+        return cf__state_done(cf__future_state(f));
+
+    cf__waiter w;
+    cf__wait_node node;
+    cf__event_init(&w.event);
+    w.notify = notify_single;
+    node.waiter = &w;
+    if (!cf__wait_node_install(f, &node)) {
+        cf__event_destroy(&w.event);
+        return true;
+    }
+    for (;;) {
+        unsigned seq = cf__event_seq(&w.event);
+        if (cf__state_done(cf__future_state(f)))
+            break;
+        if (!cf__event_wait(&w.event, seq, deadline_ns))
+            break;
+    }
+    /* Also waits out a completer still notifying us under the lock. */
+    cf__wait_node_remove(&node);
+    cf__event_destroy(&w.event);
+    return cf__state_done(cf__future_state(f));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Calls                                                                    */
+
+void *cf_fail(cf_call *call, int code, const char *fmt, ...)
+{
+    if (!call)
+        return NULL;
+    char *message = NULL;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        message = cf__vformat(fmt, ap);
+        va_end(ap);
+    }
+    free(call->message);
+    call->message = message;
+    call->code = code ? code : CF_ETASK;
+    return NULL;
+}
+
+bool cf_call_cancel_requested(const cf_call *call)
+{
+    return call && call->cancel_flag &&
+           atomic_load_explicit(call->cancel_flag, memory_order_relaxed);
+}
+
+void cf__run_task(cf_future *f, cf_fn fn, void *arg)
+{
+    cf_call call = {.future = f,
+                    .code = 0,
+                    .message = NULL,
+                    .cancel_flag = &f->cancel_requested};
+    void *result = fn(arg, &call);
+    if (call.code != 0)
+        cf__future_finish(f, NULL, NULL, call.code, call.message);
+    else
+        cf__future_finish(f, result, NULL, 0, NULL);
+}
+
+int cf_future_run(cf_future *f, cf_fn fn, void *arg)
+{
+    if (!f || !fn)
+        return CF_EINVAL;
+    int rc = cf_future_set_running_or_notify_cancel(f);
+    if (rc != CF_OK)
+        return rc;
+    cf__run_task(f, fn, arg);
+    return CF_OK;
+}

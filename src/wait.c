@@ -1,0 +1,346 @@
+/* wait.c - cf_wait() and cf_as_completed: waiting on many futures.
+ *
+ * Design: one waiter per call, one wait node per distinct future, installed
+ * once. A completing future notifies the waiter under its own lock (see
+ * future.c); the waiter keeps counts (cf_wait) or a FIFO of completed nodes
+ * (as_completed) under its own lock, and sleeps on its event. So the total
+ * cost is linear in the number of futures, however they complete: no
+ * re-installing waiters, no rescans. Duplicates are removed first with a
+ * pointer hash set.
+ *
+ * Lock order: future lock, then waiter lock (notifications); the waiting
+ * thread never holds both.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* Deduplication                                                            */
+
+static size_t hash_ptr(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x;
+}
+
+/* Copies the distinct futures of fs[0..n) to `uniq` in first-seen order and
+ * returns how many, or (size_t)-1 when out of memory. */
+static size_t dedup(cf_future *const *fs, size_t n, cf_future **uniq)
+{
+    if (n <= 8) { /* small sets: a scan beats a table */
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            size_t j = 0;
+            while (j < m && uniq[j] != fs[i])
+                j++;
+            if (j == m)
+                uniq[m++] = fs[i];
+        }
+        return m;
+    }
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap <<= 1;
+    cf_future **table = calloc(cap, sizeof *table);
+    if (!table)
+        return (size_t)-1;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t slot = hash_ptr(fs[i]) & (cap - 1);
+        while (table[slot] && table[slot] != fs[i])
+            slot = (slot + 1) & (cap - 1);
+        if (!table[slot]) {
+            table[slot] = fs[i];
+            uniq[m++] = fs[i];
+        }
+    }
+    free(table);
+    return m;
+}
+
+static int check_futures(cf_future *const *fs, size_t n)
+{
+    if (n > 0 && !fs)
+        return CF_EINVAL;
+    if (n > SIZE_MAX / (2 * sizeof(cf__wait_node)))
+        return CF_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!fs[i])
+            return CF_EINVAL;
+    return CF_OK;
+}
+
+/* A future that finished with a failure (not a cancel): FIRST_EXCEPTION. */
+static bool failed(const cf_future *f)
+{
+    return cf__future_state(f) == CF__FINISHED && f->code != 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* cf_wait                                                                  */
+
+static void notify_wait(cf__waiter *w, cf__wait_node *node, cf_future *f)
+{
+    (void)node;
+    cf__spin_lock(&w->lock);
+    w->remaining--;
+    bool trigger = w->remaining == 0 ||
+                   w->return_when == CF_FIRST_COMPLETED ||
+                   (w->return_when == CF_FIRST_EXCEPTION && failed(f));
+    if (trigger)
+        w->triggered = true;
+    cf__spin_unlock(&w->lock);
+    if (trigger)
+        cf__event_signal_all(&w->event);
+}
+
+/* True if the condition already holds for the futures as they are now. */
+static bool condition_holds(cf_future *const *fs, size_t n, int return_when)
+{
+    size_t done = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!cf__state_done(cf__future_state(fs[i])))
+            continue;
+        done++;
+        if (return_when == CF_FIRST_COMPLETED)
+            return true;
+        if (return_when == CF_FIRST_EXCEPTION && failed(fs[i]))
+            return true;
+    }
+    return done == n;
+}
+
+/* Installs nodes on the futures not done yet and sleeps until the waiter
+ * triggers or the deadline passes. Returns CF_OK or CF_ENOMEM. */
+static int block_until(cf_future *const *fs, size_t n, int return_when,
+                       int64_t deadline)
+{
+    cf__wait_node *nodes = malloc(n * sizeof *nodes);
+    if (!nodes)
+        return CF_ENOMEM;
+    cf__waiter w;
+    cf__event_init(&w.event);
+    atomic_init(&w.lock.held, false);
+    w.notify = notify_wait;
+    /* Count every future up front: a node may be notified before the
+     * install loop ends, and a future found done is discounted the same way
+     * a notification would discount it. */
+    w.remaining = n;
+    w.triggered = false;
+    w.return_when = return_when;
+
+    size_t installed = 0;
+    for (size_t i = 0; i < n; i++) {
+        nodes[installed].waiter = &w;
+        if (cf__wait_node_install(fs[i], &nodes[installed])) {
+            installed++;
+            continue;
+        }
+        cf__spin_lock(&w.lock);
+        if (--w.remaining == 0)
+            w.triggered = true;
+        cf__spin_unlock(&w.lock);
+    }
+    /* A future that completed before its node went in could not trigger
+     * FIRST_COMPLETED or FIRST_EXCEPTION: check those once, then sleep. */
+    if (!condition_holds(fs, n, return_when)) {
+        for (;;) {
+            unsigned seq = cf__event_seq(&w.event);
+            cf__spin_lock(&w.lock);
+            bool triggered = w.triggered;
+            cf__spin_unlock(&w.lock);
+            if (triggered || !cf__event_wait(&w.event, seq, deadline))
+                break;
+        }
+    }
+    for (size_t i = 0; i < installed; i++)
+        cf__wait_node_remove(&nodes[i]);
+    cf__event_destroy(&w.event);
+    free(nodes);
+    return CF_OK;
+}
+
+int cf_wait(cf_future *const *fs, size_t n, double timeout,
+            cf_return_when return_when, cf_future **done, size_t *n_done,
+            cf_future **not_done, size_t *n_not_done)
+{
+    int rc = check_futures(fs, n);
+    if (rc != CF_OK)
+        return rc;
+    if (return_when != CF_ALL_COMPLETED && return_when != CF_FIRST_COMPLETED &&
+        return_when != CF_FIRST_EXCEPTION)
+        return CF_EINVAL;
+    int64_t deadline;
+    if ((rc = cf__deadline_from_timeout(timeout, &deadline)) != CF_OK)
+        return rc;
+
+    cf_future **uniq = malloc((n ? n : 1) * sizeof *uniq);
+    if (!uniq)
+        return CF_ENOMEM;
+    size_t m = dedup(fs, n, uniq);
+    if (m == (size_t)-1) {
+        free(uniq);
+        return CF_ENOMEM;
+    }
+    if (!condition_holds(uniq, m, return_when) &&
+        (rc = block_until(uniq, m, return_when, deadline)) != CF_OK) {
+        free(uniq);
+        return rc;
+    }
+    /* Partition by the state at return, as Python does. */
+    size_t nd = 0, nn = 0;
+    for (size_t i = 0; i < m; i++) {
+        if (cf__state_done(cf__future_state(uniq[i]))) {
+            if (done)
+                done[nd] = uniq[i];
+            nd++;
+        } else {
+            if (not_done)
+                not_done[nn] = uniq[i];
+            nn++;
+        }
+    }
+    if (n_done)
+        *n_done = nd;
+    if (n_not_done)
+        *n_not_done = nn;
+    free(uniq);
+    return CF_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* as_completed                                                             */
+
+struct cf_as_completed {
+    cf__waiter w;
+    cf_future **futures;   /* distinct futures, each retained */
+    size_t n;
+    cf__wait_node *nodes;  /* one per future in `futures` */
+    size_t *ready;         /* indexes done before the call, yielded first */
+    size_t n_ready, ready_pos;
+    size_t yielded;
+    int64_t deadline;
+};
+
+static void notify_queue(cf__waiter *w, cf__wait_node *node, cf_future *f)
+{
+    (void)f;
+    node->done_next = NULL;
+    cf__spin_lock(&w->lock);
+    if (w->done_tail)
+        w->done_tail->done_next = node;
+    else
+        w->done_head = node;
+    w->done_tail = node;
+    cf__spin_unlock(&w->lock);
+    cf__event_signal_all(&w->event);
+}
+
+int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout,
+                        cf_as_completed **out)
+{
+    int rc = check_futures(fs, n);
+    if (rc != CF_OK || !out)
+        return rc != CF_OK ? rc : CF_EINVAL;
+    int64_t deadline;
+    if ((rc = cf__deadline_from_timeout(timeout, &deadline)) != CF_OK)
+        return rc;
+
+    cf_as_completed *it = calloc(1, sizeof *it);
+    size_t alloc_n = n ? n : 1;
+    if (it) {
+        it->futures = malloc(alloc_n * sizeof *it->futures);
+        it->nodes = malloc(alloc_n * sizeof *it->nodes);
+        it->ready = malloc(alloc_n * sizeof *it->ready);
+    }
+    if (!it || !it->futures || !it->nodes || !it->ready)
+        goto nomem;
+    it->n = dedup(fs, n, it->futures);
+    if (it->n == (size_t)-1)
+        goto nomem;
+    cf__event_init(&it->w.event);
+    atomic_init(&it->w.lock.held, false);
+    it->w.notify = notify_queue;
+    it->deadline = deadline;
+
+    for (size_t i = 0; i < it->n; i++) {
+        cf_future_retain(it->futures[i]);
+        it->nodes[i].waiter = &it->w;
+        if (!cf__wait_node_install(it->futures[i], &it->nodes[i]))
+            it->ready[it->n_ready++] = i;
+    }
+    *out = it;
+    return CF_OK;
+nomem:
+    if (it) {
+        free(it->futures);
+        free(it->nodes);
+        free(it->ready);
+        free(it);
+    }
+    return CF_ENOMEM;
+}
+
+static cf__wait_node *pop_completed(cf_as_completed *it)
+{
+    cf__spin_lock(&it->w.lock);
+    cf__wait_node *node = it->w.done_head;
+    if (node) {
+        it->w.done_head = node->done_next;
+        if (!it->w.done_head)
+            it->w.done_tail = NULL;
+    }
+    cf__spin_unlock(&it->w.lock);
+    return node;
+}
+
+int cf_as_completed_next(cf_as_completed *it, cf_future **out)
+{
+    if (!it || !out)
+        return CF_EINVAL;
+    if (it->ready_pos < it->n_ready) {
+        *out = cf_future_retain(it->futures[it->ready[it->ready_pos++]]);
+        it->yielded++;
+        return CF_OK;
+    }
+    if (it->yielded == it->n)
+        return CF_EEND;
+    for (;;) {
+        unsigned seq = cf__event_seq(&it->w.event);
+        cf__wait_node *node = pop_completed(it);
+        if (node) {
+            it->yielded++;
+            *out = cf_future_retain(node->future);
+            return CF_OK;
+        }
+        if (!cf__event_wait(&it->w.event, seq, it->deadline)) {
+            /* One last look: a completion may have raced the deadline. */
+            if ((node = pop_completed(it)) != NULL) {
+                it->yielded++;
+                *out = cf_future_retain(node->future);
+                return CF_OK;
+            }
+            return CF_ETIMEDOUT;
+        }
+    }
+}
+
+void cf_as_completed_free(cf_as_completed *it)
+{
+    if (!it)
+        return;
+    for (size_t i = 0; i < it->n; i++) {
+        cf__wait_node_remove(&it->nodes[i]);
+        cf_future_release(it->futures[i]);
+    }
+    cf__event_destroy(&it->w.event);
+    free(it->futures);
+    free(it->nodes);
+    free(it->ready);
+    free(it);
+}
