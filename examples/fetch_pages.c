@@ -33,20 +33,29 @@ static const struct {
 /* ---- The server: one connection at a time until stop_pipe is written. */
 static int listen_fd = -1, stop_pipe[2] = {-1, -1};
 
+/* Returns the index in PAGES of the page a request asks for, or NPAGES. */
+static size_t find_page(const char *req)
+{
+    char path[256];
+    size_t i = 0;
+    if (sscanf(req, "GET %255s", path) != 1)
+        return NPAGES;
+    while (i < NPAGES && strcmp(PAGES[i].path, path) != 0)
+        i++;
+    return i;
+}
+
 static void answer(int c)
 {
-    char req[1024] = "", path[256] = "", buf[4096];
-    size_t got = 0, i = 0;
+    char req[1024] = "", buf[4096];
+    size_t got = 0;
     ssize_t n = 0;
     while (!strstr(req, "\r\n\r\n") && got < sizeof req - 1 &&
            (n = recv(c, req + got, sizeof req - 1 - got, 0)) > 0)
         req[got += (size_t)n] = '\0';
-    if (sscanf(req, "GET %255s", path) == 1)
-        while (i < NPAGES && strcmp(PAGES[i].path, path) != 0)
-            i++;
-    int len = i < NPAGES && *path
-                  ? snprintf(buf, sizeof buf, "HTTP/1.0 200 OK\r\n\r\n")
-                  : snprintf(buf, sizeof buf, "HTTP/1.0 404 Not Found\r\n\r\n");
+    size_t i = find_page(req);
+    int len = snprintf(buf, sizeof buf, "HTTP/1.0 %s\r\n\r\n",
+                       i < NPAGES ? "200 OK" : "404 Not Found");
     if (send(c, buf, (size_t)len, MSG_NOSIGNAL) != len || i == NPAGES)
         return; /* the client went away, or there is no body */
     memset(buf, 'x', sizeof buf);
@@ -59,16 +68,20 @@ static void answer(int c)
 static void *serve(void *unused, cf_call *call)
 {
     struct pollfd p[2] = {{listen_fd, POLLIN, 0}, {stop_pipe[0], POLLIN, 0}};
-    while (p[1].revents == 0) {
-        if (poll(p, 2, -1) < 0 && errno != EINTR)
+    for (;;) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
             return cf_fail(call, errno, "poll: %s", strerror(errno));
-        int c = p[0].revents ? accept(listen_fd, NULL, NULL) : -1;
+        }
+        if (p[1].revents != 0)
+            return NULL; /* main() asked us to stop */
+        int c = accept(listen_fd, NULL, NULL);
         if (c >= 0) {
             answer(c);
             close(c);
         }
     }
-    return NULL;
 }
 
 /* ---- The client. Python's load_url(url, timeout) takes two arguments; a
