@@ -407,20 +407,23 @@ static void notify_single(cf__waiter *w, cf__wait_node *node, cf_future *f)
 }
 
 /* How long a waiter spins before it sleeps. A round trip through a pool is
- * a few hundred nanoseconds when both threads are awake; a futex sleep and
+ * well under a microsecond when both threads are awake; a futex sleep and
  * wake costs tens of microseconds. Spinning a little buys the fast case
  * without burning a core for long when the task is slow. */
-enum { WAIT_SPINS = 4000 };
+enum { WAIT_SPIN_NS = 20000 };
 
 bool cf__future_wait_done(cf_future *f, int64_t deadline_ns)
 {
-    for (int i = 0; i < WAIT_SPINS; i++) {
-        if (cf__state_done(cf__future_state(f)))
-            return true;
-        cf__cpu_relax();
-    }
     if (deadline_ns != CF__NO_DEADLINE && cf__now_ns() >= deadline_ns)
-        return cf__state_done(cf__future_state(f));
+        return cf__state_done(cf__future_state(f)); /* a poll */
+    int64_t until = 0;
+    for (unsigned i = 0; !cf__state_done(cf__future_state(f)); i++) {
+        if (!cf__spin_continue(i, &until, WAIT_SPIN_NS) ||
+            (until != 0 && until > deadline_ns))
+            break;
+    }
+    if (cf__state_done(cf__future_state(f)))
+        return true;
 
     cf__waiter w;
     cf__wait_node node;

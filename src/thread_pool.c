@@ -78,8 +78,10 @@ typedef struct worker_start {
     int index;
 } worker_start;
 
-/* How long an idle worker spins before sleeping (iterations of a pause). */
-enum { IDLE_SPINS = 2000 };
+/* How long an idle worker spins before sleeping: long enough to catch the
+ * next task of a caller that submits in a loop, short enough that an idle
+ * pool costs nothing. */
+enum { IDLE_SPIN_NS = 50000 };
 
 static atomic_uint pool_counter;
 
@@ -180,11 +182,11 @@ static cf_future *next_task(thread_pool *p, cf_future **finished)
     cf__mutex_unlock(&p->lock);
     cf_future_release(*finished);
     *finished = NULL;
-    for (int i = 0; i < IDLE_SPINS; i++) {
-        if (atomic_load_explicit(&p->queued_hint, memory_order_relaxed))
+    int64_t until = 0;
+    for (unsigned i = 0; !atomic_load_explicit(&p->queued_hint,
+                                               memory_order_relaxed); i++)
+        if (!cf__spin_continue(i, &until, IDLE_SPIN_NS))
             break;
-        cf__cpu_relax();
-    }
     cf__mutex_lock(&p->lock);
     while (!p->head && !p->shutdown && !p->broken) {
         p->n_sleeping++;

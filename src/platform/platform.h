@@ -61,6 +61,27 @@ static inline void cf__cpu_relax(void)
 #endif
 }
 
+/* Bounded busy-waiting. Call in a loop that re-checks a condition:
+ *     int64_t until = 0;
+ *     for (unsigned i = 0; !ready(); i++)
+ *         if (!cf__spin_continue(i, &until, budget_ns)) break;
+ * The budget is time, not iterations, because a pause instruction costs
+ * from 10 to 150 cycles depending on the CPU. The clock is read once every
+ * 32 iterations. */
+static inline bool cf__spin_continue(unsigned i, int64_t *until,
+                                     int64_t budget_ns)
+{
+    cf__cpu_relax();
+    if ((i & 31) != 31)
+        return true;
+    int64_t now = cf__now_ns();
+    if (*until == 0) {
+        *until = now + budget_ns;
+        return true;
+    }
+    return now < *until;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Event: a sequence number threads sleep on until it changes (a futex on
  * Linux). Signal is cheap when nobody sleeps: no system call.              */
