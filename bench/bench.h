@@ -1,0 +1,170 @@
+/* bench.h - helpers shared by every benchmark program (cfutures and peers).
+ *
+ * Design: header-only so that the peers (C and C++) build from one file
+ * each. Every program prints exactly one line of space-separated tokens:
+ *
+ *     <scenario> <contender> key=value key=value ...
+ *
+ * which bench/harness.py parses; the keys are the parameters first, then the
+ * measurements. Programs exit nonzero on any failure, so a broken contender
+ * can never pass off an error as a fast result.
+ */
+#ifndef CF_BENCH_H
+#define CF_BENCH_H
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Monotonic clock in nanoseconds. */
+static inline int64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Prints a message and exits: a benchmark that failed must not report. */
+static inline void bench_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("bench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+/* Reads a positive integer argument, or `dflt` when absent. */
+static inline long bench_arg(int argc, char **argv, int i, long dflt)
+{
+    if (i >= argc)
+        return dflt;
+    char *end;
+    long v = strtol(argv[i], &end, 10);
+    if (*end != '\0' || v <= 0)
+        bench_die("bad argument '%s'", argv[i]);
+    return v;
+}
+
+static inline void *bench_xmalloc(size_t size)
+{
+    void *p = malloc(size ? size : 1);
+    if (p == NULL)
+        bench_die("out of memory (%zu bytes)", size);
+    /* Touch every page now, so that the page faults are not timed. */
+    memset(p, 0, size);
+    return p;
+}
+
+/* A field of /proc/self/status in bytes ("VmRSS", "VmHWM"), or 0. */
+static inline long long bench_status_bytes(const char *field)
+{
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    size_t len = strlen(field);
+    long long kb = 0;
+    if (fp == NULL)
+        return 0;
+    while (fgets(line, sizeof line, fp) != NULL) {
+        if (strncmp(line, field, len) == 0 && line[len] == ':') {
+            kb = atoll(line + len + 1);
+            break;
+        }
+    }
+    fclose(fp);
+    return kb * 1024;
+}
+
+static int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Latency statistics of `n` samples in nanoseconds (sorted in place). */
+typedef struct bench_lat {
+    double mean_us, p50_us, p99_us, max_us;
+} bench_lat;
+
+static inline bench_lat bench_latency_stats(double *ns, size_t n)
+{
+    bench_lat s = {0, 0, 0, 0};
+    double sum = 0;
+    if (n == 0)
+        return s;
+    for (size_t i = 0; i < n; i++)
+        sum += ns[i];
+    qsort(ns, n, sizeof *ns, bench_cmp_double);
+    s.mean_us = sum / (double)n / 1e3;
+    s.p50_us = ns[n / 2] / 1e3;
+    s.p99_us = ns[(size_t)((double)(n - 1) * 0.99)] / 1e3;
+    s.max_us = ns[n - 1] / 1e3;
+    return s;
+}
+
+/* The W5 workload: the spec's ProcessPoolExecutor example. */
+static const uint64_t bench_primes[] = {
+    112272535095293ULL, 112582705942171ULL, 112272535095293ULL,
+    115280095190773ULL, 115797848077099ULL, 1099726899285419ULL,
+};
+#define BENCH_NPRIMES (sizeof bench_primes / sizeof bench_primes[0])
+/* What is_prime() answers for each, as the spec's output shows. */
+static const int bench_primes_expected[] = {1, 1, 1, 1, 1, 0};
+
+static inline int bench_is_prime(uint64_t n)
+{
+    if (n < 2)
+        return 0;
+    if (n == 2)
+        return 1;
+    if (n % 2 == 0)
+        return 0;
+    /* floor(sqrt(n)) as Python's int(math.floor(math.sqrt(n))); a double
+     * is exact enough below 2^52, and the two loops settle the rounding. */
+    uint64_t root = (uint64_t)sqrt((double)n);
+    while (root * root > n)
+        root--;
+    while ((root + 1) * (root + 1) <= n)
+        root++;
+    for (uint64_t i = 3; i <= root; i += 2)
+        if (n % i == 0)
+            return 0;
+    return 1;
+}
+
+#ifdef CFUTURES_H
+/* Exits unless a cfutures call returned CF_OK. */
+#define BENCH_CHECK(call)                                                  \
+    do {                                                                   \
+        int bench_err_ = (call);                                           \
+        if (bench_err_ != CF_OK)                                           \
+            bench_die("%s: %s", #call, cf_err_name(bench_err_));           \
+    } while (0)
+
+/* A thread pool of `workers` threads, started (they start lazily) and warmed
+ * up, so that no measurement includes thread creation. */
+static inline cf_executor *bench_thread_pool(int workers)
+{
+    cf_thread_pool_options opts = {0};
+    cf_executor *ex;
+    opts.max_workers = workers;
+    BENCH_CHECK(cf_thread_pool_new(&opts, &ex));
+    return ex;
+}
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CF_BENCH_H */

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# run.sh - the one command for cfutures' benchmark suite:
+#   installs the peers (Debian packages), builds everything with -O2 into
+#   bench/out/, runs every scenario several times with the contenders
+#   interleaved, and prints one table (also written to bench/out/table.md).
+#
+#   bench/run.sh                  full run: 5 runs per case (~10 minutes)
+#   BENCH_QUICK=1 bench/run.sh    smoke test: small sizes, 3 runs
+#
+# Further knobs: BENCH_RUNS=N, BENCH_ONLY='W1|W2' (groups by title),
+# BENCH_NO_INSTALL=1 (skip apt-get), BENCH_PYTHON (default: Debian's
+# /usr/bin/python3, whose concurrent.futures is the CPython peer).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+out="$here/out"
+python=${BENCH_PYTHON:-/usr/bin/python3}
+packages=(build-essential cmake pkg-config python3 libuv1-dev
+          libglib2.0-dev libtbb-dev)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+        missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ] && [ -z "${BENCH_NO_INSTALL:-}" ]; then
+    echo "run.sh: installing ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+# RelWithDebInfo is -O2 -g: optimised, and perf can still name functions.
+cmake -S "$root" -B "$out" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCF_BUILD_BENCH=ON -DCF_BUILD_TESTS=OFF -DCF_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build "$out" -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
+
+exec "$python" "$here/harness.py" "$out/bench" "$out"

@@ -1,0 +1,51 @@
+/* throughput.c - W1: submit N empty tasks, each returning a future, then
+ * wait for all of them; ns per task and tasks per second.
+ *
+ *     bench_throughput [N=1000000] [WORKERS=1]
+ *
+ * The clock runs from the first submit until every future has been waited
+ * for (cf_wait, ALL_COMPLETED) and released: a future's whole life.
+ */
+#include "cfutures.h"
+
+#include "bench.h"
+
+static void *noop(void *arg, cf_call *call)
+{
+    (void)call;
+    return arg;
+}
+
+int main(int argc, char **argv)
+{
+    long n = bench_arg(argc, argv, 1, 1000000);
+    int workers = (int)bench_arg(argc, argv, 2, 1);
+    cf_executor *ex = bench_thread_pool(workers);
+    cf_future **fs = bench_xmalloc((size_t)n * sizeof *fs);
+
+    for (long i = 0; i < 1000; i++) /* warm up: start the workers */
+        BENCH_CHECK(cf_executor_submit(ex, noop, NULL, &fs[i]));
+    BENCH_CHECK(cf_wait(fs, 1000, CF_FOREVER, CF_ALL_COMPLETED, NULL, NULL,
+                        NULL, NULL));
+    for (long i = 0; i < 1000; i++)
+        cf_future_release(fs[i]);
+
+    int64_t t0 = bench_now_ns();
+    for (long i = 0; i < n; i++)
+        BENCH_CHECK(cf_executor_submit(ex, noop, NULL, &fs[i]));
+    size_t n_done = 0;
+    BENCH_CHECK(cf_wait(fs, (size_t)n, CF_FOREVER, CF_ALL_COMPLETED, NULL,
+                        &n_done, NULL, NULL));
+    for (long i = 0; i < n; i++)
+        cf_future_release(fs[i]);
+    int64_t t1 = bench_now_ns();
+
+    if (n_done != (size_t)n)
+        bench_die("%zu of %ld futures done", n_done, n);
+    double ns = (double)(t1 - t0) / (double)n;
+    printf("w1 cfutures workers=%d n=%ld ns_per_task=%.1f tasks_per_s=%.0f\n",
+           workers, n, ns, 1e9 / ns);
+    free(fs);
+    cf_executor_free(ex);
+    return 0;
+}
