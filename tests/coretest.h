@@ -1,0 +1,197 @@
+/* coretest.h - small helpers shared by the core tests (futures, wait,
+ * as_completed, thread pool, map, shutdown, errors, custom executors).
+ *
+ * Tasks used by many tests, a way to know that another thread is really
+ * blocked (its /proc state is "S") rather than guessing with a sleep, and
+ * thin wrappers that fail the test when a setup call fails.
+ */
+#ifndef CF_CORETEST_H
+#define CF_CORETEST_H
+
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* ------------------------------------------------------------------------ */
+/* Tasks                                                                    */
+
+/* Returns its argument. */
+static inline void *task_identity(void *arg, cf_call *call)
+{
+    (void)call;
+    return arg;
+}
+
+/* Returns twice its (integer) argument. */
+static inline void *task_double(void *arg, cf_call *call)
+{
+    (void)call;
+    return (void *)(2 * (intptr_t)arg);
+}
+
+/* Fails with the code it is given and a message naming it. */
+static inline void *task_fail(void *arg, cf_call *call)
+{
+    int code = (int)(intptr_t)arg;
+    return cf_fail(call, code, "failed with %d", code);
+}
+
+/* Blocks on the latch it is given, then returns it. */
+static inline void *task_gate(void *arg, cf_call *call)
+{
+    (void)call;
+    latch_wait((latch *)arg);
+    return arg;
+}
+
+/* Adds one to the counter it is given. */
+static inline void *task_count(void *arg, cf_call *call)
+{
+    (void)call;
+    atomic_fetch_add((atomic_int *)arg, 1);
+    return NULL;
+}
+
+/* Does nothing. */
+static inline void *task_empty(void *arg, cf_call *call)
+{
+    (void)arg;
+    (void)call;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Threads                                                                  */
+
+static inline pid_t current_tid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+/* True if thread `tid` of this process is asleep (blocked in the kernel). */
+static inline bool thread_is_sleeping(pid_t tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return false;
+    size_t len = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[len] = '\0';
+    const char *paren = strrchr(buf, ')'); /* the name may hold spaces */
+    return paren && paren[1] == ' ' && paren[2] == 'S';
+}
+
+/* Waits until `tid` is blocked: a thread that announced it is about to call
+ * a blocking function and then sleeps is inside that function. */
+#define WAIT_BLOCKED(tid) WAIT_UNTIL(thread_is_sleeping(tid), 10)
+
+/* A helper thread whose kernel id is published once it runs. */
+typedef struct helper {
+    pthread_t thread;
+    _Atomic pid_t tid;
+    void *(*body)(struct helper *);
+    void *ctx;
+    void *ret;
+} helper;
+
+static inline void *helper_main(void *arg)
+{
+    helper *h = arg;
+    atomic_store(&h->tid, current_tid());
+    h->ret = h->body(h);
+    return NULL;
+}
+
+static inline void helper_start(helper *h, void *(*body)(helper *), void *ctx)
+{
+    atomic_store(&h->tid, 0);
+    h->body = body;
+    h->ctx = ctx;
+    h->ret = NULL;
+    ASSERT_EQ(pthread_create(&h->thread, NULL, helper_main, h), 0);
+    WAIT_UNTIL(atomic_load(&h->tid) != 0, 10);
+}
+
+static inline void *helper_join(helper *h)
+{
+    ASSERT_EQ(pthread_join(h->thread, NULL), 0);
+    return h->ret;
+}
+
+/* Lets `seconds` of wall time pass (for deadlines that must expire; never
+ * to wait for another thread). */
+static inline void let_time_pass(double seconds)
+{
+    double until = harness_now() + seconds;
+    while (harness_now() < until)
+        harness_pause();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Setup                                                                    */
+
+static inline cf_executor *pool_new(int max_workers)
+{
+    cf_thread_pool_options opts = {.max_workers = max_workers};
+    cf_executor *ex = NULL;
+    ASSERT_OK(cf_thread_pool_new(&opts, &ex));
+    ASSERT(ex != NULL);
+    return ex;
+}
+
+static inline cf_future *submit(cf_executor *ex, cf_fn fn, void *arg)
+{
+    cf_future *f = NULL;
+    ASSERT_OK(cf_executor_submit(ex, fn, arg, &f));
+    ASSERT(f != NULL);
+    return f;
+}
+
+static inline cf_future *future_new(void)
+{
+    cf_future *f = NULL;
+    ASSERT_OK(cf_future_new(&f));
+    ASSERT(f != NULL);
+    return f;
+}
+
+static inline cf_future *future_done_with(void *value)
+{
+    cf_future *f = future_new();
+    ASSERT_OK(cf_future_set_result(f, value));
+    return f;
+}
+
+/* The result of a future that must succeed. */
+static inline intptr_t result_of(cf_future *f)
+{
+    void *v = NULL;
+    ASSERT_OK(cf_future_result(f, CF_FOREVER, &v));
+    return (intptr_t)v;
+}
+
+static inline bool in_list(cf_future *const *fs, size_t n, const cf_future *f)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fs[i] == f)
+            return true;
+    return false;
+}
+
+/* True when running under a sanitizer (memory figures mean little then). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CORETEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CORETEST_SANITIZED 1
+#endif
+#endif
+#ifndef CORETEST_SANITIZED
+#define CORETEST_SANITIZED 0
+#endif
+
+#endif
