@@ -203,6 +203,20 @@ extern _Thread_local const void *cf__current_pool;
  * (its threads or workers exist only in the parent) instead of hanging. */
 unsigned cf__fork_generation(void);
 
+/* ------------------------------------------------------------------------ */
+/* Process pool (owned by process_pool.c / process_worker.c)                */
+
+/* True on a process-pool worker's thread (its tasks and initializer). The
+ * entry points that would call back into an executor from a worker
+ * (cf_executor_submit*, cf_executor_map*, cf_executor_shutdown*,
+ * cf_process_pool_new) return CF_EDEADLK when it is true. */
+bool cf__process_worker_active(void);
+
+/* The worker loop on socket `fd`; returns the process's exit code. The
+ * _forked variant first drops stdio buffers copied from the parent. */
+int cf__worker_main(int fd);
+int cf__worker_main_forked(int fd);
+
 #endif /* CF_INTERNAL_H */
 
 /* ------------------------------------------------------------------------ */

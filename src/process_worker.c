@@ -1,0 +1,397 @@
+/* process_worker.c - the worker side of the process pool.
+ *
+ * Design: a worker is the caller's own program, started either by exec
+ * (CF_START_EXEC, with CF__WORKER_ENV set) or by fork (CF_START_FORK). An
+ * exec'd worker never reaches main(): the constructor below notices the
+ * variable, runs the worker loop and _exits, so the caller's main needs no
+ * special code. Constructors of modules that run later than this one (for
+ * the shared library: the main program's own) have not run in a worker.
+ *
+ * The loop is strictly serial: read frames, run each task, append its
+ * result, and flush the results before blocking for more input, so a burst
+ * of small results costs one write. A task is named by module + offset
+ * (wire.h); each lookup goes through dl_iterate_phdr, cached per worker.
+ * The worker keeps only its socket; its parent's death ends it (EOF on the
+ * socket, and PR_SET_PDEATHSIG). cf__process_worker_active() is true on its
+ * thread, so a task calling back into an executor gets CF_EDEADLK.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "platform/process.h"
+#include "wire.h"
+
+#if defined(__GLIBC__)
+#include <stdio_ext.h>
+#endif
+
+static _Thread_local bool worker_thread;
+
+bool cf__process_worker_active(void)
+{
+    return worker_thread;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Resolving functions and codecs                                           */
+
+#define CACHE_SLOTS 16
+
+typedef struct cache_entry {
+    char *module; /* malloc'd copy; NULL: empty slot */
+    size_t module_len;
+    uint64_t offset;
+    void *addr;
+} cache_entry;
+
+typedef struct worker {
+    int fd;
+    cf_buffer in;  /* bytes received; frames start at in_pos */
+    size_t in_pos;
+    cf_buffer out; /* results not yet written */
+    bool ready;    /* INIT handled */
+    cache_entry cache[CACHE_SLOTS];
+    unsigned next_slot;
+} worker;
+
+static void *resolve(worker *w, const cf__wire_ref *ref)
+{
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        cache_entry *e = &w->cache[i];
+        if (e->module && e->offset == ref->offset &&
+            e->module_len == ref->module_len &&
+            memcmp(e->module, ref->module, ref->module_len) == 0)
+            return e->addr;
+    }
+    void *addr = cf__ref_to_addr(ref);
+    if (!addr)
+        return NULL;
+    cache_entry *e = &w->cache[w->next_slot++ % CACHE_SLOTS];
+    char *copy = malloc(ref->module_len + 1);
+    if (copy) {
+        free(e->module);
+        memcpy(copy, ref->module, ref->module_len);
+        copy[ref->module_len] = '\0';
+        e->module = copy;
+        e->module_len = ref->module_len;
+        e->offset = ref->offset;
+        e->addr = addr;
+    }
+    return addr;
+}
+
+static const cf_codec *resolve_codec(worker *w, const cf__wire_codec *c)
+{
+    switch (c->kind) {
+    case CF__CODEC_WORD:
+        return cf_codec_word();
+    case CF__CODEC_STRING:
+        return cf_codec_string();
+    default:
+        return resolve(w, &c->ref);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running tasks                                                            */
+
+static const atomic_bool never_cancelled = false;
+
+/* Appends an item's status and, on success, its result bytes; with
+ * `with_len` (chunk items) the body is length-prefixed. */
+static int put_outcome(cf_buffer *out, const cf_codec *codec, int code,
+                       const char *message, void *result, bool with_len)
+{
+    size_t mark = out->len, len_at = 0;
+    int rc = cf__wire_put_status(out, code, message, with_len, &len_at);
+    if (rc == CF_OK && code == 0) {
+        int enc = codec->encode_result(result, out);
+        if (enc != CF_OK) {
+            out->len = mark;
+            char msg[96];
+            snprintf(msg, sizeof msg, "could not encode the task's result: %s",
+                     cf_strerror(enc));
+            rc = cf__wire_put_status(out, enc, msg, with_len, &len_at);
+        }
+    }
+    if (rc == CF_OK && with_len)
+        cf__wire_patch_u64(out, len_at, out->len - len_at - 8);
+    return rc;
+}
+
+/* Runs one item: decode the argument, call, encode the outcome. */
+static int run_item(cf_fn fn, const cf_codec *codec, const unsigned char *data,
+                    size_t len, cf_buffer *out, bool with_len)
+{
+    void *arg = NULL;
+    int rc = codec->decode_arg(data, len, &arg);
+    if (rc != CF_OK) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "could not decode the task's argument: %s",
+                 cf_strerror(rc));
+        return put_outcome(out, codec, rc, msg, NULL, with_len);
+    }
+    cf_call call = {.future = NULL, .code = 0, .message = NULL,
+                    .cancel_flag = &never_cancelled};
+    void *result = fn(arg, &call);
+    if (codec->free_arg)
+        codec->free_arg(arg);
+    /* cf_call_set_result_free() wins over the codec's free function. */
+    void (*free_result)(void *) =
+        call.free_result ? call.free_result : codec->free_result;
+    if (call.code != 0) {
+        rc = put_outcome(out, codec, call.code,
+                         call.message ? call.message : cf_strerror(call.code),
+                         NULL, with_len);
+        free(call.message);
+    } else {
+        rc = put_outcome(out, codec, 0, NULL, result, with_len);
+    }
+    if (free_result && result)
+        free_result(result);
+    return rc;
+}
+
+static int fail_init(cf_buffer *out, int code, const char *msg)
+{
+    size_t start, len_at;
+    int rc = cf__wire_begin(out, CF__MSG_INIT_FAILED, 0, &start);
+    if (rc == CF_OK)
+        rc = cf__wire_put_status(out, code, msg, false, &len_at);
+    if (rc == CF_OK)
+        cf__wire_end(out, start);
+    return rc;
+}
+
+static void describe_ref(const cf__wire_ref *ref, char *buf, size_t n)
+{
+    snprintf(buf, n, "%.*s+0x%llx", (int)(ref->module_len > 200 ? 200 :
+                                          ref->module_len),
+             ref->module_len ? ref->module : "main",
+             (unsigned long long)ref->offset);
+}
+
+static int handle_task(worker *w, const cf__wire_header *h,
+                       const unsigned char *p)
+{
+    bool chunk = h->type == CF__MSG_CHUNK;
+    cf__wire_task t;
+    if (cf__wire_decode_task(p, h->len, chunk, &t) != CF_OK)
+        return CF_ECODEC; /* a corrupt stream: nothing sane to answer */
+    cf_fn fn = (cf_fn)cf__addr_fn(resolve(w, &t.fn));
+    const cf_codec *codec = resolve_codec(w, &t.codec);
+    size_t start;
+    /* A chunk always answers with a CHUNK_RESULT; one that cannot run at
+     * all fails every item with the same message. */
+    int rc = cf__wire_begin(&w->out, chunk ? CF__MSG_CHUNK_RESULT
+                                           : CF__MSG_RESULT, h->id, &start);
+    if (rc != CF_OK)
+        return rc;
+    if (!fn || !codec) {
+        char where[256], msg[320];
+        describe_ref(!fn ? &t.fn : &t.codec.ref, where, sizeof where);
+        snprintf(msg, sizeof msg, "the %s was not found in the worker (%s)",
+                 !fn ? "task function" : "codec", where);
+        if (chunk)
+            rc = cf__wire_put_u64(&w->out, t.n);
+        for (uint64_t i = 0; rc == CF_OK && i < (chunk ? t.n : 1); i++) {
+            size_t len_at;
+            rc = cf__wire_put_status(&w->out, CF_EINVAL, msg, chunk, &len_at);
+            if (rc == CF_OK && chunk)
+                cf__wire_patch_u64(&w->out, len_at,
+                                   w->out.len - len_at - 8);
+        }
+    } else if (!chunk) {
+        rc = run_item(fn, codec, t.data, t.len, &w->out, false);
+    } else {
+        rc = cf__wire_put_u64(&w->out, t.n);
+        cf__wire_reader items;
+        cf__wire_chunk_items(&t, &items);
+        for (uint64_t i = 0; rc == CF_OK && i < t.n; i++) {
+            const unsigned char *d;
+            size_t n;
+            cf__wire_next_item(&items, &d, &n); /* validated by decode */
+            rc = run_item(fn, codec, d, n, &w->out, true);
+        }
+    }
+    if (rc == CF_OK)
+        cf__wire_end(&w->out, start);
+    return rc;
+}
+
+static int handle_init(worker *w, const unsigned char *p, size_t len)
+{
+    cf__wire_init init;
+    if (cf__wire_decode_init(p, len, &init) != CF_OK)
+        return CF_ECODEC;
+    if (init.has_init) {
+        int (*fn)(void *) = (int (*)(void *))cf__addr_fn(resolve(w, &init.init));
+        int rc;
+        char msg[320];
+        if (!fn) {
+            char where[256];
+            describe_ref(&init.init, where, sizeof where);
+            snprintf(msg, sizeof msg,
+                     "the initializer was not found in the worker (%s)",
+                     where);
+            rc = CF_EINVAL;
+        } else {
+            rc = fn((void *)(uintptr_t)init.initarg);
+            snprintf(msg, sizeof msg, "the initializer returned %d", rc);
+        }
+        if (rc != 0) {
+            fail_init(&w->out, rc, msg);
+            return CF_EINVAL; /* tell the loop to stop */
+        }
+    }
+    size_t start;
+    int rc = cf__wire_begin(&w->out, CF__MSG_READY, 0, &start);
+    if (rc == CF_OK && (rc = cf__wire_put_u64(&w->out, (uint64_t)getpid())) ==
+                           CF_OK)
+        cf__wire_end(&w->out, start);
+    w->ready = true;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The loop                                                                 */
+
+enum { KEEP_GOING = 0, STOP_CLEAN = 1, STOP_ERROR = 2 };
+
+static int handle_frame(worker *w, const cf__wire_header *h,
+                        const unsigned char *payload)
+{
+    int rc;
+    switch (h->type) {
+    case CF__MSG_INIT:
+        if (w->ready)
+            return STOP_ERROR;
+        rc = handle_init(w, payload, h->len);
+        return rc == CF_OK ? KEEP_GOING : STOP_ERROR;
+    case CF__MSG_TASK:
+    case CF__MSG_CHUNK:
+        if (!w->ready)
+            return STOP_ERROR;
+        return handle_task(w, h, payload) == CF_OK ? KEEP_GOING : STOP_ERROR;
+    case CF__MSG_EXIT:
+        return STOP_CLEAN;
+    default:
+        return STOP_ERROR;
+    }
+}
+
+/* Handles every complete frame in the input. */
+static int drain_frames(worker *w, size_t *need)
+{
+    *need = CF__WIRE_HEADER_SIZE;
+    for (;;) {
+        size_t avail = w->in.len - w->in_pos;
+        cf__wire_header h;
+        int rc = cf__wire_header_decode(w->in.data + w->in_pos, avail, &h);
+        if (rc == CF_EAGAIN)
+            return KEEP_GOING;
+        if (rc != CF_OK)
+            return STOP_ERROR;
+        if (avail - CF__WIRE_HEADER_SIZE < h.len) {
+            *need = CF__WIRE_HEADER_SIZE + (size_t)h.len;
+            return KEEP_GOING;
+        }
+        const unsigned char *payload =
+            w->in.data + w->in_pos + CF__WIRE_HEADER_SIZE;
+        w->in_pos += CF__WIRE_HEADER_SIZE + (size_t)h.len;
+        int stop = handle_frame(w, &h, payload);
+        if (stop != KEEP_GOING)
+            return stop;
+    }
+}
+
+static bool flush(worker *w)
+{
+    bool ok = cf__fd_write_all(w->fd, w->out.data, w->out.len);
+    w->out.len = 0;
+    /* Keep a modest buffer around, not the largest result ever sent. */
+    if (w->out.cap > (4u << 20))
+        cf__buffer_destroy(&w->out);
+    return ok;
+}
+
+/* Moves unread bytes to the front and makes room for `need` of them. */
+static bool make_room(worker *w, size_t need)
+{
+    size_t left = w->in.len - w->in_pos;
+    if (w->in_pos > 0) {
+        memmove(w->in.data, w->in.data + w->in_pos, left);
+        w->in.len = left;
+        w->in_pos = 0;
+    }
+    if (w->in.cap > (4u << 20) && left == 0 && need < (64u << 10))
+        cf__buffer_destroy(&w->in);
+    size_t want = need > left ? need - left : 0;
+    if (want < (64u << 10))
+        want = 64u << 10;
+    return cf__buffer_reserve(&w->in, want) == CF_OK;
+}
+
+static int worker_loop(worker *w)
+{
+    for (;;) {
+        size_t need;
+        int stop = drain_frames(w, &need);
+        if (w->out.len && !flush(w))
+            return 1; /* the parent is gone */
+        if (stop != KEEP_GOING)
+            return stop == STOP_CLEAN ? 0 : 1;
+        if (!make_room(w, need))
+            return 1;
+        ptrdiff_t n = cf__fd_read_some(w->fd, w->in.data + w->in.len,
+                                       w->in.cap - w->in.len);
+        if (n <= 0)
+            return 0; /* EOF: the pool let us go, or the parent died */
+        w->in.len += (size_t)n;
+    }
+}
+
+int cf__worker_main(int fd)
+{
+    worker w;
+    memset(&w, 0, sizeof w);
+    w.fd = fd;
+    cf__buffer_init(&w.in);
+    cf__buffer_init(&w.out);
+    worker_thread = true;
+    int code = worker_loop(&w);
+    worker_thread = false;
+    cf__buffer_destroy(&w.in);
+    cf__buffer_destroy(&w.out);
+    for (int i = 0; i < CACHE_SLOTS; i++)
+        free(w.cache[i].module);
+    /* What tasks printed must not be lost to _exit. */
+    fflush(NULL);
+    return code;
+}
+
+/* A forked worker starts with copies of the parent's unwritten stdio
+ * buffers: drop them, or they would be printed twice. */
+int cf__worker_main_forked(int fd)
+{
+#if defined(__GLIBC__)
+    __fpurge(stdout);
+    __fpurge(stderr);
+#endif
+    return cf__worker_main(fd);
+}
+
+__attribute__((constructor)) static void worker_entry(void)
+{
+    int fd;
+    pid_t parent;
+    if (!cf__worker_env_take(&fd, &parent))
+        return;
+    if (!cf__worker_process_setup(fd, parent))
+        _exit(1);
+    _exit(cf__worker_main(fd));
+}
