@@ -160,6 +160,13 @@ typedef void *(*cf_fn)(void *arg, cf_call *call);
 CF_API void *cf_fail(cf_call *call, int code, const char *fmt, ...)
     CF_PRINTF(3, 4);
 
+/* Hands the task's result to its future: the future calls
+ * `free_result(result)` when its last reference is released (and at once
+ * if the task fails). For thread-pool tasks that return malloc'd values;
+ * on a process pool the codec's free_result plays this part. Cannot fail. */
+CF_API void cf_call_set_result_free(cf_call *call,
+                                    void (*free_result)(void *));
+
 /* True once someone asked the running task to stop early
  * (cf_future_request_cancel() on its future, or a shutdown that cancels
  * futures). Cooperative: the task decides whether to poll it and what to
@@ -426,8 +433,10 @@ CF_API int cf_executor_map_stream(cf_executor *ex, cf_fn fn,
  * valid until the next call or cf_map_free()), CF_EEND after the last,
  * CF_ETIMEDOUT if it is late, CF_ECANCELLED, or the failure of that call
  * (CF_ETASK or a CF_E* code) with details in `*error` (may be NULL). A
- * failure does not end the iteration: the next call moves on. Not
- * thread-safe: one consumer per iterator. Blocks. */
+ * failure does not end the iteration: the next call moves on. After the
+ * deadline has passed, each call polls: it returns the next result if it is
+ * ready and CF_ETIMEDOUT otherwise. Not thread-safe: one consumer per
+ * iterator. Blocks. */
 CF_API int cf_map_next(cf_map *m, void **result, cf_error *error);
 
 /* Frees the iterator, cancelling every call that has not started (Python

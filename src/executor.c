@@ -3,9 +3,9 @@
  * Design: an executor is an ops table plus an implementation pointer. This
  * file owns what every executor shares: argument checks, allocating the
  * future handed to ops->submit, refusing a waited shutdown from inside the
- * executor's own task, and the `with`-style free. Implementations own their
- * queues and the shutdown flag, because only they can order a submit against
- * a shutdown under their own lock.
+ * executor's own task, the shutdown flag that refuses later submits, and the
+ * `with`-style free. Implementations own their queues and order a submit
+ * that races a shutdown under their own locks: only they can.
  */
 #include "internal.h"
 
@@ -31,9 +31,13 @@ static void install_fork_hook(void)
     pthread_atfork(NULL, NULL, after_fork_in_child);
 }
 
-unsigned cf__fork_generation(void)
+void cf__fork_hook_install(void)
 {
     pthread_once(&fork_hook_once, install_fork_hook);
+}
+
+unsigned cf__fork_generation(void)
+{
     return atomic_load_explicit(&fork_generation, memory_order_relaxed);
 }
 
@@ -41,12 +45,15 @@ int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
 {
     if (!ops || !ops->submit || !out)
         return CF_EINVAL;
+    /* Every executor may need to know it was inherited by a child. */
+    cf__fork_hook_install();
     cf_executor *ex = malloc(sizeof *ex);
     if (!ex)
         return CF_ENOMEM;
     ex->ops = ops;
     ex->impl = impl;
     ex->submit_chunk = NULL;
+    atomic_init(&ex->shut_down, false);
     *out = ex;
     return CF_OK;
 }
@@ -66,6 +73,8 @@ int cf_executor_submit_ex(cf_executor *ex, cf_fn fn, void *arg,
 {
     if (!ex || !fn || !out)
         return CF_EINVAL;
+    if (atomic_load_explicit(&ex->shut_down, memory_order_relaxed))
+        return CF_ESHUTDOWN;
     cf_future *f = cf__future_alloc();
     if (!f)
         return CF_ENOMEM;
@@ -82,6 +91,7 @@ static int shutdown_impl(cf_executor *ex, double timeout, bool cancel_futures,
                          size_t *unfinished)
 {
     size_t left = 0;
+    atomic_store(&ex->shut_down, true);
     int rc = ex->ops->shutdown
                  ? ex->ops->shutdown(ex->impl, timeout, cancel_futures, &left)
                  : CF_OK;

@@ -473,17 +473,38 @@ bool cf_call_cancel_requested(const cf_call *call)
            atomic_load_explicit(call->cancel_flag, memory_order_relaxed);
 }
 
-void cf__run_task(cf_future *f, cf_fn fn, void *arg)
+void cf_call_set_result_free(cf_call *call, void (*free_result)(void *))
+{
+    if (call)
+        call->free_result = free_result;
+}
+
+void cf__invoke(cf_future *f, cf_fn fn, void *arg, cf__outcome *out)
 {
     cf_call call = {.future = f,
                     .code = 0,
                     .message = NULL,
+                    .free_result = NULL,
                     .cancel_flag = &f->cancel_requested};
     void *result = fn(arg, &call);
-    if (call.code != 0)
-        cf__future_finish(f, NULL, NULL, call.code, call.message);
-    else
-        cf__future_finish(f, result, NULL, 0, NULL);
+    if (call.code != 0 && call.free_result && result)
+        call.free_result(result); /* a failing task's value is not delivered */
+    out->result = call.code ? NULL : result;
+    out->free_result = call.code ? NULL : call.free_result;
+    out->code = call.code;
+    out->message = call.message;
+}
+
+void cf__complete(cf_future *f, const cf__outcome *o)
+{
+    cf__future_finish(f, o->result, o->free_result, o->code, o->message);
+}
+
+void cf__run_task(cf_future *f, cf_fn fn, void *arg)
+{
+    cf__outcome o;
+    cf__invoke(f, fn, arg, &o);
+    cf__complete(f, &o);
 }
 
 int cf_future_run(cf_future *f, cf_fn fn, void *arg)

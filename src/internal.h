@@ -33,8 +33,9 @@ typedef struct cf__callback cf__callback;
 
 struct cf_future {
     /* The task, for executors that queue the future itself. Owned by the
-     * executor the future was submitted to; untouched by future.c. */
-    cf_future *next;
+     * executor the future was submitted to; untouched by future.c. `next`
+     * is atomic because the thread pool links it without a lock. */
+    _Atomic(cf_future *) next;
     cf_fn fn;
     void *arg;
     void *executor_data; /* a spare word for the executor */
@@ -131,11 +132,23 @@ struct cf_call {
     cf_future *future; /* NULL where there is none (a process worker) */
     int code;          /* 0 unless cf_fail() was called */
     char *message;     /* from cf_fail(), malloc'd, or NULL */
+    void (*free_result)(void *); /* cf_call_set_result_free(), or NULL */
     const atomic_bool *cancel_flag; /* polled by cf_call_cancel_requested */
 };
 
-/* Runs `fn(arg)` with a fresh call and completes `f` from RUNNING with the
- * outcome. The future must already be RUNNING. */
+/* What a task produced, between running it and completing its future. */
+typedef struct cf__outcome {
+    void *result;
+    void (*free_result)(void *);
+    int code;
+    char *message;
+} cf__outcome;
+
+/* Runs `fn(arg)` with a fresh call for the RUNNING future `f`. */
+void cf__invoke(cf_future *f, cf_fn fn, void *arg, cf__outcome *out);
+/* Completes `f` with an outcome (taking over its message). */
+void cf__complete(cf_future *f, const cf__outcome *o);
+/* Both: runs the task and completes `f`, which must already be RUNNING. */
 void cf__run_task(cf_future *f, cf_fn fn, void *arg);
 
 /* Formats a message (malloc'd; NULL on failure). */
@@ -189,6 +202,10 @@ struct cf_executor {
     const cf_executor_ops *ops;
     void *impl;
     cf__submit_chunk_fn submit_chunk; /* NULL: chunks run as thread tasks */
+    /* Set when shutdown begins; submit and map refuse work from then on.
+     * Implementations still order a submit racing the shutdown under their
+     * own locks. */
+    atomic_bool shut_down;
 };
 
 /* Sets the native chunk hook of an executor made by cf_executor_new(). */
@@ -202,6 +219,9 @@ extern _Thread_local const void *cf__current_pool;
  * compares on submit, so a pool inherited by a child refuses work
  * (its threads or workers exist only in the parent) instead of hanging. */
 unsigned cf__fork_generation(void);
+/* Installs the fork hook behind cf__fork_generation(); call before the
+ * first read (executor constructors do, through cf_executor_new). */
+void cf__fork_hook_install(void);
 
 /* ------------------------------------------------------------------------ */
 /* Process pool (owned by process_pool.c / process_worker.c)                */
@@ -218,17 +238,3 @@ int cf__worker_main(int fd);
 int cf__worker_main_forked(int fd);
 
 #endif /* CF_INTERNAL_H */
-
-/* ------------------------------------------------------------------------ */
-/* Process pool (owned by process_pool.c / process_worker.c)                */
-
-/* True on a process-pool worker's thread (its tasks and initializer). The
- * entry points that would call back into an executor from a worker
- * (cf_executor_submit*, cf_executor_map*, cf_executor_shutdown*,
- * cf_process_pool_new) return CF_EDEADLK when it is true. */
-bool cf__process_worker_active(void);
-
-/* The worker loop on socket `fd`; returns the process's exit code. The
- * _forked variant first drops stdio buffers copied from the parent. */
-int cf__worker_main(int fd);
-int cf__worker_main_forked(int fd);

@@ -101,7 +101,10 @@ static void *run_chunk(void *arg, cf_call *call)
         void *value = c->fn(c->args[i], &item);
         c->items[i].code = item.code;
         c->items[i].message = item.message;
+        if (item.code && item.free_result && value)
+            item.free_result(value); /* failed: the value is not delivered */
         c->items[i].value = item.code ? NULL : value;
+        c->items[i].free_value = item.code ? NULL : item.free_result;
     }
     return c;
 }
@@ -158,6 +161,39 @@ static slot ring_pop(cf_map *m)
     return s;
 }
 
+/* Pulls up to chunksize arguments into a new chunk sized by what came: a
+ * huge chunksize means "all in one chunk", not a huge allocation. Returns
+ * CF_OK, CF_EEND (no input left) or CF_ENOMEM. */
+static int pull_chunk(cf_map *m, cf__chunk **out)
+{
+    size_t cap = m->chunksize < 64 ? m->chunksize : 64, k = 0;
+    void **args = malloc(cap * sizeof *args);
+    if (!args)
+        return CF_ENOMEM;
+    void *arg;
+    while (k < m->chunksize && pull(m, &arg)) {
+        if (k == cap) {
+            size_t more = cap > m->chunksize / 2 ? m->chunksize : cap * 2;
+            void **grown = realloc(args, more * sizeof *args);
+            if (!grown) {
+                free(args);
+                return CF_ENOMEM;
+            }
+            args = grown;
+            cap = more;
+        }
+        args[k++] = arg;
+    }
+    cf__chunk *c = k ? cf__chunk_new(m->fn, k) : NULL;
+    if (c)
+        memcpy(c->args, args, k * sizeof *args);
+    free(args);
+    if (!c)
+        return k ? CF_ENOMEM : CF_EEND;
+    *out = c;
+    return CF_OK;
+}
+
 static int submit_chunk(cf_map *m, cf__chunk *c, cf_future **out)
 {
     cf_executor *ex = m->ex;
@@ -187,17 +223,8 @@ static int submit_next(cf_map *m)
             return CF_EEND;
         rc = cf_executor_submit_ex(m->ex, m->fn, arg, m->codec, &s.future);
     } else {
-        s.chunk = cf__chunk_new(m->fn, m->chunksize);
-        if (!s.chunk)
-            return CF_ENOMEM;
-        size_t k = 0;
-        while (k < m->chunksize && pull(m, &s.chunk->args[k]))
-            k++;
-        s.chunk->n = k;
-        if (k == 0) {
-            cf__chunk_free(s.chunk);
-            return CF_EEND;
-        }
+        if ((rc = pull_chunk(m, &s.chunk)) != CF_OK)
+            return rc;
         rc = submit_chunk(m, s.chunk, &s.future);
         if (rc != CF_OK)
             cf__chunk_free(s.chunk);
@@ -284,6 +311,8 @@ static int map_new(cf_executor *ex, cf_fn fn, const cf_map_options *opts,
     static const cf_map_options defaults = {0};
     if (!ex || !fn || !out)
         return CF_EINVAL;
+    if (atomic_load(&ex->shut_down))
+        return CF_ESHUTDOWN;
     if (!opts)
         opts = &defaults;
     if (isnan(opts->timeout) || opts->timeout < 0)
@@ -318,7 +347,7 @@ static int start(cf_map *m, cf_map **out)
 int cf_executor_map(cf_executor *ex, cf_fn fn, void *const *args, size_t n,
                     const cf_map_options *opts, cf_map **out)
 {
-    if (n > 0 && !args)
+    if ((n > 0 && !args) || !out)
         return CF_EINVAL;
     cf_map *m;
     int rc = map_new(ex, fn, opts, &m);
@@ -333,7 +362,7 @@ int cf_executor_map_stream(cf_executor *ex, cf_fn fn, cf_next_arg_fn next,
                            void *ctx, const cf_map_options *opts,
                            cf_map **out)
 {
-    if (!next)
+    if (!next || !out)
         return CF_EINVAL;
     cf_map *m;
     int rc = map_new(ex, fn, opts, &m);

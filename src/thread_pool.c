@@ -1,76 +1,91 @@
 /* thread_pool.c - ThreadPoolExecutor: tasks run on a pool of threads.
  *
- * Design: one FIFO of futures (the future is its own queue node, linked by
- * f->next) under one mutex, and up to max_workers threads started lazily.
+ * Design: the future is its own queue node, linked through f->next.
  *
- *   submit --push--> [queue] --pop--> worker: set_running_or_notify_cancel,
- *                                      run the task, complete the future
+ *   submit --push (lock-free)--> [queue] --pop (pop_lock)--> worker:
+ *       set_running_or_notify_cancel, run the task, complete the future
  *
- * Worker shape (as libuv's): lock; while no work, wait; take one; unlock;
- * run; relock. User code (tasks, callbacks, the initializer, result
- * destructors) never runs under the pool lock: a worker releases the
- * future it just ran only after dropping the lock again.
+ * The queue is Vyukov's intrusive multi-producer queue: a submit links its
+ * future with one atomic exchange and never takes a lock a worker holds,
+ * so a submitting thread and busy workers do not contend. Workers pop under
+ * `pop_lock`, a spinlock held for a few instructions. `pushed` and `popped`
+ * count the traffic; `pushed != popped` tells an idle worker there is work.
  *
- * Idle workers: a worker with nothing to do spins briefly before sleeping,
- * because a hand-off to a spinning thread costs a cache miss while waking a
- * sleeping one costs a system call on each side. `n_idle` counts workers
- * spinning or sleeping; a submit starts a thread only when the queue holds
- * more tasks than there are idle workers (Python's idle semaphore, made
- * exact), and signals the condition variable only when the spinning workers
- * are too few for the queue.
+ * Idle workers spin briefly, then sleep on the `work` event. A submit wakes
+ * one only if some worker is idle (`n_idle`), so a pool whose workers are
+ * all busy costs a submit no system call and no shared write beyond the
+ * queue. No lost wake-up: a worker increments n_idle before its last look
+ * at `pushed`, a submit increments `pushed` before it reads n_idle, all
+ * sequentially consistent, and the event re-checks its sequence number.
  *
- * Cancel: a queued future is cancelled in place (future.c); the worker that
- * pops it sees CF_ECANCELLED and skips it. shutdown(cancel_futures) detaches
- * the whole queue and cancels it outside the lock.
+ * Idle threads are reused before new ones start (Python 3.8+): a submit
+ * starts a thread only when no worker is idle and fewer than max_workers
+ * exist.
  *
- * Broken: an initializer failure marks the pool broken, fails every queued
- * future with CF_EBROKEN_THREAD_POOL, and every later submit returns it.
+ * Closing (shutdown or broken): the `gate` counts submits in progress and
+ * carries a CLOSED bit. Closing sets the bit, then waits for the count to
+ * drain, so after that no submit can push: every future is either refused
+ * at the gate or in the queue where shutdown can see it. Then `stopping`
+ * tells workers to exit once the queue is empty.
  *
- * Stopping: shutdown sets a flag all workers see; a worker exits when the
- * flag is set and the queue is empty. A waited shutdown joins every thread
- * (under join_lock, so concurrent shutdowns never join twice).
+ * User code (tasks, callbacks, initializers, result destructors) never runs
+ * under a pool lock: a worker releases the future it ran only after it has
+ * dropped pop_lock.
  */
 #include "internal.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+enum { GATE_CLOSED = 1, GATE_SUBMIT = 2 };
+
+/* How long an idle worker spins before sleeping: long enough to catch the
+ * next task of a caller that submits in a loop, short enough that an idle
+ * pool costs nothing. */
+enum { IDLE_SPIN_NS = 50000 };
+
 typedef struct worker_slot {
-    cf_future *running; /* guarded by pool lock; the future being run */
+    cf_future *running; /* guarded by pop_lock; the future being run */
 } worker_slot;
 
 typedef struct thread_pool {
-    cf_executor *executor; /* back pointer, for cf__current_pool */
-    cf__mutex lock;
-    cf__cond work_ready;   /* workers sleep here */
-    cf__cond threads_done; /* a worker exited */
+    /* Producer side. */
+    _Atomic(cf_future *) tail;
+    atomic_size_t pushed;
+    atomic_uint gate; /* GATE_CLOSED | submits-in-progress * GATE_SUBMIT */
 
-    /* Guarded by lock. */
-    cf_future *head, *tail;
-    size_t queued;
-    int n_threads;   /* started */
-    int n_alive;     /* started and not yet exited */
-    int n_idle;      /* spinning or sleeping, waiting for work */
-    int n_sleeping;  /* waiting on work_ready */
+    /* Consumer side, on its own cache lines. */
+    _Alignas(64) cf__spinlock pop_lock;
+    cf_future *head;      /* guarded by pop_lock */
+    atomic_size_t popped; /* written under pop_lock */
+    worker_slot *slots;   /* max_workers; guarded by pop_lock */
+    atomic_int n_idle;    /* workers spinning or sleeping */
+    atomic_bool stopping; /* closed and quiesced: exit when queue is empty */
+    cf__event work;       /* idle workers sleep here */
+
+    /* Cold state, guarded by lock. */
+    _Alignas(64) cf__mutex lock;
+    cf__cond threads_done; /* a worker exited */
+    atomic_int n_threads;  /* started (read without the lock by submit) */
+    int n_alive;           /* started and not yet exited */
     bool shutdown;
-    bool broken;
+    atomic_bool broken;
     char *broken_message;
 
-    /* Read by spinning workers without the lock: a hint, re-checked under
-     * the lock. */
-    atomic_size_t queued_hint;
-
+    cf_executor *executor; /* back pointer, for cf__current_pool */
     int max_workers;
     unsigned fork_generation;
     int (*initializer)(void *);
     void *initarg;
     char name_prefix[16];
-    cf__thread *threads;  /* max_workers slots; [0, n_threads) started */
-    worker_slot *slots;   /* max_workers */
+    cf__thread *threads; /* max_workers slots; [0, n_threads) started */
 
-    cf__mutex join_lock;  /* serialises joining */
-    int n_joined;         /* guarded by join_lock */
+    cf__mutex join_lock; /* serialises joining */
+    int n_joined;        /* guarded by join_lock */
+
+    cf_future stub; /* the queue's placeholder node; only `next` is used */
 } thread_pool;
 
 typedef struct worker_start {
@@ -78,60 +93,117 @@ typedef struct worker_start {
     int index;
 } worker_start;
 
-/* How long an idle worker spins before sleeping: long enough to catch the
- * next task of a caller that submits in a loop, short enough that an idle
- * pool costs nothing. */
-enum { IDLE_SPIN_NS = 50000 };
-
 static atomic_uint pool_counter;
 
 /* ------------------------------------------------------------------------ */
-/* Queue (lock held)                                                        */
+/* The queue                                                                */
 
 static void push(thread_pool *p, cf_future *f)
 {
-    f->next = NULL;
-    if (p->tail)
-        p->tail->next = f;
-    else
-        p->head = f;
-    p->tail = f;
-    p->queued++;
-    atomic_store_explicit(&p->queued_hint, p->queued, memory_order_relaxed);
+    atomic_store_explicit(&f->next, NULL, memory_order_relaxed);
+    cf_future *prev = atomic_exchange_explicit(&p->tail, f,
+                                               memory_order_acq_rel);
+    atomic_store_explicit(&prev->next, f, memory_order_release);
 }
 
+/* Pops one future, or NULL when the queue is empty or a push is half done
+ * (the caller retries while pushed != popped). pop_lock held. */
 static cf_future *pop(thread_pool *p)
 {
-    cf_future *f = p->head;
-    if (!f)
-        return NULL;
-    p->head = f->next;
-    if (!p->head)
-        p->tail = NULL;
-    p->queued--;
-    atomic_store_explicit(&p->queued_hint, p->queued, memory_order_relaxed);
-    return f;
+    cf_future *head = p->head;
+    cf_future *next = atomic_load_explicit(&head->next, memory_order_acquire);
+    if (head == &p->stub) {
+        if (!next)
+            return NULL;
+        p->head = head = next;
+        next = atomic_load_explicit(&next->next, memory_order_acquire);
+    }
+    if (!next) {
+        /* `head` may be the last node: put the stub behind it so it can be
+         * taken. If a push is under way, wait for it instead. */
+        if (atomic_load_explicit(&p->tail, memory_order_acquire) != head)
+            return NULL;
+        push(p, &p->stub);
+        next = atomic_load_explicit(&head->next, memory_order_acquire);
+        if (!next)
+            return NULL;
+    }
+    p->head = next;
+    atomic_store_explicit(&p->popped,
+                          atomic_load_explicit(&p->popped,
+                                               memory_order_relaxed) + 1,
+                          memory_order_seq_cst);
+    return head;
 }
 
-/* Detaches the whole queue and returns its head. */
+static bool has_work(thread_pool *p)
+{
+    /* `popped` may briefly run ahead: a node can be popped before its
+     * submitter counts it. That reads as "no work", and the submitter then
+     * wakes an idle worker itself. */
+    return atomic_load(&p->pushed) > atomic_load(&p->popped);
+}
+
+/* Pops a future if the queue has one, retrying over half-done pushes.
+ * pop_lock held. */
+static cf_future *pop_available(thread_pool *p)
+{
+    for (unsigned spins = 0; has_work(p); spins++) {
+        cf_future *f = pop(p);
+        if (f)
+            return f;
+        /* A submitter is between its exchange and its link: a few
+         * instructions, unless it was preempted. */
+        if (spins < 64)
+            cf__cpu_relax();
+        else
+            sched_yield();
+    }
+    return NULL;
+}
+
+/* Detaches everything queued. Only after the gate closed (no push can be
+ * under way). pop_lock held. Returns a list linked through next. */
 static cf_future *take_all(thread_pool *p)
 {
-    cf_future *all = p->head;
-    p->head = p->tail = NULL;
-    p->queued = 0;
-    atomic_store_explicit(&p->queued_hint, 0, memory_order_relaxed);
-    return all;
+    cf_future *first = NULL, *last = NULL, *f;
+    while ((f = pop_available(p)) != NULL) {
+        atomic_store_explicit(&f->next, NULL, memory_order_relaxed);
+        if (last)
+            atomic_store_explicit(&last->next, f, memory_order_relaxed);
+        else
+            first = f;
+        last = f;
+    }
+    return first;
+}
+
+static cf_future *list_next(cf_future *f)
+{
+    return atomic_load_explicit(&f->next, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------------ */
-/* Workers                                                                  */
+/* Closing                                                                  */
 
-/* Fails every future of a detached list with the pool's broken error, and
- * drops the queue's references. Runs outside the lock (callbacks). */
+/* Closes the gate and waits for submits in progress to finish pushing.
+ * pool lock held. */
+static void close_gate(thread_pool *p)
+{
+    atomic_fetch_or(&p->gate, GATE_CLOSED);
+    for (unsigned spins = 0; atomic_load(&p->gate) != GATE_CLOSED; spins++) {
+        if (spins < 64)
+            cf__cpu_relax();
+        else
+            sched_yield();
+    }
+    atomic_store(&p->stopping, true);
+}
+
 static void fail_all(cf_future *f, const char *message)
 {
     while (f) {
-        cf_future *next = f->next;
+        cf_future *next = list_next(f);
         cf__future_finish(f, NULL, NULL, CF_EBROKEN_THREAD_POOL,
                           cf__strdup(message));
         cf_future_release(f);
@@ -142,59 +214,74 @@ static void fail_all(cf_future *f, const char *message)
 static void cancel_all(cf_future *f)
 {
     while (f) {
-        cf_future *next = f->next;
+        cf_future *next = list_next(f);
         cf__future_cancel(f);
         cf_future_release(f);
         f = next;
     }
 }
 
-/* The initializer failed on this thread: break the pool. */
+/* The initializer failed on this thread: break the pool (Python's
+ * BrokenThreadPool). Pending futures fail; later submits are refused. */
 static void break_pool(thread_pool *p, int code)
 {
     char *message = cf__format("a thread initializer failed (returned %d): "
                                "the thread pool is not usable anymore",
                                code);
     cf__mutex_lock(&p->lock);
-    if (!p->broken) {
-        p->broken = true;
+    if (!atomic_load(&p->broken)) {
         p->broken_message = message;
         message = NULL;
+        atomic_store(&p->broken, true);
     }
+    close_gate(p);
+    cf__spin_lock(&p->pop_lock);
     cf_future *queued = take_all(p);
-    cf__cond_broadcast(&p->work_ready);
+    cf__spin_unlock(&p->pop_lock);
     cf__mutex_unlock(&p->lock);
     free(message);
+    cf__event_signal_all(&p->work);
+    /* broken_message is written once, before `broken`, and never freed
+     * before the pool is: safe to read without the lock. */
     fail_all(queued, p->broken_message ? p->broken_message
                                        : cf_strerror(CF_EBROKEN_THREAD_POOL));
 }
 
-/* Waits, lock held, until there is work or the pool is stopping. Spins
- * first with the lock dropped. `finished` is the future just run (may be
- * NULL); it is released while the lock is dropped. Returns the popped
- * future, or NULL to exit; the lock is held on return either way. */
-static cf_future *next_task(thread_pool *p, cf_future **finished)
+/* ------------------------------------------------------------------------ */
+/* Workers                                                                  */
+
+/* Spins, then sleeps, until there is work or the pool stops. The worker
+ * is counted idle already (n_idle). Returns false when it should exit. */
+static bool wait_for_work(thread_pool *p)
 {
-    cf_future *f = pop(p);
-    if (f || p->shutdown || p->broken)
-        return f;
-    p->n_idle++;
-    cf__mutex_unlock(&p->lock);
-    cf_future_release(*finished);
-    *finished = NULL;
     int64_t until = 0;
-    for (unsigned i = 0; !atomic_load_explicit(&p->queued_hint,
-                                               memory_order_relaxed); i++)
+    for (unsigned i = 0; !has_work(p) && !atomic_load(&p->stopping); i++)
         if (!cf__spin_continue(i, &until, IDLE_SPIN_NS))
             break;
-    cf__mutex_lock(&p->lock);
-    while (!p->head && !p->shutdown && !p->broken) {
-        p->n_sleeping++;
-        cf__cond_wait(&p->work_ready, &p->lock);
-        p->n_sleeping--;
+    for (;;) {
+        unsigned seq = cf__event_seq(&p->work);
+        if (has_work(p) || atomic_load(&p->stopping))
+            break;
+        cf__event_wait(&p->work, seq, CF__NO_DEADLINE);
     }
-    p->n_idle--;
-    return pop(p); /* NULL: stopping with an empty queue */
+    return has_work(p) || !atomic_load(&p->stopping);
+}
+
+/* Runs a popped future. If the queue is empty, the worker counts itself
+ * idle *before* completing the future: a caller that waits for this result
+ * and submits again must find an idle worker rather than start a thread
+ * (idle threads are reused). Returns whether it counted itself idle. */
+static bool run(thread_pool *p, cf_future *f)
+{
+    if (cf_future_set_running_or_notify_cancel(f) != CF_OK)
+        return false; /* cancelled while queued */
+    cf__outcome outcome;
+    cf__invoke(f, f->fn, f->arg, &outcome);
+    bool idle = !has_work(p);
+    if (idle)
+        atomic_fetch_add(&p->n_idle, 1);
+    cf__complete(f, &outcome);
+    return idle;
 }
 
 static void *worker_main(void *arg)
@@ -202,6 +289,7 @@ static void *worker_main(void *arg)
     worker_start start = *(worker_start *)arg;
     free(arg);
     thread_pool *p = start.pool;
+    worker_slot *slot = &p->slots[start.index];
     cf__current_pool = p->executor;
 
     if (p->initializer) {
@@ -209,107 +297,159 @@ static void *worker_main(void *arg)
         if (rc != 0)
             break_pool(p, rc);
     }
-
     cf_future *finished = NULL;
-    cf__mutex_lock(&p->lock);
+    bool idle = false;
     for (;;) {
-        cf_future *f = next_task(p, &finished);
-        if (!f)
-            break;
-        p->slots[start.index].running = f;
-        cf__mutex_unlock(&p->lock);
+        cf__spin_lock(&p->pop_lock);
+        cf_future *f = pop_available(p);
+        slot->running = f;
+        cf__spin_unlock(&p->pop_lock);
+        /* Released only now, with no lock held: its last release may run
+         * a user's result destructor. */
         cf_future_release(finished);
-        if (cf_future_set_running_or_notify_cancel(f) == CF_OK)
-            cf__run_task(f, f->fn, f->arg);
-        finished = f;
-        cf__mutex_lock(&p->lock);
-        p->slots[start.index].running = NULL;
+        finished = NULL;
+        if (f) {
+            if (idle)
+                atomic_fetch_sub(&p->n_idle, 1);
+            idle = run(p, f);
+            finished = f;
+            continue;
+        }
+        if (!idle)
+            atomic_fetch_add(&p->n_idle, 1);
+        idle = true;
+        if (!wait_for_work(p))
+            break;
     }
+    atomic_fetch_sub(&p->n_idle, 1);
+    cf__mutex_lock(&p->lock);
     p->n_alive--;
     cf__cond_broadcast(&p->threads_done);
     cf__mutex_unlock(&p->lock);
-    cf_future_release(finished);
     cf__current_pool = NULL;
     return NULL;
 }
 
-/* Starts one more worker. Lock held. Returns CF_OK or the start error. */
+/* Starts one more worker. pool lock held. */
 static int start_worker(thread_pool *p)
 {
     worker_start *start = malloc(sizeof *start);
     if (!start)
         return CF_ENOMEM;
+    int index = atomic_load(&p->n_threads);
     start->pool = p;
-    start->index = p->n_threads;
+    start->index = index;
     char name[32];
-    snprintf(name, sizeof name, "%s_%d", p->name_prefix, p->n_threads);
-    int rc = cf__thread_create(&p->threads[p->n_threads], worker_main, start,
-                               name);
+    snprintf(name, sizeof name, "%s_%d", p->name_prefix, index);
+    int rc = cf__thread_create(&p->threads[index], worker_main, start, name);
     if (rc != CF_OK) {
         free(start);
         return rc;
     }
-    p->n_threads++;
+    atomic_store(&p->n_threads, index + 1);
     p->n_alive++;
     return CF_OK;
 }
 
+/* No worker could be started and none is alive, so nothing will run what
+ * is queued. Fails everything queued but `own` (whose submit reports the
+ * error instead). Returns true if `own` was found and dropped. pool lock
+ * held; no push can be under way for futures other than those whose
+ * submitters wait for this lock. */
+static bool abandon_queue(thread_pool *p, cf_future *own, int rc)
+{
+    cf__spin_lock(&p->pop_lock);
+    cf_future *f = NULL, *list = NULL;
+    bool found = false;
+    while ((f = pop(p)) != NULL) {
+        if (f == own) {
+            found = true;
+            continue;
+        }
+        atomic_store_explicit(&f->next, list, memory_order_relaxed);
+        list = f;
+    }
+    cf__spin_unlock(&p->pop_lock);
+    while (list) {
+        cf_future *next = list_next(list);
+        cf__future_finish(list, NULL, NULL, rc,
+                          cf__strdup("no worker thread could be started"));
+        cf_future_release(list);
+        list = next;
+    }
+    return found;
+}
+
+/* Starts a worker if none is idle and the pool may grow. Returns CF_OK, or
+ * the start error if `f` (already queued) was withdrawn. */
+static int grow(thread_pool *p, cf_future *f)
+{
+    int rc = CF_OK;
+    cf__mutex_lock(&p->lock);
+    if (atomic_load(&p->n_idle) == 0 && !p->shutdown &&
+        atomic_load(&p->n_threads) < p->max_workers) {
+        rc = start_worker(p);
+        if (rc != CF_OK && p->n_alive == 0) {
+            if (abandon_queue(p, f, rc)) {
+                cf__mutex_unlock(&p->lock);
+                cf_future_release(f); /* the queue's reference */
+                return rc;
+            }
+        }
+        rc = CF_OK; /* live workers will run it */
+    }
+    cf__mutex_unlock(&p->lock);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Executor operations                                                      */
+
+/* True in a child of fork(): the pool's threads live in the parent, and
+ * its locks may have been held there at the fork. */
+static bool inherited(const thread_pool *p)
+{
+    return p->fork_generation != cf__fork_generation();
+}
 
 static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
                        const cf_codec *codec)
 {
     (void)codec; /* threads share memory: nothing crosses as bytes */
     thread_pool *p = impl;
+    if (inherited(p))
+        return CF_EBROKEN_THREAD_POOL;
+    unsigned gate = atomic_fetch_add(&p->gate, GATE_SUBMIT);
+    if (gate & GATE_CLOSED) {
+        atomic_fetch_sub(&p->gate, GATE_SUBMIT);
+        return atomic_load(&p->broken) ? CF_EBROKEN_THREAD_POOL
+                                       : CF_ESHUTDOWN;
+    }
     f->fn = fn;
     f->arg = arg;
-    cf__mutex_lock(&p->lock);
-    if (p->fork_generation != cf__fork_generation()) {
-        cf__mutex_unlock(&p->lock);
-        return CF_EBROKEN_THREAD_POOL; /* inherited across fork() */
-    }
-    if (p->broken) {
-        cf__mutex_unlock(&p->lock);
-        return CF_EBROKEN_THREAD_POOL;
-    }
-    if (p->shutdown) {
-        cf__mutex_unlock(&p->lock);
-        return CF_ESHUTDOWN;
-    }
     cf_future_retain(f); /* the queue's reference */
     push(p, f);
-    /* Reuse idle workers before starting new ones (Python 3.8+). A spinning
-     * worker will see the queue by itself; wake a sleeper only when the
-     * spinners are too few for what is queued. */
-    size_t idle = (size_t)p->n_idle, spinning = idle - (size_t)p->n_sleeping;
-    if (idle >= p->queued) {
-        if (p->queued > spinning)
-            cf__cond_signal(&p->work_ready);
-    } else if (p->n_threads < p->max_workers) {
-        int rc = start_worker(p);
-        if (rc != CF_OK && p->n_alive == 0) {
-            /* No thread will ever run it. With no thread alive nothing was
-             * popped, and every earlier submit undid itself the same way,
-             * so the queue holds only f. */
-            cf_future *only = take_all(p);
-            cf__mutex_unlock(&p->lock);
-            cf_future_release(only);
-            return rc;
-        }
+    atomic_fetch_add(&p->pushed, 1);
+    atomic_fetch_sub(&p->gate, GATE_SUBMIT);
+    if (atomic_load(&p->n_idle) > 0) {
+        cf__event_signal_one(&p->work);
+        return CF_OK;
     }
-    cf__mutex_unlock(&p->lock);
+    if (atomic_load_explicit(&p->n_threads, memory_order_relaxed) <
+        p->max_workers)
+        return grow(p, f);
     return CF_OK;
 }
 
-/* Tasks queued or running, not done. Lock held. */
+/* Tasks queued or running, not done. pop_lock held, gate closed. */
 static size_t count_unfinished(thread_pool *p)
 {
     size_t n = 0;
-    for (cf_future *f = p->head; f; f = f->next)
-        if (!cf__state_done(cf__future_state(f)))
+    for (cf_future *f = p->head; f; f = list_next(f))
+        if (f != &p->stub && !cf__state_done(cf__future_state(f)))
             n++;
-    for (int i = 0; i < p->n_threads; i++)
+    int started = atomic_load(&p->n_threads);
+    for (int i = 0; i < started; i++)
         if (p->slots[i].running)
             n++;
     return n;
@@ -318,9 +458,7 @@ static size_t count_unfinished(thread_pool *p)
 static void join_exited(thread_pool *p)
 {
     cf__mutex_lock(&p->join_lock);
-    cf__mutex_lock(&p->lock);
-    int started = p->n_threads;
-    cf__mutex_unlock(&p->lock);
+    int started = atomic_load(&p->n_threads);
     for (; p->n_joined < started; p->n_joined++)
         cf__thread_join(p->threads[p->n_joined]);
     cf__mutex_unlock(&p->join_lock);
@@ -330,18 +468,24 @@ static int pool_shutdown(void *impl, double timeout, bool cancel_futures,
                          size_t *unfinished)
 {
     thread_pool *p = impl;
+    if (inherited(p))
+        return CF_OK; /* nothing of it runs in this process */
     cf_future *cancelled = NULL;
     cf__mutex_lock(&p->lock);
     p->shutdown = true;
+    close_gate(p);
     if (cancel_futures) {
+        cf__spin_lock(&p->pop_lock);
         cancelled = take_all(p);
-        for (int i = 0; i < p->n_threads; i++)
+        int started = atomic_load(&p->n_threads);
+        for (int i = 0; i < started; i++)
             if (p->slots[i].running)
                 atomic_store_explicit(&p->slots[i].running->cancel_requested,
                                       true, memory_order_relaxed);
+        cf__spin_unlock(&p->pop_lock);
     }
-    cf__cond_broadcast(&p->work_ready);
     cf__mutex_unlock(&p->lock);
+    cf__event_signal_all(&p->work);
     cancel_all(cancelled);
     if (timeout == 0)
         return CF_OK;
@@ -352,7 +496,9 @@ static int pool_shutdown(void *impl, double timeout, bool cancel_futures,
     while (p->n_alive > 0) {
         if (!cf__cond_timedwait(&p->threads_done, &p->lock, deadline) &&
             p->n_alive > 0) {
+            cf__spin_lock(&p->pop_lock);
             *unfinished = count_unfinished(p);
+            cf__spin_unlock(&p->pop_lock);
             cf__mutex_unlock(&p->lock);
             return CF_ETIMEDOUT;
         }
@@ -365,10 +511,20 @@ static int pool_shutdown(void *impl, double timeout, bool cancel_futures,
 static void pool_destroy(void *impl)
 {
     thread_pool *p = impl;
+    if (inherited(p)) {
+        /* Its locks may be held by parent threads that do not exist here,
+         * and its thread handles are the parent's: release memory only.
+         * The futures still queued belong to the parent's copy. */
+        free(p->broken_message);
+        free(p->threads);
+        free(p->slots);
+        free(p);
+        return;
+    }
     cf__mutex_destroy(&p->join_lock);
     cf__cond_destroy(&p->threads_done);
-    cf__cond_destroy(&p->work_ready);
     cf__mutex_destroy(&p->lock);
+    cf__event_destroy(&p->work);
     free(p->broken_message);
     free(p->threads);
     free(p->slots);
@@ -396,21 +552,33 @@ static int init_sync(thread_pool *p)
     int rc;
     if ((rc = cf__mutex_init(&p->lock)) != CF_OK)
         goto fail_lock;
-    if ((rc = cf__cond_init(&p->work_ready)) != CF_OK)
-        goto fail_work_ready;
     if ((rc = cf__cond_init(&p->threads_done)) != CF_OK)
         goto fail_threads_done;
     if ((rc = cf__mutex_init(&p->join_lock)) != CF_OK)
         goto fail_join_lock;
+    cf__event_init(&p->work);
     return CF_OK;
 fail_join_lock:
     cf__cond_destroy(&p->threads_done);
 fail_threads_done:
-    cf__cond_destroy(&p->work_ready);
-fail_work_ready:
     cf__mutex_destroy(&p->lock);
 fail_lock:
     return rc;
+}
+
+static void init_queue(thread_pool *p)
+{
+    atomic_init(&p->stub.next, NULL);
+    atomic_init(&p->tail, &p->stub);
+    p->head = &p->stub;
+    atomic_init(&p->pushed, 0);
+    atomic_init(&p->popped, 0);
+    atomic_init(&p->gate, 0);
+    atomic_init(&p->pop_lock.held, false);
+    atomic_init(&p->n_idle, 0);
+    atomic_init(&p->n_threads, 0);
+    atomic_init(&p->stopping, false);
+    atomic_init(&p->broken, false);
 }
 
 int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
@@ -424,9 +592,11 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
         return CF_EINVAL;
 
     int rc = CF_ENOMEM;
-    thread_pool *p = calloc(1, sizeof *p);
+    thread_pool *p = aligned_alloc(64, (sizeof *p + 63) / 64 * 64);
     if (!p)
         return CF_ENOMEM;
+    memset(p, 0, sizeof *p);
+    init_queue(p);
     p->max_workers = opts->max_workers ? opts->max_workers : default_workers();
     p->threads = calloc((size_t)p->max_workers, sizeof *p->threads);
     p->slots = calloc((size_t)p->max_workers, sizeof *p->slots);
@@ -434,8 +604,8 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
         goto fail_alloc;
     p->initializer = opts->initializer;
     p->initarg = opts->initarg;
+    cf__fork_hook_install();
     p->fork_generation = cf__fork_generation();
-    atomic_init(&p->queued_hint, 0);
     if (opts->thread_name_prefix && *opts->thread_name_prefix)
         snprintf(p->name_prefix, sizeof p->name_prefix, "%s",
                  opts->thread_name_prefix);
@@ -449,9 +619,9 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
     *out = p->executor;
     return CF_OK;
 fail_executor:
+    cf__event_destroy(&p->work);
     cf__mutex_destroy(&p->join_lock);
     cf__cond_destroy(&p->threads_done);
-    cf__cond_destroy(&p->work_ready);
     cf__mutex_destroy(&p->lock);
 fail_alloc:
     free(p->threads);

@@ -156,25 +156,45 @@ void cf__cond_broadcast(cf__cond *c)
         die("pthread_cond_broadcast", err);
 }
 
+/* The new thread names itself before running `fn`, so that the name is in
+ * place before any task or initializer can observe it. */
+typedef struct thread_start {
+    void *(*fn)(void *);
+    void *arg;
+    char name[16]; /* the kernel keeps 15 bytes and a NUL */
+} thread_start;
+
+static void *thread_trampoline(void *raw)
+{
+    thread_start start = *(thread_start *)raw;
+    free(raw);
+#if defined(__linux__)
+    if (start.name[0])
+        pthread_setname_np(pthread_self(), start.name);
+#endif
+    return start.fn(start.arg);
+}
+
 int cf__thread_create(cf__thread *t, void *(*fn)(void *), void *arg,
                       const char *name)
 {
+    thread_start *start = malloc(sizeof *start);
+    if (!start)
+        return CF_ENOMEM;
+    start->fn = fn;
+    start->arg = arg;
+    snprintf(start->name, sizeof start->name, "%s", name ? name : "");
     /* Block every signal while creating, so the new thread starts with all
      * signals blocked: process-directed signals then go to the caller's own
      * threads, where its handlers expect them. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int err = pthread_create(t, NULL, fn, arg);
+    int err = pthread_create(t, NULL, thread_trampoline, start);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err)
+    if (err) {
+        free(start);
         return err == EAGAIN ? CF_EAGAIN : err == ENOMEM ? CF_ENOMEM : CF_ESYS;
-    if (name && *name) {
-#if defined(__linux__)
-        char buf[16]; /* the kernel keeps 15 bytes and a NUL */
-        snprintf(buf, sizeof buf, "%s", name);
-        pthread_setname_np(*t, buf);
-#endif
     }
     return CF_OK;
 }
