@@ -88,7 +88,8 @@ def groups():
                 Case("oneTBB", ["peer_tbb", "w1", n1, w],
                      "task_group, no futures; submitter helps in wait()"),
                 Case("OpenMP", ["peer_omp", "w1", n1, w],
-                     "tasks, no futures; creator helps in taskwait"),
+                     "tasks, no futures; past 64 queued tasks a thread, "
+                     "libgomp runs new ones inline on the creator"),
                 Case("CPython threads", ["py", "w1", n1_py, w],
                      f"ThreadPoolExecutor, N={n1_py}"),
             ], extra=("tasks_per_s",)))
@@ -370,6 +371,7 @@ def main(argv):
     total = RUNS * sum(len(g.cases) for g in gs)
     done = 0
     start = time.time()
+    tty = sys.stderr.isatty()
     with open(os.path.join(out_dir, "raw.log"), "w") as log:
         for run in range(RUNS):
             rng = random.Random(run)
@@ -379,10 +381,15 @@ def main(argv):
                 for c in order:
                     run_case(c, bin_dir, log)
                     done += 1
-                    print(f"\r[{done}/{total}] run {run + 1}/{RUNS}: "
-                          f"{g.title[:40]:40} {c.label[:24]:24}", end="",
-                          file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+                    if tty:
+                        print(f"\r[{done}/{total}] run {run + 1}/{RUNS}: "
+                              f"{g.title[:40]:40} {c.label[:24]:24}",
+                              end="", file=sys.stderr, flush=True)
+                if not tty:
+                    print(f"[{done}/{total}] run {run + 1}/{RUNS}: "
+                          f"{g.title}", file=sys.stderr, flush=True)
+    if tty:
+        print(file=sys.stderr)
     mode = "quick" if QUICK else "full"
     report = "\n".join([
         f"## cfutures benchmarks ({mode} mode, {RUNS} runs per case, "
