@@ -18,6 +18,7 @@
 #endif
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/types.h>
@@ -100,6 +101,19 @@ static inline int reltest_in_child(int (*body)(void *), void *ctx,
             harness_fail(__FILE__, __LINE__, "child %s (status %d)",      \
                          rc_ == CHILD_HUNG ? "hung" : "failed", rc_);     \
     } while (0)
+
+/* One step of a busy-wait loop: a CPU pause, and a yield now and then so
+ * that on a small machine the thread we wait for gets to run. */
+static inline void reltest_spin(unsigned *spins)
+{
+    if ((++*spins & 63) == 0) {
+        sched_yield();
+        return;
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 /* Resident set size of this process in bytes (0 if unknown). */
 static inline size_t reltest_rss(void)
