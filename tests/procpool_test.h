@@ -1,0 +1,273 @@
+/* procpool_test.h - helpers shared by the process-pool tests.
+ *
+ * Tasks run in other processes, so latches cannot gate them. Files in a
+ * per-test temporary directory do instead: a task announces itself by
+ * writing a file (its pid, atomically, by rename) and waits for a "go"
+ * file; the test polls for files with a deadline (WAIT_UNTIL). Every task
+ * and codec here is a static object of the test program, so workers find
+ * them by module and offset like any user code.
+ */
+#ifndef CF_PROCPOOL_TEST_H
+#define CF_PROCPOOL_TEST_H
+
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define PP_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PP_TSAN 1
+#endif
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define PP_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PP_ASAN 1
+#endif
+#endif
+
+#ifdef PP_TSAN
+/* CF_START_FORK forks from the pool's manager thread. */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+    return "die_after_fork=0";
+}
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Temporary directory                                                      */
+
+typedef struct tmpdir {
+    char path[64];
+} tmpdir;
+
+static inline void tmpdir_make(tmpdir *d)
+{
+    strcpy(d->path, "/tmp/cfpp.XXXXXX");
+    ASSERT(mkdtemp(d->path) != NULL);
+}
+
+static inline void tmpdir_file(const tmpdir *d, const char *name, char *out,
+                               size_t n)
+{
+    snprintf(out, n, "%s/%s", d->path, name);
+}
+
+static inline void tmpdir_remove(tmpdir *d)
+{
+    DIR *dir = opendir(d->path);
+    if (dir) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(dir)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(p, sizeof p, "%s/%s", d->path, e->d_name);
+            unlink(p);
+        }
+        closedir(dir);
+    }
+    rmdir(d->path);
+}
+
+static inline bool file_exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+static inline void touch(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fclose(f);
+}
+
+/* Writes `value` to `path` atomically (readers never see half a file). */
+static inline bool write_long_file(const char *path, long value)
+{
+    char tmp[600];
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return false;
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return false;
+    fprintf(f, "%ld\n", value);
+    fclose(f);
+    return rename(tmp, path) == 0;
+}
+
+static inline long read_long_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    if (!f)
+        return -1;
+    if (fscanf(f, "%ld", &v) != 1)
+        v = -1;
+    fclose(f);
+    return v;
+}
+
+/* Polls for `path` (inside a task: no harness there) for up to `secs`. */
+static inline bool await_file(const char *path, double secs)
+{
+    double end = harness_now() + secs;
+    while (!file_exists(path)) {
+        if (harness_now() > end)
+            return false;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return true;
+}
+
+static inline bool contains(const char *haystack, const char *needle)
+{
+    return haystack && strstr(haystack, needle) != NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A codec: a path (string) in, a word out                                  */
+
+static inline int pathc_encode(const void *value, cf_buffer *out)
+{
+    return cf_buffer_append(out, value, strlen(value));
+}
+
+static inline int pathc_decode(const void *data, size_t len, void **value)
+{
+    char *s = malloc(len + 1);
+    if (!s)
+        return CF_ENOMEM;
+    memcpy(s, data, len);
+    s[len] = '\0';
+    *value = s;
+    return CF_OK;
+}
+
+static inline int wordc_encode(const void *value, cf_buffer *out)
+{
+    return cf_buffer_append(out, &value, sizeof value);
+}
+
+static inline int wordc_decode(const void *data, size_t len, void **value)
+{
+    if (len != sizeof *value)
+        return CF_ECODEC;
+    memcpy(value, data, sizeof *value);
+    return CF_OK;
+}
+
+static const cf_codec path_codec = {
+    .encode_arg = pathc_encode,
+    .decode_arg = pathc_decode,
+    .free_arg = free,
+    .encode_result = wordc_encode,
+    .decode_result = wordc_decode,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Tasks                                                                    */
+
+static inline void *task_square(void *arg, cf_call *call)
+{
+    (void)call;
+    intptr_t x = (intptr_t)arg;
+    return (void *)(x * x);
+}
+
+static inline void *task_getpid(void *arg, cf_call *call)
+{
+    (void)arg;
+    (void)call;
+    return (void *)(intptr_t)getpid();
+}
+
+/* path_codec: waits for the file `path` (30 s at most); 1 if it came. */
+static inline void *task_wait_file(void *arg, cf_call *call)
+{
+    (void)call;
+    return (void *)(intptr_t)await_file(arg, 30);
+}
+
+/* path_codec: writes its pid to `path`.pid, then waits for `path`.go. */
+static inline void *task_pid_then_wait(void *arg, cf_call *call)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s.pid", (const char *)arg);
+    if (!write_long_file(p, getpid()))
+        return cf_fail(call, 1, "cannot write %s", p);
+    snprintf(p, sizeof p, "%s.go", (const char *)arg);
+    return (void *)(intptr_t)await_file(p, 30);
+}
+
+/* path_codec: creates `path` (proof that the task ran). */
+static inline void *task_touch(void *arg, cf_call *call)
+{
+    FILE *f = fopen(arg, "w");
+    if (!f)
+        return cf_fail(call, errno, "cannot create %s", (const char *)arg);
+    fclose(f);
+    return (void *)1;
+}
+
+/* Waits until the worker that ran path `base` wrote its pid; returns it. */
+static inline pid_t await_pid(const char *base)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s.pid", base);
+    WAIT_UNTIL(read_long_file(p) > 0, 30);
+    return (pid_t)read_long_file(p);
+}
+
+static inline void release_go(const char *base)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s.go", base);
+    touch(p);
+}
+
+static inline cf_executor *pool_new(int workers, cf_start_method method)
+{
+    cf_process_pool_options o = {.max_workers = workers,
+                                 .start_method = method};
+    cf_executor *ex = NULL;
+    ASSERT_OK(cf_process_pool_new(&o, &ex));
+    return ex;
+}
+
+static inline cf_future *submit_path(cf_executor *ex, cf_fn fn,
+                                     const char *path)
+{
+    cf_future *f = NULL;
+    ASSERT_OK(cf_executor_submit_ex(ex, fn, (void *)path, &path_codec, &f));
+    return f;
+}
+
+/* Result and failure of a finished future. */
+static inline int outcome(cf_future *f, double timeout, void **value,
+                          cf_error *err)
+{
+    int rc = cf_future_result(f, timeout, value);
+    if (err && rc != CF_ETIMEDOUT && rc != CF_ECANCELLED)
+        ASSERT_OK(cf_future_exception(f, 0, err));
+    return rc;
+}
+
+#endif
