@@ -518,9 +518,15 @@ void cf__addr_describe(const void *addr, char *buf, size_t n)
     }
     cf__wire_ref ref;
     if (cf__addr_to_ref(addr, &ref) == CF_OK) {
-        const char *base = strrchr(ref.module, '/');
-        snprintf(buf, n, "%s+0x%llx",
-                 ref.module_len ? (base ? base + 1 : ref.module) : "main",
+        /* No exported symbol (a static function, or a program linked
+         * without -rdynamic): the module and offset still let
+         * `addr2line -f -e <module> <offset>` name it. */
+        const char *module = ref.module;
+#if defined(__GLIBC__)
+        if (!ref.module_len)
+            module = program_invocation_name;
+#endif
+        snprintf(buf, n, "%s+0x%llx", module[0] ? module : "main",
                  (unsigned long long)ref.offset);
         return;
     }
