@@ -114,8 +114,8 @@ TEST_TIMEOUT(abort_in_task_breaks_pool_fork, 60)
 
 TEST_TIMEOUT(segfault_in_task_breaks_pool, 60)
 {
-#ifdef PP_ASAN
-    /* ASan catches the fault, reports it and exits with status 1. */
+#if defined(PP_ASAN) || defined(PP_TSAN)
+    /* The sanitizer catches the fault, reports it and exits. */
     crash_case(CF_START_EXEC, task_segv, NULL, NULL);
 #else
     crash_case(CF_START_EXEC, task_segv, NULL, "SIGSEGV");

@@ -5,6 +5,7 @@
  */
 #include "procpool_test.h"
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 /* ------------------------------------------------------------------------ */
@@ -729,10 +730,15 @@ static void *task_count_fds(void *arg, cf_call *call)
     DIR *dir = opendir("/proc/self/fd");
     if (!dir)
         return (void *)-1;
+    /* valgrind keeps its own descriptors above the soft limit. */
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
+        return (void *)-1;
     intptr_t n = 0;
     struct dirent *e;
     while ((e = readdir(dir)) != NULL)
-        if (e->d_name[0] != '.')
+        if (e->d_name[0] != '.' &&
+            (rlim_t)atol(e->d_name) < lim.rlim_cur)
             n++;
     closedir(dir);
     return (void *)(n - 1); /* less the directory's own */
@@ -748,7 +754,7 @@ static void check_worker_fds(cf_start_method method)
     void *v;
     ASSERT_OK(cf_executor_submit(ex, task_count_fds, NULL, &f));
     ASSERT_OK(cf_future_result(f, 30, &v));
-    /* stdin, stdout, stderr and the socket; valgrind hides its own. */
+    /* stdin, stdout, stderr and the socket. */
     ASSERT((intptr_t)v <= 4);
     cf_future_release(f);
     cf_executor_free(ex);
