@@ -472,6 +472,37 @@ CF_API int cf_cpu_count(void);
 /* ------------------------------------------------------------------------ */
 /* ProcessPoolExecutor                                                      */
 
+/* How it works, and what it asks of your program:
+ *
+ * - Workers run this same program. An exec'd worker (CF_START_EXEC) never
+ *   reaches main(): a constructor in the library sees the environment
+ *   variable CF_PROCESS_WORKER, serves tasks, and exits. main() needs no
+ *   special code; constructors that run after the library's (for the
+ *   shared library: the main program's own) do not run in a worker.
+ * - A task, a custom codec and the initializer are found in the worker by
+ *   the module that holds them and their offset in it (the main program,
+ *   or a shared library by its path; one the parent loaded with dlopen()
+ *   is loaded again by that path). So they must be functions, and a codec
+ *   a static object (a global or a `static const cf_codec`), not memory on
+ *   the heap or the stack: submit returns CF_EINVAL for those.
+ * - Arguments and results cross through the codec (cf_codec_word() by
+ *   default). With cf_codec_string() a task's result must be malloc'd (or
+ *   NULL): the worker frees it once encoded.
+ * - A worker takes one task at a time. A future turns running when its
+ *   task is handed to an idle worker; until then it can be cancelled, and
+ *   a cancelled task never runs. cf_call_cancel_requested() is always
+ *   false in a worker.
+ * - A worker that dies (a signal, abort, _exit, the OOM killer) never
+ *   hangs anything. By default the pool breaks: the task it ran, every
+ *   queued task and every later submit fail with CF_EBROKEN_PROCESS_POOL,
+ *   the message naming the worker's pid, its exit status or signal, and
+ *   the task ("<symbol>" or "<module>+0x<offset>", for addr2line).
+ * - Hygiene: workers keep no descriptor of the caller's but 0-2, die with
+ *   their parent, and are reaped by pid (the caller's other children are
+ *   left alone). The library installs no signal handler. From inside a
+ *   worker, creating a pool or calling back into an executor returns
+ *   CF_EDEADLK. */
+
 typedef enum cf_start_method {
     /* Workers are fresh processes of this same program (fork + exec of
      * /proc/self/exe): safe in a multithreaded parent. The default. */
@@ -500,8 +531,11 @@ typedef struct cf_process_pool_options {
     bool survive_worker_death;
 } cf_process_pool_options;
 
-/* Creates a process pool. Returns CF_OK, CF_EINVAL, CF_ENOMEM, CF_ESYS,
- * CF_EDEADLK (called inside a worker). Workers are started as needed. */
+/* Creates a process pool. Returns CF_OK, CF_EINVAL (bad options; an
+ * initializer or codec not found in any module), CF_ENOMEM, CF_ESYS,
+ * CF_EDEADLK (called inside a worker). Starts the pool's manager thread;
+ * workers start as work arrives. A worker that cannot be started while
+ * none runs fails the queued futures with CF_EAGAIN or CF_ESYS. */
 CF_API int cf_process_pool_new(const cf_process_pool_options *opts,
                                cf_executor **out);
 
