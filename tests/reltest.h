@@ -42,6 +42,17 @@
 #define RELTEST_TSAN 0
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#define RELTEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RELTEST_ASAN 1
+#endif
+#endif
+#ifndef RELTEST_ASAN
+#define RELTEST_ASAN 0
+#endif
+
 /* True under valgrind (its preload library is in the environment). */
 static inline bool reltest_under_valgrind(void)
 {

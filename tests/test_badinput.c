@@ -17,6 +17,23 @@
 
 #include "wire.h"
 
+/* Under ASan, let a hopeless allocation return NULL as libc's does, so
+ * the library's own CF_ENOMEM path is what gets tested. */
+#if RELTEST_ASAN
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+#endif
+#if RELTEST_TSAN
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+#endif
+
 /* A value an out-parameter must still hold after a failed call. */
 #define SENTINEL ((void *)0x5e17)
 

@@ -398,20 +398,21 @@ typedef struct submitter_ctx {
     cf_executor *pool;
     cf_future **accepted;
     size_t cap;
-    size_t n;
+    atomic_size_t n; /* read by the main thread while submitting */
 } submitter_ctx;
 
 static void *submit_until_refused(helper *h)
 {
     submitter_ctx *c = h->ctx;
-    while (c->n < c->cap) {
+    while (atomic_load(&c->n) < c->cap) {
         cf_future *f;
         int rc = cf_executor_submit(c->pool, task_short, NULL, &f);
         if (rc != CF_OK) {
             ASSERT_CODE(rc, CF_ESHUTDOWN);
             break;
         }
-        c->accepted[c->n++] = f;
+        c->accepted[atomic_load(&c->n)] = f;
+        atomic_fetch_add(&c->n, 1);
     }
     return NULL;
 }
@@ -425,16 +426,18 @@ TEST_TIMEOUT(shutdown_against_submit_keeps_every_accepted_task, 120)
         submitter_ctx c[2];
         helper h[2];
         for (int k = 0; k < 2; k++) {
-            c[k] = (submitter_ctx){pool, calloc(cap, sizeof(cf_future *)),
-                                   cap, 0};
+            c[k].pool = pool;
+            c[k].accepted = calloc(cap, sizeof(cf_future *));
+            c[k].cap = cap;
+            atomic_init(&c[k].n, 0);
             ASSERT(c[k].accepted != NULL);
             helper_start(&h[k], submit_until_refused, &c[k]);
         }
-        WAIT_UNTIL(c[0].n + c[1].n > r % 50, 30);
+        WAIT_UNTIL(atomic_load(&c[0].n) + atomic_load(&c[1].n) > r % 50, 30);
         ASSERT_OK(cf_executor_shutdown(pool, true, cancel));
         for (int k = 0; k < 2; k++) {
             helper_join(&h[k]);
-            for (size_t i = 0; i < c[k].n; i++) {
+            for (size_t i = 0; i < atomic_load(&c[k].n); i++) {
                 cf_future *f = c[k].accepted[i];
                 /* After a waited shutdown nothing accepted is left over:
                  * it ran, or (cancel_futures) it was cancelled. The two
