@@ -41,6 +41,73 @@ unsigned cf__fork_generation(void)
     return atomic_load_explicit(&fork_generation, memory_order_relaxed);
 }
 
+/* Executors created on a process-pool worker's task thread. A task in a
+ * worker may build and use pools of its own; any other executor pointer it
+ * holds came from the parent (in an exec'd worker it is not even valid
+ * memory here), and calling into it would wait on the pool that waits on
+ * this very task. So on a worker thread, only registered executors are
+ * usable; everything else gets CF_EDEADLK without being dereferenced. */
+static struct {
+    pthread_mutex_t lock;
+    cf_executor **items;
+    size_t n, cap;
+} worker_local = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0};
+
+static bool register_worker_local(cf_executor *ex)
+{
+    pthread_mutex_lock(&worker_local.lock);
+    if (worker_local.n == worker_local.cap) {
+        size_t cap = worker_local.cap ? 2 * worker_local.cap : 8;
+        cf_executor **items = realloc(worker_local.items,
+                                      cap * sizeof *items);
+        if (!items) {
+            pthread_mutex_unlock(&worker_local.lock);
+            return false;
+        }
+        worker_local.items = items;
+        worker_local.cap = cap;
+    }
+    worker_local.items[worker_local.n++] = ex;
+    pthread_mutex_unlock(&worker_local.lock);
+    return true;
+}
+
+static void unregister_worker_local(const cf_executor *ex)
+{
+    pthread_mutex_lock(&worker_local.lock);
+    for (size_t i = 0; i < worker_local.n; i++) {
+        if (worker_local.items[i] == ex) {
+            worker_local.items[i] = worker_local.items[--worker_local.n];
+            break;
+        }
+    }
+    if (worker_local.n == 0) {
+        free(worker_local.items);
+        worker_local.items = NULL;
+        worker_local.cap = 0;
+    }
+    pthread_mutex_unlock(&worker_local.lock);
+}
+
+/* True when called on a worker's task thread with an executor that was not
+ * made there. Compares pointers only. */
+static bool foreign_in_worker(const cf_executor *ex)
+{
+    if (!cf__process_worker_active())
+        return false;
+    pthread_mutex_lock(&worker_local.lock);
+    bool local = false;
+    for (size_t i = 0; i < worker_local.n && !local; i++)
+        local = worker_local.items[i] == ex;
+    pthread_mutex_unlock(&worker_local.lock);
+    return !local;
+}
+
+bool cf__executor_refused_in_worker(const cf_executor *ex)
+{
+    return foreign_in_worker(ex);
+}
+
 int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
 {
     if (!ops || !ops->submit || !out)
@@ -54,6 +121,10 @@ int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
     ex->impl = impl;
     ex->submit_chunk = NULL;
     atomic_init(&ex->shut_down, false);
+    if (cf__process_worker_active() && !register_worker_local(ex)) {
+        free(ex);
+        return CF_ENOMEM;
+    }
     *out = ex;
     return CF_OK;
 }
@@ -71,6 +142,8 @@ int cf_executor_submit(cf_executor *ex, cf_fn fn, void *arg, cf_future **out)
 int cf_executor_submit_ex(cf_executor *ex, cf_fn fn, void *arg,
                           const cf_codec *codec, cf_future **out)
 {
+    if (foreign_in_worker(ex))
+        return CF_EDEADLK;
     if (!ex || !fn || !out)
         return CF_EINVAL;
     if (atomic_load_explicit(&ex->shut_down, memory_order_relaxed))
@@ -102,6 +175,8 @@ static int shutdown_impl(cf_executor *ex, double timeout, bool cancel_futures,
 
 int cf_executor_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
+    if (foreign_in_worker(ex))
+        return CF_EDEADLK;
     if (!ex)
         return CF_EINVAL;
     /* A task waiting for its own executor to finish would wait forever. */
@@ -113,6 +188,8 @@ int cf_executor_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 int cf_executor_shutdown_timeout(cf_executor *ex, double timeout,
                                  bool cancel_futures, size_t *unfinished)
 {
+    if (foreign_in_worker(ex))
+        return CF_EDEADLK;
     if (!ex || isnan(timeout))
         return CF_EINVAL;
     if (timeout > 0 && cf__current_pool == ex)
@@ -124,8 +201,8 @@ int cf_executor_shutdown_timeout(cf_executor *ex, double timeout,
 
 void cf_executor_free(cf_executor *ex)
 {
-    if (!ex)
-        return;
+    if (!ex || foreign_in_worker(ex))
+        return; /* a worker cannot shut down its parent's pool */
     if (cf__current_pool == ex) {
         /* Freeing the pool from its own task cannot wait for that task.
          * Refuse loudly rather than deadlock or free a running pool. */
@@ -136,6 +213,8 @@ void cf_executor_free(cf_executor *ex)
     shutdown_impl(ex, CF_FOREVER, false, NULL);
     if (ex->ops->destroy)
         ex->ops->destroy(ex->impl);
+    if (cf__process_worker_active())
+        unregister_worker_local(ex);
     free(ex);
 }
 

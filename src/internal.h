@@ -208,6 +208,10 @@ struct cf_executor {
     atomic_bool shut_down;
 };
 
+/* True on a process-pool worker's task thread for an executor not created
+ * there (its parent's): such calls get CF_EDEADLK. Never dereferences. */
+bool cf__executor_refused_in_worker(const cf_executor *ex);
+
 /* Sets the native chunk hook of an executor made by cf_executor_new(). */
 void cf__executor_set_submit_chunk(cf_executor *ex, cf__submit_chunk_fn fn);
 

@@ -309,6 +309,8 @@ static int map_new(cf_executor *ex, cf_fn fn, const cf_map_options *opts,
                    cf_map **out)
 {
     static const cf_map_options defaults = {0};
+    if (cf__executor_refused_in_worker(ex))
+        return CF_EDEADLK;
     if (!ex || !fn || !out)
         return CF_EINVAL;
     if (atomic_load(&ex->shut_down))

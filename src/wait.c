@@ -38,7 +38,8 @@ static size_t dedup(cf_future *const *fs, size_t n, cf_future **uniq)
     while (rising < n && (uintptr_t)fs[rising - 1] < (uintptr_t)fs[rising])
         rising++;
     if (rising >= n) {
-        memcpy(uniq, fs, n * sizeof *fs);
+        if (n)
+            memcpy(uniq, fs, n * sizeof *fs);
         return n;
     }
     if (n <= 8) { /* small sets: a scan beats a table */
