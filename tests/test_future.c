@@ -576,6 +576,55 @@ TEST(exception_of_successful_task_is_empty)
 }
 
 /* ------------------------------------------------------------------------ */
+/* cf_call_set_result_free                                                  */
+
+static void *malloc_result(void *arg, cf_call *call)
+{
+    int *v = malloc(sizeof *v);
+    if (!v)
+        return cf_fail(call, CF_ENOMEM, "no memory");
+    *v = (int)(intptr_t)arg;
+    cf_call_set_result_free(call, count_free);
+    if (*v < 0)
+        cf_fail(call, 3, "negative"); /* the value returned is not kept */
+    return v;
+}
+
+TEST(call_set_result_free_frees_on_last_release)
+{
+    atomic_store(&frees, 0);
+    cf_executor *ex = pool_new(1);
+    cf_future *f = submit(ex, malloc_result, (void *)(intptr_t)31);
+    void *v = NULL;
+    ASSERT_OK(cf_future_result(f, CF_FOREVER, &v));
+    ASSERT_EQ(*(int *)v, 31);
+    cf_future_retain(f);
+    cf_future_release(f);
+    cf_executor_free(ex); /* the pool has dropped its references */
+    ASSERT_EQ(atomic_load(&frees), 0);
+    ASSERT_EQ(*(int *)v, 31);
+    cf_future_release(f);
+    ASSERT_EQ(atomic_load(&frees), 1);
+}
+
+TEST(call_set_result_free_frees_at_once_when_task_fails)
+{
+    atomic_store(&frees, 0);
+    cf_executor *ex = pool_new(1);
+    cf_future *f = submit(ex, malloc_result, (void *)(intptr_t)-1);
+    ASSERT_CODE(cf_future_result(f, CF_FOREVER, NULL), CF_ETASK);
+    cf_executor_free(ex); /* the worker is done with it */
+    ASSERT_EQ(atomic_load(&frees), 1); /* not kept until the last release */
+    cf_future_release(f);
+    ASSERT_EQ(atomic_load(&frees), 1);
+}
+
+TEST(call_set_result_free_accepts_null_call)
+{
+    cf_call_set_result_free(NULL, count_free);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Cooperative cancellation of a running task                               */
 
 typedef struct polling {

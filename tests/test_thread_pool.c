@@ -244,7 +244,7 @@ TEST(empty_thread_name_prefix_means_default)
 
 typedef struct init_state {
     atomic_int calls;
-    void *arg_seen;
+    _Atomic(void *) arg_seen;
     latch gate; /* optional: the initializer waits on it */
     bool gated;
     int result;
@@ -256,7 +256,7 @@ static int initializer(void *initarg)
 {
     init_state *st = initarg;
     atomic_fetch_add(&st->calls, 1);
-    st->arg_seen = initarg;
+    atomic_store(&st->arg_seen, initarg);
     initialized_with = st;
     if (st->gated)
         latch_wait(&st->gate);
@@ -298,7 +298,7 @@ TEST(initializer_runs_once_per_thread_with_its_arg)
     }
     cf_executor_free(ex);
     ASSERT_EQ(atomic_load(&st.calls), 3);
-    ASSERT_PTR_EQ(st.arg_seen, &st);
+    ASSERT_PTR_EQ(atomic_load(&st.arg_seen), &st);
     latch_destroy(&l);
 }
 
