@@ -802,9 +802,8 @@ static void spawn_needed(process_pool *pool, size_t queued)
             if (alive > 0)
                 return; /* the running workers will get through it */
             char why[160];
-            snprintf(why, sizeof why,
-                     "could not start a worker process: %s (errno %d)",
-                     cf_strerror(rc), errno);
+            snprintf(why, sizeof why, "could not start a worker process: %s",
+                     cf_strerror(rc));
             cf__mutex_lock(&pool->lock);
             task *q = take_queue(pool);
             cf__mutex_unlock(&pool->lock);
