@@ -352,7 +352,12 @@ def machine():
                "Socket|L[123]|Hypervisor)'")
     versions = sh("dpkg-query -W -f='${Package} ${Version}\\n' libuv1-dev "
                   "libglib2.0-dev libtbb-dev libgomp1 python3 2>/dev/null")
+    here = os.path.dirname(os.path.abspath(__file__))
+    commit = sh(f"git -C '{here}' rev-parse --short HEAD")
+    dirty = sh(f"git -C '{here}/..' status --porcelain -- src include")
     return "\n".join([
+        f"cfutures: commit {commit or '?'}"
+        f"{' + uncommitted changes in src/ or include/' if dirty else ''}",
         lscpu,
         f"Kernel: {platform.release()}",
         f"Compiler: {sh('cc --version | head -1')}",
