@@ -103,6 +103,38 @@ TEST(as_completed_yields_each_future_once)
     cf_future_release(b);
 }
 
+TEST(as_completed_yields_each_future_once_in_large_sets)
+{
+    enum { DISTINCT = 12, N = 300 };
+    cf_future *distinct[DISTINCT];
+    for (int i = 0; i < DISTINCT; i++)
+        distinct[i] = i % 3 ? future_new() : future_done_with(NULL);
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        fs[i] = distinct[(i * 5) % DISTINCT];
+    cf_as_completed *it = iter_new(fs, N, CF_FOREVER);
+    for (int i = 0; i < DISTINCT; i++)
+        if (i % 3)
+            ASSERT_OK(cf_future_set_result(distinct[i], NULL));
+    int seen[DISTINCT] = {0};
+    cf_future *f = NULL;
+    int err, count = 0;
+    while ((err = cf_as_completed_next(it, &f)) == CF_OK) {
+        for (int i = 0; i < DISTINCT; i++)
+            if (f == distinct[i])
+                seen[i]++;
+        count++;
+        cf_future_release(f);
+    }
+    ASSERT_CODE(err, CF_EEND);
+    ASSERT_EQ(count, DISTINCT);
+    for (int i = 0; i < DISTINCT; i++)
+        ASSERT_EQ(seen[i], 1);
+    cf_as_completed_free(it);
+    for (int i = 0; i < DISTINCT; i++)
+        cf_future_release(distinct[i]);
+}
+
 TEST(as_completed_returns_eend_at_end_and_after)
 {
     cf_future *f = future_done_with(NULL);

@@ -267,6 +267,37 @@ TEST(wait_counts_duplicates_once)
     cf_future_release(b);
 }
 
+TEST(wait_counts_duplicates_once_in_large_sets)
+{
+    /* Large inputs take another path than small ones: check both. */
+    enum { DISTINCT = 10, N = 200 };
+    cf_future *distinct[DISTINCT];
+    for (int i = 0; i < DISTINCT; i++)
+        distinct[i] = i % 2 ? future_new() : future_done_with(NULL);
+    cf_future *fs[N], *done[N], *not_done[N];
+    for (int i = 0; i < N; i++)
+        fs[i] = distinct[(i * 7) % DISTINCT];
+    size_t n_done = 0, n_not_done = 0;
+    ASSERT_OK(cf_wait(fs, N, 0, CF_ALL_COMPLETED, done, &n_done, not_done,
+                      &n_not_done));
+    ASSERT_EQ(n_done, DISTINCT / 2);
+    ASSERT_EQ(n_not_done, DISTINCT / 2);
+    /* First-seen order: fs[0], fs[1], ... name distinct[0], [7], [4], ... */
+    for (size_t k = 0; k < n_done; k++)
+        for (size_t j = k + 1; j < n_done; j++)
+            ASSERT(done[k] != done[j]);
+    ASSERT_PTR_EQ(done[0], distinct[0]);
+    ASSERT_PTR_EQ(not_done[0], distinct[7]);
+    for (int i = 1; i < DISTINCT; i += 2)
+        ASSERT_OK(cf_future_set_result(distinct[i], NULL));
+    ASSERT_OK(cf_wait(fs, N, CF_FOREVER, CF_ALL_COMPLETED, NULL, &n_done,
+                      NULL, &n_not_done));
+    ASSERT_EQ(n_done, DISTINCT);
+    ASSERT_EQ(n_not_done, 0);
+    for (int i = 0; i < DISTINCT; i++)
+        cf_future_release(distinct[i]);
+}
+
 TEST(wait_all_completed_on_duplicates_returns_after_one_completion)
 {
     /* If each copy were counted, one completion could never satisfy it. */
