@@ -8,6 +8,7 @@
 #ifndef CF_CORETEST_H
 #define CF_CORETEST_H
 
+#include <dirent.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -131,20 +132,35 @@ static inline void let_time_pass(double seconds)
         harness_pause();
 }
 
-/* ThreadSanitizer starts a background thread of its own at the first
- * pthread_create; the harness would count it as leaked by whichever test
- * created the first thread. Creating (and joining) one thread before any
- * test runs makes it part of every test's "before" count. */
-static void *coretest_nothing(void *arg)
+/* Counts this process's threads whose name starts with `prefix` (a pool's
+ * thread_name_prefix): unlike a count of all threads it ignores threads the
+ * harness or a tool started, and joined threads that /proc still lists
+ * for a moment. */
+static inline int count_named_threads(const char *prefix)
 {
-    return arg;
-}
-
-__attribute__((constructor)) static void coretest_start_tool_threads(void)
-{
-    pthread_t t;
-    if (pthread_create(&t, NULL, coretest_nothing, NULL) == 0)
-        pthread_join(t, NULL);
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    size_t len = strlen(prefix);
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *fp = fopen(path, "r");
+        if (!fp)
+            continue;
+        char state = '?';
+        /* "tid (comm) S ...": skip threads that have exited (Z, X). */
+        if (fscanf(fp, "%*d (%31[^)]) %c", comm, &state) == 2 &&
+            strncmp(comm, prefix, len) == 0 && state != 'Z' && state != 'X')
+            n++;
+        fclose(fp);
+    }
+    closedir(d);
+    return n;
 }
 
 /* ------------------------------------------------------------------------ */

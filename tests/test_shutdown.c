@@ -102,15 +102,18 @@ TEST(shutdown_without_wait_returns_while_tasks_run)
 
 TEST(workers_exit_on_their_own_after_nowait_shutdown)
 {
-    int before = harness_count_threads();
-    cf_executor *ex = pool_new(2);
+    cf_thread_pool_options opts = {.max_workers = 2,
+                                   .thread_name_prefix = "own"};
+    cf_executor *ex = NULL;
+    ASSERT_OK(cf_thread_pool_new(&opts, &ex));
     latch l;
     latch_init(&l);
     cf_future *fs[2] = {submit(ex, task_gate, &l), submit(ex, task_gate, &l)};
     latch_wait_arrived(&l, 2);
+    ASSERT_EQ(count_named_threads("own_"), 2);
     ASSERT_OK(cf_executor_shutdown(ex, false, false));
     latch_open(&l);
-    WAIT_UNTIL(harness_count_threads() == before, 10);
+    WAIT_UNTIL(count_named_threads("own_") == 0, 10);
     cf_future_release(fs[0]);
     cf_future_release(fs[1]);
     cf_executor_free(ex);
@@ -133,8 +136,10 @@ TEST(shutdown_with_wait_runs_queued_tasks_first)
 
 TEST(shutdown_with_wait_joins_the_workers)
 {
-    int before = harness_count_threads();
-    cf_executor *ex = pool_new(3);
+    cf_thread_pool_options opts = {.max_workers = 3,
+                                   .thread_name_prefix = "joined"};
+    cf_executor *ex = NULL;
+    ASSERT_OK(cf_thread_pool_new(&opts, &ex));
     latch l;
     latch_init(&l);
     latch_open(&l);
@@ -146,7 +151,7 @@ TEST(shutdown_with_wait_joins_the_workers)
         ASSERT(cf_future_done(fs[i]));
         cf_future_release(fs[i]);
     }
-    WAIT_UNTIL(harness_count_threads() == before, 5);
+    ASSERT_EQ(count_named_threads("joined_"), 0);
     cf_executor_free(ex);
     latch_destroy(&l);
 }
@@ -352,7 +357,8 @@ TEST(executor_free_after_shutdown)
 static int scoped_block(atomic_int *ran)
 {
     CF_SCOPED_EXECUTOR ex = NULL;
-    if (cf_thread_pool_new(NULL, &ex) != CF_OK)
+    cf_thread_pool_options opts = {.thread_name_prefix = "scoped"};
+    if (cf_thread_pool_new(&opts, &ex) != CF_OK)
         return 1;
     for (int i = 0; i < 50; i++) {
         cf_future *f = NULL;
@@ -365,11 +371,10 @@ static int scoped_block(atomic_int *ran)
 
 TEST(scoped_executor_is_freed_at_scope_exit)
 {
-    int before = harness_count_threads();
     atomic_int ran = 0;
     ASSERT_EQ(scoped_block(&ran), 0);
     ASSERT_EQ(atomic_load(&ran), 50);
-    WAIT_UNTIL(harness_count_threads() == before, 5);
+    ASSERT_EQ(count_named_threads("scoped_"), 0);
 }
 
 TEST(scoped_executor_accepts_null)

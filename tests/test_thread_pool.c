@@ -345,15 +345,25 @@ TEST(initializer_failure_breaks_the_pool)
 /* ------------------------------------------------------------------------ */
 /* Lazy start and reuse                                                     */
 
+static cf_executor *named_pool(int max_workers, const char *prefix)
+{
+    cf_thread_pool_options opts = {.max_workers = max_workers,
+                                   .thread_name_prefix = prefix};
+    cf_executor *ex = NULL;
+    ASSERT_OK(cf_thread_pool_new(&opts, &ex));
+    return ex;
+}
+
 TEST(threads_start_lazily)
 {
     int before = harness_count_threads();
-    cf_executor *ex = pool_new(4);
-    ASSERT_EQ(harness_count_threads(), before);
+    cf_executor *ex = named_pool(4, "lazy");
+    ASSERT_EQ(count_named_threads("lazy_"), 0);
+    ASSERT(harness_count_threads() <= before);
     cf_future *f = submit(ex, task_identity, NULL);
     result_of(f);
     cf_future_release(f);
-    ASSERT(harness_count_threads() > before);
+    ASSERT_EQ(count_named_threads("lazy_"), 1);
     cf_executor_free(ex);
 }
 
@@ -366,8 +376,7 @@ static void *task_tid(void *arg, cf_call *call)
 
 TEST(idle_threads_are_reused)
 {
-    int before = harness_count_threads();
-    cf_executor *ex = pool_new(8);
+    cf_executor *ex = named_pool(8, "reuse");
     intptr_t first = 0;
     for (int i = 0; i < 200; i++) {
         cf_future *f = submit(ex, task_tid, NULL);
@@ -377,20 +386,19 @@ TEST(idle_threads_are_reused)
             first = tid;
         ASSERT_EQ(tid, first);
     }
-    ASSERT_EQ(harness_count_threads(), before + 1);
+    ASSERT_EQ(count_named_threads("reuse_"), 1);
     cf_executor_free(ex);
 }
 
 TEST(pool_grows_only_when_all_threads_are_busy)
 {
-    int before = harness_count_threads();
-    cf_executor *ex = pool_new(8);
+    cf_executor *ex = named_pool(8, "grow");
     latch l;
     latch_init(&l);
     cf_future *a = submit(ex, task_gate, &l);
     cf_future *b = submit(ex, task_gate, &l);
     latch_wait_arrived(&l, 2);
-    ASSERT_EQ(harness_count_threads(), before + 2);
+    ASSERT_EQ(count_named_threads("grow_"), 2);
     latch_open(&l);
     result_of(a);
     result_of(b);
@@ -401,26 +409,24 @@ TEST(pool_grows_only_when_all_threads_are_busy)
         result_of(f);
         cf_future_release(f);
     }
-    ASSERT_EQ(harness_count_threads(), before + 2);
+    ASSERT_EQ(count_named_threads("grow_"), 2);
     cf_executor_free(ex);
     latch_destroy(&l);
 }
 
 TEST(threads_end_after_free)
 {
-    int before = harness_count_threads();
-    cf_executor *ex = pool_new(3);
+    cf_executor *ex = named_pool(3, "end");
     latch l;
     latch_init(&l);
     cf_future *fs[3];
     for (int i = 0; i < 3; i++)
         fs[i] = submit(ex, task_gate, &l);
     latch_wait_arrived(&l, 3);
-    ASSERT_EQ(harness_count_threads(), before + 3);
+    ASSERT_EQ(count_named_threads("end_"), 3);
     latch_open(&l);
     cf_executor_free(ex);
-    /* Joined threads leave /proc a moment after pthread_join. */
-    WAIT_UNTIL(harness_count_threads() == before, 5);
+    ASSERT_EQ(count_named_threads("end_"), 0);
     for (int i = 0; i < 3; i++)
         cf_future_release(fs[i]);
     latch_destroy(&l);
