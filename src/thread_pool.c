@@ -8,15 +8,17 @@
  * The queue is Vyukov's intrusive multi-producer queue: a submit links its
  * future with one atomic exchange and never takes a lock a worker holds,
  * so a submitting thread and busy workers do not contend. Workers pop under
- * `pop_lock`, a spinlock held for a few instructions. `pushed` and `popped`
- * count the traffic; `pushed != popped` tells an idle worker there is work.
+ * `pop_lock`, a spinlock held for a few instructions. An idle worker reads
+ * the queue's own links to see whether there is work (has_work), so a
+ * submit writes no shared counter.
  *
- * Idle workers spin briefly, then sleep on the `work` event. A submit wakes
- * one only if some worker is idle (`n_idle`), so a pool whose workers are
- * all busy costs a submit no system call and no shared write beyond the
- * queue. No lost wake-up: a worker increments n_idle before its last look
- * at `pushed`, a submit increments `pushed` before it reads n_idle, all
- * sequentially consistent, and the event re-checks its sequence number.
+ * Idle workers search (spin) briefly, then sleep on the `work` event. A
+ * submit wakes a sleeper only when some worker is idle and none searches,
+ * so neither a busy pool nor one with a searching worker costs a submit a
+ * system call (see the worker states below). No lost wake-up: a worker
+ * changes its count before its last look at the queue, a submit links its
+ * future before it reads the counts, all sequentially consistent, and the
+ * event re-checks its sequence number.
  *
  * Idle threads are reused before new ones start (Python 3.8+): a submit
  * starts a thread only when no worker is idle and fewer than max_workers
@@ -53,15 +55,14 @@ typedef struct worker_slot {
 typedef struct thread_pool {
     /* Producer side. */
     _Atomic(cf_future *) tail;
-    atomic_size_t pushed;
     atomic_uint gate; /* GATE_CLOSED | submits-in-progress * GATE_SUBMIT */
 
     /* Consumer side, on its own cache lines. */
     _Alignas(64) cf__spinlock pop_lock;
-    cf_future *head;      /* guarded by pop_lock */
-    atomic_size_t popped; /* written under pop_lock */
+    _Atomic(cf_future *) head; /* written under pop_lock, read by searchers */
     worker_slot *slots;   /* max_workers; guarded by pop_lock */
-    atomic_int n_idle;    /* workers spinning or sleeping */
+    atomic_int n_idle;    /* workers searching (spinning) or sleeping */
+    atomic_int n_searching; /* workers spinning: they find work unaided */
     atomic_bool stopping; /* closed and quiesced: exit when queue is empty */
     cf__event work;       /* idle workers sleep here */
 
@@ -103,19 +104,27 @@ static void push(thread_pool *p, cf_future *f)
     atomic_store_explicit(&f->next, NULL, memory_order_relaxed);
     cf_future *prev = atomic_exchange_explicit(&p->tail, f,
                                                memory_order_acq_rel);
-    atomic_store_explicit(&prev->next, f, memory_order_release);
+    /* Sequentially consistent: this link is what an idle worker's last look
+     * at the queue reads (see has_work). */
+    atomic_store_explicit(&prev->next, f, memory_order_seq_cst);
 }
 
-/* Pops one future, or NULL when the queue is empty or a push is half done
- * (the caller retries while pushed != popped). pop_lock held. */
+static cf_future *head_of(thread_pool *p)
+{
+    return atomic_load_explicit(&p->head, memory_order_relaxed);
+}
+
+/* Pops one future, or NULL when the queue is empty or a push is half done.
+ * pop_lock held. */
 static cf_future *pop(thread_pool *p)
 {
-    cf_future *head = p->head;
+    cf_future *head = head_of(p);
     cf_future *next = atomic_load_explicit(&head->next, memory_order_acquire);
     if (head == &p->stub) {
         if (!next)
             return NULL;
-        p->head = head = next;
+        atomic_store_explicit(&p->head, next, memory_order_relaxed);
+        head = next;
         next = atomic_load_explicit(&next->next, memory_order_acquire);
     }
     if (!next) {
@@ -128,20 +137,17 @@ static cf_future *pop(thread_pool *p)
         if (!next)
             return NULL;
     }
-    p->head = next;
-    atomic_store_explicit(&p->popped,
-                          atomic_load_explicit(&p->popped,
-                                               memory_order_relaxed) + 1,
-                          memory_order_seq_cst);
+    atomic_store_explicit(&p->head, next, memory_order_relaxed);
     return head;
 }
 
+/* True if a future is queued (or being linked right behind the head). The
+ * head is a real future until it is popped; the stub at the head means
+ * work only once something is linked behind it. */
 static bool has_work(thread_pool *p)
 {
-    /* `popped` may briefly run ahead: a node can be popped before its
-     * submitter counts it. That reads as "no work", and the submitter then
-     * wakes an idle worker itself. */
-    return atomic_load(&p->pushed) > atomic_load(&p->popped);
+    cf_future *head = atomic_load(&p->head);
+    return head != &p->stub || atomic_load(&p->stub.next) != NULL;
 }
 
 /* Pops a future if the queue has one, retrying over half-done pushes.
@@ -250,38 +256,66 @@ static void break_pool(thread_pool *p, int code)
 /* ------------------------------------------------------------------------ */
 /* Workers                                                                  */
 
-/* Spins, then sleeps, until there is work or the pool stops. The worker
- * is counted idle already (n_idle). Returns false when it should exit. */
+/* Worker states, as counted: busy (running a task), searching (spinning
+ * on the queue; in n_idle and n_searching) or sleeping (in n_idle only). A
+ * submit wakes a sleeper only when nobody searches, because a searcher
+ * takes the task without a system call; a searcher that takes a task while
+ * more wait wakes the next sleeper (the wake-ups chain). Both checks are
+ * the Dekker pattern against the counts, all sequentially consistent. */
+
+static void become_searching(thread_pool *p)
+{
+    atomic_fetch_add(&p->n_idle, 1);
+    atomic_fetch_add(&p->n_searching, 1);
+}
+
+/* A searching worker took a task: it is busy; pass work on if more waits
+ * and someone sleeps. */
+static void found_work(thread_pool *p)
+{
+    atomic_fetch_sub(&p->n_searching, 1);
+    atomic_fetch_sub(&p->n_idle, 1);
+    if (has_work(p) &&
+        atomic_load(&p->n_idle) > atomic_load(&p->n_searching))
+        cf__event_signal_one(&p->work);
+}
+
+/* Spins, then sleeps, until there is work or the pool stops; the worker is
+ * searching on entry and on return. Returns false when it should exit. */
 static bool wait_for_work(thread_pool *p)
 {
     int64_t until = 0;
     for (unsigned i = 0; !has_work(p) && !atomic_load(&p->stopping); i++)
         if (!cf__spin_continue(i, &until, IDLE_SPIN_NS))
             break;
-    for (;;) {
-        unsigned seq = cf__event_seq(&p->work);
-        if (has_work(p) || atomic_load(&p->stopping))
-            break;
-        cf__event_wait(&p->work, seq, CF__NO_DEADLINE);
+    if (!has_work(p) && !atomic_load(&p->stopping)) {
+        atomic_fetch_sub(&p->n_searching, 1); /* now sleeping */
+        for (;;) {
+            unsigned seq = cf__event_seq(&p->work);
+            if (has_work(p) || atomic_load(&p->stopping))
+                break;
+            cf__event_wait(&p->work, seq, CF__NO_DEADLINE);
+        }
+        atomic_fetch_add(&p->n_searching, 1);
     }
     return has_work(p) || !atomic_load(&p->stopping);
 }
 
-/* Runs a popped future. If the queue is empty, the worker counts itself
- * idle *before* completing the future: a caller that waits for this result
- * and submits again must find an idle worker rather than start a thread
- * (idle threads are reused). Returns whether it counted itself idle. */
+/* Runs a popped future. If the queue is empty, the worker starts searching
+ * *before* completing the future: a caller that waits for this result and
+ * submits again must find an idle worker rather than start a thread (idle
+ * threads are reused). Returns whether it is searching. */
 static bool run(thread_pool *p, cf_future *f)
 {
     if (cf_future_set_running_or_notify_cancel(f) != CF_OK)
         return false; /* cancelled while queued */
     cf__outcome outcome;
     cf__invoke(f, f->fn, f->arg, &outcome);
-    bool idle = !has_work(p);
-    if (idle)
-        atomic_fetch_add(&p->n_idle, 1);
+    bool searching = !has_work(p);
+    if (searching)
+        become_searching(p);
     cf__complete(f, &outcome);
-    return idle;
+    return searching;
 }
 
 static void *worker_main(void *arg)
@@ -298,7 +332,7 @@ static void *worker_main(void *arg)
             break_pool(p, rc);
     }
     cf_future *finished = NULL;
-    bool idle = false;
+    bool searching = false;
     for (;;) {
         cf__spin_lock(&p->pop_lock);
         cf_future *f = pop_available(p);
@@ -309,18 +343,19 @@ static void *worker_main(void *arg)
         cf_future_release(finished);
         finished = NULL;
         if (f) {
-            if (idle)
-                atomic_fetch_sub(&p->n_idle, 1);
-            idle = run(p, f);
+            if (searching)
+                found_work(p);
+            searching = run(p, f);
             finished = f;
             continue;
         }
-        if (!idle)
-            atomic_fetch_add(&p->n_idle, 1);
-        idle = true;
+        if (!searching)
+            become_searching(p);
+        searching = true;
         if (!wait_for_work(p))
             break;
     }
+    atomic_fetch_sub(&p->n_searching, 1);
     atomic_fetch_sub(&p->n_idle, 1);
     cf__mutex_lock(&p->lock);
     p->n_alive--;
@@ -429,10 +464,10 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
     f->arg = arg;
     cf_future_retain(f); /* the queue's reference */
     push(p, f);
-    atomic_fetch_add(&p->pushed, 1);
     atomic_fetch_sub(&p->gate, GATE_SUBMIT);
     if (atomic_load(&p->n_idle) > 0) {
-        cf__event_signal_one(&p->work);
+        if (atomic_load(&p->n_searching) == 0)
+            cf__event_signal_one(&p->work); /* all idle ones sleep */
         return CF_OK;
     }
     if (atomic_load_explicit(&p->n_threads, memory_order_relaxed) <
@@ -445,7 +480,7 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
 static size_t count_unfinished(thread_pool *p)
 {
     size_t n = 0;
-    for (cf_future *f = p->head; f; f = list_next(f))
+    for (cf_future *f = head_of(p); f; f = list_next(f))
         if (f != &p->stub && !cf__state_done(cf__future_state(f)))
             n++;
     int started = atomic_load(&p->n_threads);
@@ -570,12 +605,11 @@ static void init_queue(thread_pool *p)
 {
     atomic_init(&p->stub.next, NULL);
     atomic_init(&p->tail, &p->stub);
-    p->head = &p->stub;
-    atomic_init(&p->pushed, 0);
-    atomic_init(&p->popped, 0);
+    atomic_init(&p->head, &p->stub);
     atomic_init(&p->gate, 0);
     atomic_init(&p->pop_lock.held, false);
     atomic_init(&p->n_idle, 0);
+    atomic_init(&p->n_searching, 0);
     atomic_init(&p->n_threads, 0);
     atomic_init(&p->stopping, false);
     atomic_init(&p->broken, false);
