@@ -421,7 +421,10 @@ static int grow(thread_pool *p, cf_future *f)
 {
     int rc = CF_OK;
     cf__mutex_lock(&p->lock);
-    if (atomic_load(&p->n_idle) == 0 && !p->shutdown &&
+    /* Re-check under the lock: an idle worker may have taken the task
+     * already (it was counted idle until then), and a task no longer
+     * queued needs no new thread. */
+    if (atomic_load(&p->n_idle) == 0 && has_work(p) && !p->shutdown &&
         atomic_load(&p->n_threads) < p->max_workers) {
         rc = start_worker(p);
         if (rc != CF_OK && p->n_alive == 0) {

@@ -180,9 +180,16 @@ int main(int argc, char **argv)
 {
     /* Sanitizer runtimes (TSan) start a background thread with the first
      * pthread_create; start it now so the leak check's baseline has it. */
+    int baseline = harness_count_threads();
     pthread_t t;
-    if (pthread_create(&t, NULL, warm_up, NULL) == 0)
+    if (pthread_create(&t, NULL, warm_up, NULL) == 0) {
         pthread_join(t, NULL);
+        /* A joined thread leaves /proc a moment later; TSan's own stays. */
+        settles(harness_count_threads, baseline + 1);
+        double deadline = harness_now() + 0.05;
+        while (harness_count_threads() > baseline && harness_now() < deadline)
+            harness_pause();
+    }
 
     if (argc > 1 && strcmp(argv[1], "--list") == 0) {
         for (int i = 0; i < n_tests; i++)
