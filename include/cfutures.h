@@ -433,9 +433,9 @@ CF_API int cf_executor_map_stream(cf_executor *ex, cf_fn fn,
  * valid until the next call or cf_map_free()), CF_EEND after the last,
  * CF_ETIMEDOUT if it is late, CF_ECANCELLED, or the failure of that call
  * (CF_ETASK or a CF_E* code) with details in `*error` (may be NULL). A
- * failure does not end the iteration: the next call moves on. After the
- * deadline has passed, each call polls: it returns the next result if it is
- * ready and CF_ETIMEDOUT otherwise. Not thread-safe: one consumer per
+ * failure does not end the iteration: the next call moves on. CF_ETIMEDOUT
+ * does not consume the item: after the deadline has passed, each call polls
+ * the same item, returning it once ready and CF_ETIMEDOUT until then. Not thread-safe: one consumer per
  * iterator. Blocks. */
 CF_API int cf_map_next(cf_map *m, void **result, cf_error *error);
 
