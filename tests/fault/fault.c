@@ -11,10 +11,12 @@
 #include "fault.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <poll.h>
 #include <pthread.h>
 #include <spawn.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -48,6 +50,9 @@ void fault_arm(unsigned mask, long n, enum fault_mode m, int e)
     atomic_store(&err, e);
     atomic_store(&fired, false);
     atomic_store(&armed_mask, mask);
+    if (getenv("CF_FAULT_BACKTRACE"))
+        fprintf(stderr, "fault: class %#x, call %ld, mode %d, errno %d\n",
+                mask, n, (int)m, e);
 }
 
 long fault_disarm(void)
@@ -74,11 +79,18 @@ static int decide(unsigned cls)
     long i = atomic_fetch_add(&calls, 1) + 1;
     long n = atomic_load(&nth);
     int m = atomic_load(&mode);
-    bool hit = m == FAULT_FROM ? i >= n : i == n;
+    bool from = m == FAULT_FROM || m == FAULT_SHORT_FROM;
+    bool hit = from ? i >= n : i == n;
     if (!hit)
         return 0;
-    atomic_store(&fired, true);
-    return m == FAULT_SHORT ? 2 : 1;
+    if (!atomic_exchange(&fired, true) && getenv("CF_FAULT_BACKTRACE")) {
+        /* Where the first injected fault hit, for diagnosing a failure:
+         * CF_FAULT_BACKTRACE=1 ./test_fault_x <test>. */
+        void *frames[32];
+        int k = backtrace(frames, 32);
+        backtrace_symbols_fd(frames, k, 2);
+    }
+    return m == FAULT_SHORT || m == FAULT_SHORT_FROM ? 2 : 1;
 }
 
 static int fail_errno(void)
@@ -252,7 +264,7 @@ ssize_t __wrap_read(int fd, void *buf, size_t n)
 ssize_t __real_recv(int fd, void *buf, size_t n, int flags);
 ssize_t __wrap_recv(int fd, void *buf, size_t n, int flags)
 {
-    switch (decide(FAULT_READ)) {
+    switch (decide(FAULT_RECV)) {
     case 1:
         return fail_errno();
     case 2:
@@ -280,7 +292,7 @@ static struct msghdr one_byte(const struct msghdr *msg, struct iovec *iov)
 ssize_t __real_recvmsg(int fd, struct msghdr *msg, int flags);
 ssize_t __wrap_recvmsg(int fd, struct msghdr *msg, int flags)
 {
-    switch (decide(FAULT_READ)) {
+    switch (decide(FAULT_RECV)) {
     case 1:
         return fail_errno();
     case 2: {
@@ -298,7 +310,7 @@ ssize_t __wrap_recvmsg(int fd, struct msghdr *msg, int flags)
 int __real_poll(struct pollfd *fds, nfds_t n, int timeout);
 int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout)
 {
-    if (decide(FAULT_READ) == 1)
+    if (decide(FAULT_POLL) == 1)
         return fail_errno();
     return __real_poll(fds, n, timeout);
 }
@@ -318,7 +330,7 @@ ssize_t __wrap_write(int fd, const void *buf, size_t n)
 ssize_t __real_send(int fd, const void *buf, size_t n, int flags);
 ssize_t __wrap_send(int fd, const void *buf, size_t n, int flags)
 {
-    switch (decide(FAULT_WRITE)) {
+    switch (decide(FAULT_SEND)) {
     case 1:
         return fail_errno();
     case 2:
@@ -330,7 +342,7 @@ ssize_t __wrap_send(int fd, const void *buf, size_t n, int flags)
 ssize_t __real_sendmsg(int fd, const struct msghdr *msg, int flags);
 ssize_t __wrap_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-    switch (decide(FAULT_WRITE)) {
+    switch (decide(FAULT_SEND)) {
     case 1:
         return fail_errno();
     case 2: {

@@ -25,14 +25,18 @@ enum fault_class {
     FAULT_THREAD = 1 << 1, /* pthread_create */
     FAULT_PROC = 1 << 2,   /* fork, posix_spawn */
     FAULT_FD = 1 << 3,     /* pipe, pipe2, socketpair, eventfd */
-    FAULT_READ = 1 << 4,   /* read, recv, recvmsg */
-    FAULT_WRITE = 1 << 5,  /* write, send, sendmsg */
+    FAULT_READ = 1 << 4,   /* read (the pool's wake-up eventfd) */
+    FAULT_WRITE = 1 << 5,  /* write (the same) */
+    FAULT_RECV = 1 << 6,   /* recv, recvmsg (worker sockets) */
+    FAULT_SEND = 1 << 7,   /* send, sendmsg (the same) */
+    FAULT_POLL = 1 << 8,   /* poll */
 };
 
 enum fault_mode {
     FAULT_ONCE,  /* only the nth call fails */
     FAULT_FROM,  /* the nth call and every later one fail (exhaustion) */
     FAULT_SHORT, /* the nth read/write moves at most one byte */
+    FAULT_SHORT_FROM, /* every read/write from the nth on: at most 1 byte */
 };
 
 /* Arms the shim: calls of the classes in `mask` are counted from now on,
