@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "platform/process.h"
 #include "wire.h"
@@ -76,6 +77,7 @@ typedef struct wproc {
     bool eof;              /* the socket reached EOF */
     bool send_failed;      /* the worker's end is gone */
     bool terminated;       /* sent SIGTERM/SIGKILL by terminate/kill */
+    const char *lost;      /* why we gave up on it (killed), or NULL */
 } wproc;
 
 typedef struct process_pool {
@@ -331,6 +333,19 @@ static bool w_has_output(const wproc *w)
            (w->inflight && w->msg_off < w->inflight->msg.len);
 }
 
+/* Gives up on a worker whose socket failed or whose stream we cannot
+ * follow (corrupt, or no memory for it): it is killed, so its end is seen
+ * like any death (pidfd or EOF) and reported with `why`. Without this, a
+ * live worker we no longer talk to would keep its task forever. */
+static void w_lose(wproc *w, const char *why)
+{
+    if (!w->lost)
+        w->lost = why;
+    w->send_failed = true;
+    w->eof = true;
+    cf__proc_signal(&w->proc, SIGKILL);
+}
+
 /* Sends what the socket takes now; the rest waits for POLLOUT. */
 static void w_flush(wproc *w)
 {
@@ -345,8 +360,7 @@ static void w_flush(wproc *w)
                                       w->inflight->msg.len - w->msg_off};
         ptrdiff_t sent = cf__sock_send(w->proc.fd, iov, n);
         if (sent < 0) {
-            /* Its exit will be seen on the pidfd or as EOF. */
-            w->send_failed = true;
+            w_lose(w, "sending to it failed");
             return;
         }
         if (sent == 0)
@@ -397,22 +411,29 @@ static void w_send_exit(wproc *w)
     w_flush(w);
 }
 
+/* Starts a worker in the free slot `w`. Its INIT message and its receive
+ * buffer are allocated first, so once the process runs nothing it needs
+ * can fail for want of memory. */
 static int spawn_worker(process_pool *pool, wproc *w)
 {
     memset(w, 0, sizeof *w);
     cf__buffer_init(&w->ctl);
     cf__buffer_init(&w->in);
-    int rc = pool->method == CF_START_FORK
+    int rc = w_send_init(pool, w);
+    rc = rc ? rc : cf__buffer_reserve(&w->in, 64u << 10);
+    if (rc == CF_OK)
+        rc = pool->method == CF_START_FORK
                  ? cf__proc_spawn_fork(cf__worker_main_forked, &w->proc)
                  : cf__proc_spawn_exec(pool->exe, &w->proc);
-    if (rc != CF_OK)
+    if (rc != CF_OK) {
+        cf__buffer_destroy(&w->ctl);
+        cf__buffer_destroy(&w->in);
         return rc;
+    }
     w->state = W_STARTING;
     cf__mutex_lock(&pool->lock);
     pool->n_alive++;
     cf__mutex_unlock(&pool->lock);
-    if (w_send_init(pool, w) != CF_OK)
-        cf__proc_signal(&w->proc, SIGKILL); /* seen as a failed start */
     w_flush(w);
     return CF_OK;
 }
@@ -609,10 +630,21 @@ static bool handle_frame(process_pool *pool, wproc *w,
     }
 }
 
+/* Gives back the memory of a huge result once it is handled (best effort:
+ * if realloc fails, the large buffer stays). */
+static void shrink_input(wproc *w)
+{
+    unsigned char *data = realloc(w->in.data, 64u << 10);
+    if (data) {
+        w->in.data = data;
+        w->in.cap = 64u << 10;
+    }
+}
+
 /* Reads everything the socket has and handles complete frames. */
 static void w_receive(process_pool *pool, wproc *w)
 {
-    for (;;) {
+    while (!w->eof) {
         /* Handle complete frames first, so memory stays one frame deep. */
         for (;;) {
             size_t avail = w->in.len - w->in_pos;
@@ -621,15 +653,13 @@ static void w_receive(process_pool *pool, wproc *w)
             if (rc == CF_EAGAIN)
                 break;
             if (rc != CF_OK || h.type < CF__MSG_READY) {
-                cf__proc_signal(&w->proc, SIGKILL); /* corrupt stream */
-                w->eof = true;
+                w_lose(w, "it sent a corrupt message");
                 return;
             }
             if (avail - CF__WIRE_HEADER_SIZE < h.len) {
                 size_t need = CF__WIRE_HEADER_SIZE + (size_t)h.len - avail;
                 if (cf__buffer_reserve(&w->in, need) != CF_OK) {
-                    cf__proc_signal(&w->proc, SIGKILL);
-                    w->eof = true;
+                    w_lose(w, "no memory to receive its result");
                     return;
                 }
                 break;
@@ -638,28 +668,38 @@ static void w_receive(process_pool *pool, wproc *w)
                 w->in.data + w->in_pos + CF__WIRE_HEADER_SIZE;
             w->in_pos += CF__WIRE_HEADER_SIZE + (size_t)h.len;
             if (!handle_frame(pool, w, &h, payload)) {
-                cf__proc_signal(&w->proc, SIGKILL);
-                w->eof = true;
+                w_lose(w, "it sent a message out of turn");
                 return;
             }
+            if (w->state == W_FREE || w->eof)
+                return; /* the pool broke meanwhile */
         }
         if (w->in_pos == w->in.len) {
             w->in.len = w->in_pos = 0;
             if (w->in.cap > (4u << 20))
-                cf__buffer_destroy(&w->in);
+                shrink_input(w);
         } else if (w->in_pos > 0 && w->in.cap - w->in.len < (16u << 10)) {
             memmove(w->in.data, w->in.data + w->in_pos, w->in.len - w->in_pos);
             w->in.len -= w->in_pos;
             w->in_pos = 0;
         }
-        if (cf__buffer_reserve(&w->in, 64u << 10) != CF_OK)
+        /* The buffer was sized at spawn; it grows only for frames larger
+         * than it, so a failure here is that frame's (handled above). */
+        if (w->in.cap - w->in.len < 4096 &&
+            cf__buffer_reserve(&w->in, 64u << 10) != CF_OK) {
+            w_lose(w, "no memory to receive its result");
             return;
+        }
         ptrdiff_t n = cf__sock_recv(w->proc.fd, w->in.data + w->in.len,
                                     w->in.cap - w->in.len);
         if (n == -1)
             return; /* nothing more for now */
-        if (n <= 0) {
-            w->eof = true;
+        if (n == 0) {
+            w->eof = true; /* it closed its end: its exit follows */
+            return;
+        }
+        if (n < 0) {
+            w_lose(w, "receiving from it failed");
             return;
         }
         w->in.len += (size_t)n;
@@ -692,6 +732,7 @@ static void w_exited(process_pool *pool, wproc *w)
     task *t = w->inflight;
     enum wstate state = w->state;
     bool terminated = w->terminated;
+    const char *lost = w->lost;
     w->inflight = NULL;
     if (t) {
         cf__mutex_lock(&pool->lock);
@@ -706,8 +747,13 @@ static void w_exited(process_pool *pool, wproc *w)
                  state == W_STARTING ? "before it was ready (in its "
                                        "initializer or at start-up)"
                                      : "while idle");
-    snprintf(why, sizeof why, "worker process %ld %s %s%s", (long)pid, how,
-             t ? "while running " : "", what);
+    if (lost)
+        snprintf(why, sizeof why, "worker process %ld was given up (%s) "
+                 "and killed %s%s", (long)pid, lost,
+                 t ? "while running " : "", what);
+    else
+        snprintf(why, sizeof why, "worker process %ld %s %s%s", (long)pid,
+                 how, t ? "while running " : "", what);
     if (terminated) {
         if (t) {
             char *m = cf__format("%s (terminate_workers/kill_workers)", why);
@@ -837,6 +883,12 @@ static bool step(process_pool *pool)
     if (!broken && !sig) {
         spawn_needed(pool, queued);
         dispatch(pool);
+        /* dispatch() drops tasks cancelled while queued: recount, or an
+         * idle worker would never be told to leave (and shutdown would
+         * wait for a manager asleep in poll). */
+        cf__mutex_lock(&pool->lock);
+        queued = pool->n_queued;
+        cf__mutex_unlock(&pool->lock);
     }
     bool any = false;
     for (int i = 0; i < pool->max_workers; i++) {
@@ -898,21 +950,51 @@ static void handle_events(process_pool *pool)
     }
 }
 
+/* poll() itself failed for good (ENOMEM that does not pass): the manager
+ * can no longer watch its workers, so it breaks the pool, and reaps the
+ * workers it just killed without waiting on their descriptors. */
+static void give_up_polling(process_pool *pool, int err)
+{
+    char why[160];
+    snprintf(why, sizeof why,
+             "the manager could not wait for its workers: poll failed (%s)",
+             strerror(err));
+    break_pool(pool, why);
+    for (int i = 0; i < pool->max_workers; i++)
+        if (pool->workers[i].state != W_FREE)
+            w_exited(pool, &pool->workers[i]);
+}
+
+/* Waits for something to happen and handles it. A failing poll (ENOMEM
+ * from the kernel) is retried for about a second before giving up. */
+static void wait_and_handle(process_pool *pool)
+{
+    for (int failures = 0;;) {
+        int n = poll_set(pool);
+        if (poll(pool->pfds, (nfds_t)n, -1) >= 0) {
+            handle_events(pool);
+            return;
+        }
+        int err = errno;
+        if (err == EINTR)
+            continue;
+        if (++failures > 1000) {
+            give_up_polling(pool, err);
+            return;
+        }
+        struct timespec pause = {0, 1000000}; /* 1 ms */
+        nanosleep(&pause, NULL);
+    }
+}
+
 static void *manager_main(void *arg)
 {
     process_pool *pool = arg;
     /* A done-callback run here that shuts the pool down with wait would
      * wait for this very thread: executor.c refuses it by this mark. */
     cf__current_pool = pool->ex;
-    while (!step(pool)) {
-        int n = poll_set(pool);
-        if (poll(pool->pfds, (nfds_t)n, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            abort(); /* EFAULT/EINVAL: a bug in the set above */
-        }
-        handle_events(pool);
-    }
+    while (!step(pool))
+        wait_and_handle(pool);
     cf__mutex_lock(&pool->lock);
     pool->manager_done = true;
     cf__cond_broadcast(&pool->changed);
