@@ -13,22 +13,25 @@
  * submit writes no shared counter.
  *
  * Idle workers search (spin) briefly, then sleep on the `work` event. A
- * submit wakes a sleeper only when some worker is idle and none searches,
- * so neither a busy pool nor one with a searching worker costs a submit a
- * system call (see the worker states below). No lost wake-up: a worker
- * changes its count before its last look at the queue, a submit links its
- * future before it reads the counts, all sequentially consistent, and the
- * event re-checks its sequence number.
+ * submit reads one counter that changes only when a worker falls asleep or
+ * wakes, and makes a system call only if a worker sleeps; a busy pool, or
+ * one whose idle workers still search, costs a submit neither (see the
+ * worker states below). No lost wake-up: a worker counts itself asleep
+ * before its last look at the queue, a submit links its future before it
+ * reads that count, all sequentially consistent, and the event re-checks
+ * its sequence number.
  *
  * Idle threads are reused before new ones start (Python 3.8+): a submit
  * starts a thread only when no worker is idle and fewer than max_workers
  * exist.
  *
- * Closing (shutdown or broken): the `gate` counts submits in progress and
- * carries a CLOSED bit. Closing sets the bit, then waits for the count to
- * drain, so after that no submit can push: every future is either refused
- * at the gate or in the queue where shutdown can see it. Then `stopping`
- * tells workers to exit once the queue is empty.
+ * Closing (shutdown or broken) sets `closed`, which a submit checks before
+ * it pushes, and `stopping`, which it checks after. A worker decides to exit
+ * under the pool lock, and only with the queue empty. A submit that finds
+ * the pool stopping takes that lock too: if no worker is left, it drains
+ * the queue itself (withdrawing its own future, cancelling any other), so a
+ * task accepted while a shutdown races it still ends. A submit costs no
+ * atomic read-modify-write but the queue's own exchange.
  *
  * User code (tasks, callbacks, initializers, result destructors) never runs
  * under a pool lock: a worker releases the future it ran only after it has
@@ -40,8 +43,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum { GATE_CLOSED = 1, GATE_SUBMIT = 2 };
 
 /* How long an idle worker spins before sleeping: long enough to catch the
  * next task of a caller that submits in a loop, short enough that an idle
@@ -55,16 +56,23 @@ typedef struct worker_slot {
 typedef struct thread_pool {
     /* Producer side. */
     _Atomic(cf_future *) tail;
-    atomic_uint gate; /* GATE_CLOSED | submits-in-progress * GATE_SUBMIT */
 
     /* Consumer side, on its own cache lines. */
     _Alignas(64) cf__spinlock pop_lock;
     _Atomic(cf_future *) head; /* written under pop_lock, read by searchers */
     worker_slot *slots;   /* max_workers; guarded by pop_lock */
-    atomic_int n_idle;    /* workers searching (spinning) or sleeping */
+    atomic_int n_idle;      /* workers searching (spinning) or sleeping */
     atomic_int n_searching; /* workers spinning: they find work unaided */
-    atomic_bool stopping; /* closed and quiesced: exit when queue is empty */
-    cf__event work;       /* idle workers sleep here */
+
+    /* Sleepers, on a line that changes only when a worker falls asleep or
+     * wakes: the one idle state a submit reads on its fast path. */
+    _Alignas(64) atomic_int n_sleeping;
+    cf__event work; /* sleeping workers wait here */
+
+    /* Read on every submit, written once: closed to new work (shutdown or
+     * broken), and stopping (workers exit once the queue is empty). */
+    _Alignas(64) atomic_bool closed;
+    atomic_bool stopping;
 
     /* Cold state, guarded by lock. */
     _Alignas(64) cf__mutex lock;
@@ -168,8 +176,9 @@ static cf_future *pop_available(thread_pool *p)
     return NULL;
 }
 
-/* Detaches everything queued. Only after the gate closed (no push can be
- * under way). pop_lock held. Returns a list linked through next. */
+/* Detaches everything queued (a push still half done stays behind, for a
+ * worker or a draining submit). pop_lock held. Returns a list linked
+ * through next. */
 static cf_future *take_all(thread_pool *p)
 {
     cf_future *first = NULL, *last = NULL, *f;
@@ -192,17 +201,10 @@ static cf_future *list_next(cf_future *f)
 /* ------------------------------------------------------------------------ */
 /* Closing                                                                  */
 
-/* Closes the gate and waits for submits in progress to finish pushing.
- * pool lock held. */
-static void close_gate(thread_pool *p)
+/* Closes the pool to new work. pool lock held. */
+static void close_pool(thread_pool *p)
 {
-    atomic_fetch_or(&p->gate, GATE_CLOSED);
-    for (unsigned spins = 0; atomic_load(&p->gate) != GATE_CLOSED; spins++) {
-        if (spins < 64)
-            cf__cpu_relax();
-        else
-            sched_yield();
-    }
+    atomic_store(&p->closed, true);
     atomic_store(&p->stopping, true);
 }
 
@@ -240,7 +242,7 @@ static void break_pool(thread_pool *p, int code)
         message = NULL;
         atomic_store(&p->broken, true);
     }
-    close_gate(p);
+    close_pool(p);
     cf__spin_lock(&p->pop_lock);
     cf_future *queued = take_all(p);
     cf__spin_unlock(&p->pop_lock);
@@ -256,12 +258,23 @@ static void break_pool(thread_pool *p, int code)
 /* ------------------------------------------------------------------------ */
 /* Workers                                                                  */
 
-/* Worker states, as counted: busy (running a task), searching (spinning
- * on the queue; in n_idle and n_searching) or sleeping (in n_idle only). A
- * submit wakes a sleeper only when nobody searches, because a searcher
- * takes the task without a system call; a searcher that takes a task while
- * more wait wakes the next sleeper (the wake-ups chain). Both checks are
- * the Dekker pattern against the counts, all sequentially consistent. */
+/* Worker states: busy (running a task), searching (spinning on the queue)
+ * or sleeping. n_idle counts searching and sleeping workers, for the
+ * decision to start a thread. A sleeper needs waking only when nobody
+ * searches, since a searcher takes the task without a system call; so a
+ * submit reads n_sleeping (which changes rarely) and only when it is
+ * nonzero n_searching (which a worker keeping up with its submitter
+ * changes on every task). A searcher that takes a task while more wait
+ * wakes the next sleeper (the wake-ups chain). All of it is the Dekker
+ * pattern: a worker counts itself asleep, then stops counting itself as
+ * searching, then takes its last look at the queue; a submit links its
+ * future, then reads the counts; all sequentially consistent. */
+
+static bool should_wake(thread_pool *p)
+{
+    return atomic_load(&p->n_sleeping) > 0 &&
+           atomic_load(&p->n_searching) == 0;
+}
 
 static void become_searching(thread_pool *p)
 {
@@ -270,13 +283,12 @@ static void become_searching(thread_pool *p)
 }
 
 /* A searching worker took a task: it is busy; pass work on if more waits
- * and someone sleeps. */
+ * and only sleepers could take it. */
 static void found_work(thread_pool *p)
 {
     atomic_fetch_sub(&p->n_searching, 1);
     atomic_fetch_sub(&p->n_idle, 1);
-    if (has_work(p) &&
-        atomic_load(&p->n_idle) > atomic_load(&p->n_searching))
+    if (should_wake(p) && has_work(p))
         cf__event_signal_one(&p->work);
 }
 
@@ -289,7 +301,8 @@ static bool wait_for_work(thread_pool *p)
         if (!cf__spin_continue(i, &until, IDLE_SPIN_NS))
             break;
     if (!has_work(p) && !atomic_load(&p->stopping)) {
-        atomic_fetch_sub(&p->n_searching, 1); /* now sleeping */
+        atomic_fetch_add(&p->n_sleeping, 1);
+        atomic_fetch_sub(&p->n_searching, 1);
         for (;;) {
             unsigned seq = cf__event_seq(&p->work);
             if (has_work(p) || atomic_load(&p->stopping))
@@ -297,6 +310,7 @@ static bool wait_for_work(thread_pool *p)
             cf__event_wait(&p->work, seq, CF__NO_DEADLINE);
         }
         atomic_fetch_add(&p->n_searching, 1);
+        atomic_fetch_sub(&p->n_sleeping, 1);
     }
     return has_work(p) || !atomic_load(&p->stopping);
 }
@@ -316,6 +330,23 @@ static bool run(thread_pool *p, cf_future *f)
         become_searching(p);
     cf__complete(f, &outcome);
     return searching;
+}
+
+/* The pool is stopping: exit unless work arrived. Decided under the pool
+ * lock, which a submit racing the shutdown also takes (see close_pool). */
+static bool exit_if_no_work(thread_pool *p)
+{
+    cf__mutex_lock(&p->lock);
+    if (has_work(p)) {
+        cf__mutex_unlock(&p->lock);
+        return false;
+    }
+    atomic_fetch_sub(&p->n_searching, 1);
+    atomic_fetch_sub(&p->n_idle, 1);
+    p->n_alive--;
+    cf__cond_broadcast(&p->threads_done);
+    cf__mutex_unlock(&p->lock);
+    return true;
 }
 
 static void *worker_main(void *arg)
@@ -352,15 +383,9 @@ static void *worker_main(void *arg)
         if (!searching)
             become_searching(p);
         searching = true;
-        if (!wait_for_work(p))
+        if (!wait_for_work(p) && exit_if_no_work(p))
             break;
     }
-    atomic_fetch_sub(&p->n_searching, 1);
-    atomic_fetch_sub(&p->n_idle, 1);
-    cf__mutex_lock(&p->lock);
-    p->n_alive--;
-    cf__cond_broadcast(&p->threads_done);
-    cf__mutex_unlock(&p->lock);
     cf__current_pool = NULL;
     return NULL;
 }
@@ -450,6 +475,35 @@ static bool inherited(const thread_pool *p)
     return p->fork_generation != cf__fork_generation();
 }
 
+/* A submit pushed `f` while the pool was closing. If a worker is still
+ * alive it will see `f` before it may exit (both decide under the lock).
+ * If none is, nothing would run `f`: drain the queue here, withdraw `f`
+ * and cancel what other racing submits left. */
+static int submit_raced_close(thread_pool *p, cf_future *f)
+{
+    cf__mutex_lock(&p->lock);
+    if (p->n_alive > 0) {
+        cf__mutex_unlock(&p->lock);
+        return CF_OK;
+    }
+    cf__spin_lock(&p->pop_lock);
+    cf_future *queued = take_all(p);
+    cf__spin_unlock(&p->pop_lock);
+    int rc = atomic_load(&p->broken) ? CF_EBROKEN_THREAD_POOL : CF_ESHUTDOWN;
+    cf__mutex_unlock(&p->lock);
+    bool withdrawn = false;
+    while (queued) {
+        cf_future *next = list_next(queued);
+        if (queued == f)
+            withdrawn = true;
+        else
+            cf__future_cancel(queued);
+        cf_future_release(queued);
+        queued = next;
+    }
+    return withdrawn ? rc : CF_OK; /* someone else cancelled ours */
+}
+
 static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
                        const cf_codec *codec)
 {
@@ -457,29 +511,28 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
     thread_pool *p = impl;
     if (inherited(p))
         return CF_EBROKEN_THREAD_POOL;
-    unsigned gate = atomic_fetch_add(&p->gate, GATE_SUBMIT);
-    if (gate & GATE_CLOSED) {
-        atomic_fetch_sub(&p->gate, GATE_SUBMIT);
+    if (atomic_load(&p->closed))
         return atomic_load(&p->broken) ? CF_EBROKEN_THREAD_POOL
                                        : CF_ESHUTDOWN;
-    }
     f->fn = fn;
     f->arg = arg;
     cf_future_retain(f); /* the queue's reference */
     push(p, f);
-    atomic_fetch_sub(&p->gate, GATE_SUBMIT);
-    if (atomic_load(&p->n_idle) > 0) {
-        if (atomic_load(&p->n_searching) == 0)
-            cf__event_signal_one(&p->work); /* all idle ones sleep */
+    if (atomic_load(&p->stopping))
+        return submit_raced_close(p, f);
+    if (should_wake(p)) {
+        cf__event_signal_one(&p->work);
         return CF_OK;
     }
+    /* Once the pool is full, a submit never reads the busy idle count. */
     if (atomic_load_explicit(&p->n_threads, memory_order_relaxed) <
-        p->max_workers)
+            p->max_workers &&
+        atomic_load(&p->n_idle) == 0)
         return grow(p, f);
     return CF_OK;
 }
 
-/* Tasks queued or running, not done. pop_lock held, gate closed. */
+/* Tasks queued or running, not done. pop_lock held. */
 static size_t count_unfinished(thread_pool *p)
 {
     size_t n = 0;
@@ -511,7 +564,7 @@ static int pool_shutdown(void *impl, double timeout, bool cancel_futures,
     cf_future *cancelled = NULL;
     cf__mutex_lock(&p->lock);
     p->shutdown = true;
-    close_gate(p);
+    close_pool(p);
     if (cancel_futures) {
         cf__spin_lock(&p->pop_lock);
         cancelled = take_all(p);
@@ -609,9 +662,10 @@ static void init_queue(thread_pool *p)
     atomic_init(&p->stub.next, NULL);
     atomic_init(&p->tail, &p->stub);
     atomic_init(&p->head, &p->stub);
-    atomic_init(&p->gate, 0);
+    atomic_init(&p->closed, false);
     atomic_init(&p->pop_lock.held, false);
     atomic_init(&p->n_idle, 0);
+    atomic_init(&p->n_sleeping, 0);
     atomic_init(&p->n_searching, 0);
     atomic_init(&p->n_threads, 0);
     atomic_init(&p->stopping, false);
