@@ -85,6 +85,7 @@ typedef struct thread_pool {
 
     cf_executor *executor; /* back pointer, for cf__current_pool */
     int max_workers;
+    int max_searching; /* workers that may spin at once: half the CPUs */
     unsigned fork_generation;
     int (*initializer)(void *);
     void *initarg;
@@ -110,11 +111,11 @@ static atomic_uint pool_counter;
 static void push(thread_pool *p, cf_future *f)
 {
     atomic_store_explicit(&f->next, NULL, memory_order_relaxed);
+    /* Sequentially consistent: this exchange is what publishes the future
+     * to an idle worker's last look at the queue (see has_work). */
     cf_future *prev = atomic_exchange_explicit(&p->tail, f,
-                                               memory_order_acq_rel);
-    /* Sequentially consistent: this link is what an idle worker's last look
-     * at the queue reads (see has_work). */
-    atomic_store_explicit(&prev->next, f, memory_order_seq_cst);
+                                               memory_order_seq_cst);
+    atomic_store_explicit(&prev->next, f, memory_order_release);
 }
 
 static cf_future *head_of(thread_pool *p)
@@ -149,13 +150,18 @@ static cf_future *pop(thread_pool *p)
     return head;
 }
 
-/* True if a future is queued (or being linked right behind the head). The
- * head is a real future until it is popped; the stub at the head means
- * work only once something is linked behind it. */
+/* True if a future is queued, counting one whose push is half done. The
+ * head is a real future until it is popped; with the stub at the head, the
+ * queue is empty only while the stub is also the tail, which every push
+ * changes first. The tail is read last and only when the links show
+ * nothing: searching workers poll the links, and leave the tail's line to
+ * the submitters. */
 static bool has_work(thread_pool *p)
 {
-    cf_future *head = atomic_load(&p->head);
-    return head != &p->stub || atomic_load(&p->stub.next) != NULL;
+    if (atomic_load(&p->head) != &p->stub ||
+        atomic_load_explicit(&p->stub.next, memory_order_acquire) != NULL)
+        return true;
+    return atomic_load(&p->tail) != &p->stub;
 }
 
 /* Pops a future if the queue has one, retrying over half-done pushes.
@@ -296,8 +302,14 @@ static void found_work(thread_pool *p)
  * searching on entry and on return. Returns false when it should exit. */
 static bool wait_for_work(thread_pool *p)
 {
+    /* Few searchers: each one spinning takes a core from the threads that
+     * submit (two cores, a submitter and two spinning workers, and the
+     * submitter runs a third of the time). The others sleep at once; the
+     * chained wake-up brings them in when work piles up. */
     int64_t until = 0;
-    for (unsigned i = 0; !has_work(p) && !atomic_load(&p->stopping); i++)
+    bool spin = atomic_load(&p->n_searching) <= p->max_searching;
+    for (unsigned i = 0; spin && !has_work(p) && !atomic_load(&p->stopping);
+         i++)
         if (!cf__spin_continue(i, &until, IDLE_SPIN_NS))
             break;
     if (!has_work(p) && !atomic_load(&p->stopping)) {
@@ -689,6 +701,7 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
     memset(p, 0, sizeof *p);
     init_queue(p);
     p->max_workers = opts->max_workers ? opts->max_workers : default_workers();
+    p->max_searching = cf__cpu_count() / 2 > 1 ? cf__cpu_count() / 2 : 1;
     p->threads = calloc((size_t)p->max_workers, sizeof *p->threads);
     p->slots = calloc((size_t)p->max_workers, sizeof *p->slots);
     if (!p->threads || !p->slots)
