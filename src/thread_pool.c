@@ -528,7 +528,13 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
                                        : CF_ESHUTDOWN;
     f->fn = fn;
     f->arg = arg;
-    cf_future_retain(f); /* the queue's reference */
+    /* The queue's reference. The future was allocated by this submit and
+     * nobody else can see it yet, so a plain store does what an atomic
+     * increment would, without its cost. */
+    atomic_store_explicit(&f->refs,
+                          atomic_load_explicit(&f->refs,
+                                               memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     push(p, f);
     if (atomic_load(&p->stopping))
         return submit_raced_close(p, f);
