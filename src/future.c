@@ -406,11 +406,16 @@ static void notify_single(cf__waiter *w, cf__wait_node *node, cf_future *f)
     cf__event_signal_all(&w->event);
 }
 
-/* How long a waiter spins before it sleeps. A round trip through a pool is
- * well under a microsecond when both threads are awake; a futex sleep and
- * wake costs tens of microseconds. Spinning a little buys the fast case
- * without burning a core for long when the task is slow. */
-enum { WAIT_SPIN_NS = 20000 };
+bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns)
+{
+    int64_t until = 0;
+    for (unsigned i = 0; cf__event_seq(ev) == seq; i++) {
+        if (!cf__spin_continue(i, &until, CF__WAIT_SPIN_NS) ||
+            (until != 0 && until > deadline_ns))
+            return cf__event_wait(ev, seq, deadline_ns);
+    }
+    return true;
+}
 
 bool cf__future_wait_done(cf_future *f, int64_t deadline_ns)
 {
@@ -418,7 +423,7 @@ bool cf__future_wait_done(cf_future *f, int64_t deadline_ns)
         return cf__state_done(cf__future_state(f)); /* a poll */
     int64_t until = 0;
     for (unsigned i = 0; !cf__state_done(cf__future_state(f)); i++) {
-        if (!cf__spin_continue(i, &until, WAIT_SPIN_NS) ||
+        if (!cf__spin_continue(i, &until, CF__WAIT_SPIN_NS) ||
             (until != 0 && until > deadline_ns))
             break;
     }

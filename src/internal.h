@@ -125,6 +125,16 @@ void cf__wait_node_remove(cf__wait_node *node);
  * Returns true if done. Spins briefly first: most waits are short. */
 bool cf__future_wait_done(cf_future *f, int64_t deadline_ns);
 
+/* How long a waiter spins before it sleeps. A hand-off between two awake
+ * threads takes well under a microsecond; a futex sleep and wake costs tens
+ * of microseconds on each side. */
+enum { CF__WAIT_SPIN_NS = 20000 };
+
+/* Waits on `ev` for its sequence number to move from `seq`: spins up to
+ * CF__WAIT_SPIN_NS (never past the deadline), then sleeps. Returns false
+ * once the deadline has passed. */
+bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns);
+
 /* ------------------------------------------------------------------------ */
 /* Calls: what a running task sees as `cf_call *`.                          */
 

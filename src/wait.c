@@ -164,7 +164,7 @@ static int block_until(cf_future *const *fs, size_t n, int return_when,
             cf__spin_lock(&w.lock);
             bool triggered = w.triggered;
             cf__spin_unlock(&w.lock);
-            if (triggered || !cf__event_wait(&w.event, seq, deadline))
+            if (triggered || !cf__event_wait_spinning(&w.event, seq, deadline))
                 break;
         }
     }
@@ -279,9 +279,15 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout,
     it->deadline = deadline;
 
     for (size_t i = 0; i < it->n; i++) {
-        cf_future_retain(it->futures[i]);
+        cf_future *f = cf_future_retain(it->futures[i]);
+        /* A future done already needs no node: it goes straight to the
+         * ready list, and its node's memory is never touched. */
+        if (cf__state_done(cf__future_state(f))) {
+            it->ready[it->n_ready++] = i;
+            continue;
+        }
         it->nodes[i].waiter = &it->w;
-        if (!cf__wait_node_install(it->futures[i], &it->nodes[i]))
+        if (!cf__wait_node_install(f, &it->nodes[i]))
             it->ready[it->n_ready++] = i;
     }
     *out = it;
@@ -328,7 +334,7 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out)
             *out = cf_future_retain(node->future);
             return CF_OK;
         }
-        if (!cf__event_wait(&it->w.event, seq, it->deadline)) {
+        if (!cf__event_wait_spinning(&it->w.event, seq, it->deadline)) {
             /* One last look: a completion may have raced the deadline. */
             if ((node = pop_completed(it)) != NULL) {
                 it->yielded++;
@@ -344,8 +350,16 @@ void cf_as_completed_free(cf_as_completed *it)
 {
     if (!it)
         return;
+    /* `ready` lists, in rising order, the futures whose node was never
+     * installed (or whose install found them done); every other node is
+     * removed under its future's lock, even when it was notified: the
+     * completer may still be signalling our event. */
+    size_t r = 0;
     for (size_t i = 0; i < it->n; i++) {
-        cf__wait_node_remove(&it->nodes[i]);
+        if (r < it->n_ready && it->ready[r] == i)
+            r++;
+        else
+            cf__wait_node_remove(&it->nodes[i]);
         cf_future_release(it->futures[i]);
     }
     cf__event_destroy(&it->w.event);
