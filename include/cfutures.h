@@ -488,10 +488,15 @@ CF_API int cf_cpu_count(void);
  * - Arguments and results cross through the codec (cf_codec_word() by
  *   default). With cf_codec_string() a task's result must be malloc'd (or
  *   NULL): the worker frees it once encoded.
- * - A worker takes one task at a time. A future turns running when its
- *   task is handed to an idle worker; until then it can be cancelled, and
- *   a cancelled task never runs. cf_call_cancel_requested() is always
- *   false in a worker.
+ * - A worker runs one task at a time. A few more may wait at a busy
+ *   worker (their arguments already sent) but stay pending: a future
+ *   turns running only when its worker is free to start it, so until then
+ *   it can be cancelled, and a cancelled task never runs. A task waiting
+ *   at a worker moves to another one that falls idle first.
+ *   cf_call_cancel_requested() is always false in a worker.
+ * - The pool's manager thread and idle workers busy-wait a few tens of
+ *   microseconds before they sleep, so back-to-back tasks do not pay for
+ *   a sleeping wake-up each.
  * - A worker that dies (a signal, abort, _exit, the OOM killer) never
  *   hangs anything. By default the pool breaks: the task it ran, every
  *   queued task and every later submit fail with CF_EBROKEN_PROCESS_POOL,

@@ -246,9 +246,9 @@ void cf__fork_hook_install(void);
  * cf_process_pool_new) return CF_EDEADLK when it is true. */
 bool cf__process_worker_active(void);
 
-/* The worker loop on socket `fd`; returns the process's exit code. The
- * _forked variant first drops stdio buffers copied from the parent. */
-int cf__worker_main(int fd);
-int cf__worker_main_forked(int fd);
+/* The worker loop on socket `fd` (with its shared counters, a
+ * cf__shm_slot or NULL); returns the process's exit code. The _forked
+ * variant first drops stdio buffers copied from the parent. */
+int cf__worker_main(int fd, void *shm_slot);
 
 #endif /* CF_INTERNAL_H */

@@ -2,41 +2,61 @@
  *
  * Design:
  *
- *   submit (any thread)                manager thread               workers
- *   -------------------                --------------               -------
- *   encode arg with codec  ---+
- *   frame a TASK message      |  queue   pop, set RUNNING   socket   decode,
- *   append to queue, wake  ---+-------> (skip cancelled) ---------> run fn,
- *                                        one task per               encode
- *   future <--- finish <--- decode <--- idle worker     <---------  result
- *                           result      poll(): wake fd,  socket
- *                                       sockets, pidfds
+ *   submit (any thread)            manager thread                 workers
+ *   -------------------            --------------                 -------
+ *   encode arg with codec  --+
+ *   frame a TASK message     | queue  pop (drop cancelled),  socket  wait for
+ *   append to queue          +------> send to a worker  ----------> "run k",
+ *   (wake fd if it sleeps)            window; claim k:    shm claim  decode,
+ *                                     set RUNNING, "run k" -------->  run fn,
+ *   future <--- finish <--- decode <--------------------------------  encode
+ *                           result   busy-wait on shm counters, then  result
+ *                                    poll(): wake fd, sockets, pidfds
  *
  * The manager thread owns the workers (spawn, send, receive, reap) and is
  * the only thread that blocks on them; callers only touch the queue under
- * `lock`. A worker gets one task at a time, and its future turns RUNNING
- * when it is handed to that idle worker, so cf_future_running() means a
- * worker has the task and nothing is ahead of it; a queued task can still
- * be cancelled, and a cancelled one never reaches a worker. A map chunk is
- * one message and one task.
+ * `lock`. Each task sent to a worker gets a number k on it. Up to WINDOW
+ * tasks wait at a busy worker, their bytes already there, but PENDING: the
+ * worker must not start task k before the manager decides (the claim words
+ * in shared memory, see cf__shm_slot). The manager claims a worker's next
+ * task only once the worker has finished the one before (`done`): then it
+ * sets the future RUNNING and publishes "run k", or, if the future was
+ * cancelled meanwhile, "skip k" and looks at the next. So
+ * cf_future_running() still means a worker has the task and nothing is
+ * ahead of it, a queued or waiting task can still be cancelled, and a
+ * cancelled one never runs. A worker falling idle takes the oldest task
+ * waiting at another (which is told to skip it), so nothing waits behind
+ * a long task while a worker idles. Without shared memory (no memfd) a
+ * task is sent only to a free worker and claimed as it is sent. A map
+ * chunk is one message and one task.
+ *
+ * Hand-offs: a sleeping wake-up costs tens of microseconds on a VM, so
+ * the manager busy-waits briefly (new tasks: n_enqueued; results and
+ * finished tasks: the workers' shared counters) before it sleeps in
+ * poll(), and an idle worker likewise before it sleeps in read() or on the
+ * claim futex. Callers write the wake fd only when the manager sleeps.
  *
  * The manager never blocks on a write: sockets are non-blocking and the
- * unsent rest of a message waits for POLLOUT, while results keep being
- * read, so a large payload in each direction cannot deadlock. A worker's
- * exit is seen on its pidfd (or, without pidfds, its socket's EOF); the
- * socket is drained first so results written just before death count. An
- * exit while a task was at the worker breaks the pool (or, with
- * survive_worker_death, fails that task only); an exit we did not ask for
- * breaks it too. Workers are reaped by pid, never waitpid(-1).
+ * unsent rest waits for POLLOUT, while results keep being read, so a large
+ * payload in each direction cannot deadlock. A worker's exit is seen on its
+ * pidfd (or, without pidfds, its socket's EOF); the socket is drained first
+ * so results written just before death count. An exit while a task was
+ * claimed at the worker breaks the pool (or, with survive_worker_death,
+ * fails that task only and sends the tasks waiting there elsewhere); an
+ * exit we did not ask for breaks it too. A worker we cannot talk to any
+ * more (failed send or receive, corrupt stream, no memory for its result)
+ * is killed and reported the same way. Workers are reaped by pid, never
+ * waitpid(-1).
  *
- * Lock order: pool lock, then a future's lock (set_running only). Futures
- * are completed and cancelled with no pool lock held, since completion runs
- * callbacks.
+ * Lock order: cancel_lock, then the pool lock, then a future's lock
+ * (set_running only). Futures are completed and cancelled with no pool
+ * lock held, since completion runs callbacks.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,10 +69,15 @@
 enum wstate {
     W_FREE = 0, /* slot unused */
     W_STARTING, /* INIT sent, READY not yet received */
-    W_IDLE,
-    W_BUSY,     /* a task is at the worker */
+    W_READY,    /* takes tasks */
     W_EXITING,  /* EXIT sent (shutdown or max_tasks_per_child) */
 };
+
+/* Tasks waiting at one worker, not yet claimed: their bytes travel while
+ * the worker runs the task before, so it never waits for a message. */
+#define WINDOW 8
+/* ... unless this many bytes are still unsent to it. */
+#define WINDOW_BYTES (256u << 10)
 
 typedef struct task {
     struct task *next;
@@ -61,23 +86,35 @@ typedef struct task {
     cf_fn fn;
     const cf_codec *codec; /* decodes the result */
     uint64_t seq;          /* submission number, the message id */
-    cf_buffer msg;         /* the framed TASK or CHUNK message */
+    unsigned k;            /* its number on the worker it was sent to */
+    cf_buffer msg;         /* the framed TASK or CHUNK message; kept until
+                              claimed, so a waiting task can move */
 } task;
 
 typedef struct wproc {
     cf__proc proc;
     enum wstate state;
-    task *inflight;        /* the task at the worker, or NULL */
-    size_t tasks_run;      /* tasks sent to this worker */
-    cf_buffer ctl;         /* control frames not yet sent (INIT, EXIT) */
-    size_t ctl_off;
-    size_t msg_off;        /* bytes of inflight->msg already sent */
+    /* Claimed tasks (RUNNING), oldest first; their results come in this
+     * order. Manager thread only. */
+    task *run_head, *run_tail;
+    size_t n_running;
+    /* Sent, not yet claimed (PENDING), in the order sent. Guarded by the
+     * pool lock: shutdown(cancel_futures) cancels them from its thread. */
+    task *wait_head, *wait_tail;
+    size_t n_waiting;
+    unsigned next_k;       /* number of the last task sent */
+    unsigned busy_k;       /* number of the task claimed last; 0: none */
+    size_t tasks_run;      /* tasks claimed on this worker */
+    cf_buffer out;         /* frames not yet sent (INIT, tasks, EXIT) */
+    size_t out_off;
     cf_buffer in;          /* received bytes; frames start at in_pos */
     size_t in_pos;
     bool eof;              /* the socket reached EOF */
     bool send_failed;      /* the worker's end is gone */
     bool terminated;       /* sent SIGTERM/SIGKILL by terminate/kill */
     const char *lost;      /* why we gave up on it (killed), or NULL */
+    cf__shm_slot *slot;    /* shared counters and claim word, or NULL */
+    uint_fast64_t seen_from; /* slot->from_worker when last received */
 } wproc;
 
 typedef struct process_pool {
@@ -95,9 +132,12 @@ typedef struct process_pool {
     bool survive;
     pid_t owner;           /* the process that created the pool */
     int wake_fd;
+    cf__shm shm;           /* one shared slot per worker (may be absent) */
     cf__thread manager;
 
     atomic_bool wake_pending; /* a wake-up is in flight: skip the write */
+    atomic_bool mgr_sleeping; /* the manager is (about to be) in poll(-1) */
+    atomic_uint_fast64_t n_enqueued; /* tasks queued so far, ever */
     atomic_uint_fast64_t next_seq;
 
     cf__mutex lock;
@@ -105,6 +145,8 @@ typedef struct process_pool {
     task *head, *tail;     /* guarded by lock: the queue */
     size_t n_queued;       /* guarded by lock */
     size_t n_inflight;     /* guarded by lock: tasks at workers */
+    cf__mutex cancel_lock; /* serialises shutdown(cancel_futures) */
+    cf_future **cancel_buf; /* max_workers * WINDOW: waiting futures */
     int n_alive;           /* guarded by lock: worker processes not reaped */
     bool shutdown;         /* guarded by lock */
     int terminate_sig;     /* guarded by lock: 0, SIGTERM or SIGKILL */
@@ -116,6 +158,7 @@ typedef struct process_pool {
     wproc *workers;        /* max_workers slots */
     struct pollfd *pfds;   /* 1 + 2 * max_workers */
     int terminate_sent;    /* signal already sent to the workers */
+    uint_fast64_t seen_enqueued; /* n_enqueued when step() last looked */
     char *broken_msg;      /* why the pool broke (set once, then read-only) */
 } process_pool;
 
@@ -224,9 +267,14 @@ static int enqueue(process_pool *pool, task *t)
             pool->head = t;
         pool->tail = t;
         pool->n_queued++;
+        atomic_fetch_add(&pool->n_enqueued, 1);
     }
     cf__mutex_unlock(&pool->lock);
-    if (rc == CF_OK)
+    /* A spinning manager sees n_enqueued move; only a sleeping one needs
+     * the system call. Both sides use seq_cst (Dekker): the manager stores
+     * mgr_sleeping then loads n_enqueued, we add to n_enqueued then load
+     * mgr_sleeping, so one of us sees the other. */
+    if (rc == CF_OK && atomic_load(&pool->mgr_sleeping))
         wake_manager(pool);
     return rc;
 }
@@ -329,8 +377,7 @@ static int pool_submit_chunk(void *impl, cf_future *f, cf__chunk *chunk,
 
 static bool w_has_output(const wproc *w)
 {
-    return w->ctl_off < w->ctl.len ||
-           (w->inflight && w->msg_off < w->inflight->msg.len);
+    return w->out_off < w->out.len;
 }
 
 /* Gives up on a worker whose socket failed or whose stream we cannot
@@ -350,61 +397,48 @@ static void w_lose(wproc *w, const char *why)
 static void w_flush(wproc *w)
 {
     while (!w->send_failed && w_has_output(w)) {
-        struct iovec iov[2];
-        int n = 0;
-        if (w->ctl_off < w->ctl.len)
-            iov[n++] = (struct iovec){w->ctl.data + w->ctl_off,
-                                      w->ctl.len - w->ctl_off};
-        if (w->inflight && w->msg_off < w->inflight->msg.len)
-            iov[n++] = (struct iovec){w->inflight->msg.data + w->msg_off,
-                                      w->inflight->msg.len - w->msg_off};
-        ptrdiff_t sent = cf__sock_send(w->proc.fd, iov, n);
+        struct iovec iov = {w->out.data + w->out_off,
+                            w->out.len - w->out_off};
+        ptrdiff_t sent = cf__sock_send(w->proc.fd, &iov, 1);
         if (sent < 0) {
             w_lose(w, "sending to it failed");
             return;
         }
         if (sent == 0)
             return;
-        size_t s = (size_t)sent;
-        size_t c = w->ctl.len - w->ctl_off;
-        if (s >= c && c > 0) {
-            w->ctl.len = w->ctl_off = 0;
-            s -= c;
-        } else if (c > 0) {
-            w->ctl_off += s;
-            s = 0;
-        }
-        w->msg_off += s;
+        if (w->slot)
+            atomic_fetch_add_explicit(&w->slot->to_worker, 1,
+                                      memory_order_release);
+        w->out_off += (size_t)sent;
     }
-    if (w->inflight && w->msg_off == w->inflight->msg.len &&
-        w->inflight->msg.data) {
-        /* Sent: free a large argument now, not when the result arrives. */
-        cf__buffer_destroy(&w->inflight->msg);
-        w->msg_off = 0;
+    if (w->out_off == w->out.len) {
+        w->out.len = w->out_off = 0;
+        if (w->out.cap > (4u << 20))
+            cf__buffer_destroy(&w->out); /* a huge argument went out */
     }
 }
 
 static int w_send_init(process_pool *pool, wproc *w)
 {
     size_t start;
-    int rc = cf__wire_begin(&w->ctl, CF__MSG_INIT, 0, &start);
-    rc = rc ? rc : cf__wire_put_u32(&w->ctl, pool->has_init ? 1 : 0);
+    int rc = cf__wire_begin(&w->out, CF__MSG_INIT, 0, &start);
+    rc = rc ? rc : cf__wire_put_u32(&w->out, pool->has_init ? 1 : 0);
     if (rc == CF_OK && pool->has_init) {
         cf__wire_ref ref = {pool->init_module, strlen(pool->init_module),
                             pool->init_offset};
-        rc = cf__wire_put_ref(&w->ctl, &ref);
+        rc = cf__wire_put_ref(&w->out, &ref);
     }
-    rc = rc ? rc : cf__wire_put_u64(&w->ctl, (uint64_t)(uintptr_t)pool->initarg);
+    rc = rc ? rc : cf__wire_put_u64(&w->out, (uint64_t)(uintptr_t)pool->initarg);
     if (rc == CF_OK)
-        cf__wire_end(&w->ctl, start);
+        cf__wire_end(&w->out, start);
     return rc;
 }
 
 static void w_send_exit(wproc *w)
 {
     size_t start;
-    if (cf__wire_begin(&w->ctl, CF__MSG_EXIT, 0, &start) == CF_OK)
-        cf__wire_end(&w->ctl, start);
+    if (cf__wire_begin(&w->out, CF__MSG_EXIT, 0, &start) == CF_OK)
+        cf__wire_end(&w->out, start);
     else
         cf__proc_signal(&w->proc, SIGKILL); /* out of memory: no goodbye */
     w->state = W_EXITING;
@@ -416,17 +450,31 @@ static void w_send_exit(wproc *w)
  * can fail for want of memory. */
 static int spawn_worker(process_pool *pool, wproc *w)
 {
+    int index = (int)(w - pool->workers);
+    cf__mutex_lock(&pool->lock); /* the wait list is read under it */
     memset(w, 0, sizeof *w);
-    cf__buffer_init(&w->ctl);
+    cf__mutex_unlock(&pool->lock);
+    cf__buffer_init(&w->out);
     cf__buffer_init(&w->in);
+    /* The slot's previous worker has been reaped: no other writer. */
+    w->slot = pool->shm.slots ? &pool->shm.slots[index] : NULL;
+    if (w->slot) {
+        atomic_store(&w->slot->run, 0);
+        atomic_store(&w->slot->decided, 0);
+        atomic_store(&w->slot->done, 0);
+        atomic_store(&w->slot->waiting, 0);
+        w->seen_from = atomic_load(&w->slot->from_worker);
+    }
     int rc = w_send_init(pool, w);
     rc = rc ? rc : cf__buffer_reserve(&w->in, 64u << 10);
     if (rc == CF_OK)
         rc = pool->method == CF_START_FORK
-                 ? cf__proc_spawn_fork(cf__worker_main_forked, &w->proc)
-                 : cf__proc_spawn_exec(pool->exe, &w->proc);
+                 ? cf__proc_spawn_fork(cf__worker_main_forked, w->slot,
+                                       &w->proc)
+                 : cf__proc_spawn_exec(pool->exe, &pool->shm, index,
+                                       &w->proc);
     if (rc != CF_OK) {
-        cf__buffer_destroy(&w->ctl);
+        cf__buffer_destroy(&w->out);
         cf__buffer_destroy(&w->in);
         return rc;
     }
@@ -436,6 +484,142 @@ static int spawn_worker(process_pool *pool, wproc *w)
     cf__mutex_unlock(&pool->lock);
     w_flush(w);
     return CF_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Manager: claiming tasks                                                  */
+
+/* True when the worker has finished every task claimed on it, so the
+ * next one may be claimed. Its result may still be on the way. */
+static bool w_free(const wproc *w)
+{
+    return w->busy_k == 0 ||
+           (w->slot && atomic_load_explicit(&w->slot->done,
+                                            memory_order_acquire) == w->busy_k);
+}
+
+/* Publishes the decision on task `k` (see cf__shm_slot). */
+static void w_decide(wproc *w, unsigned k, bool run)
+{
+    if (run)
+        atomic_store(&w->slot->run, k); /* before decided: seq_cst */
+    atomic_store(&w->slot->decided, k);
+    if (atomic_load(&w->slot->waiting))
+        cf__futex_wake_shared(&w->slot->decided);
+}
+
+static void run_push(process_pool *pool, wproc *w, task *t)
+{
+    (void)pool;
+    t->next = NULL;
+    if (w->run_tail)
+        w->run_tail->next = t;
+    else
+        w->run_head = t;
+    w->run_tail = t;
+    w->n_running++;
+    w->busy_k = t->k;
+    w->tasks_run++;
+    cf__buffer_destroy(&t->msg); /* claimed: it will not move again */
+}
+
+static task *wait_pop(process_pool *pool, wproc *w)
+{
+    cf__mutex_lock(&pool->lock);
+    task *t = w->wait_head;
+    if (t) {
+        w->wait_head = t->next;
+        if (!w->wait_head)
+            w->wait_tail = NULL;
+        w->n_waiting--;
+    }
+    cf__mutex_unlock(&pool->lock);
+    return t;
+}
+
+static void inflight_add(process_pool *pool, long n)
+{
+    cf__mutex_lock(&pool->lock);
+    pool->n_inflight = (size_t)((long)pool->n_inflight + n);
+    cf__mutex_unlock(&pool->lock);
+}
+
+/* Claims the worker's next waiting task once it is free: RUNNING and
+ * "run", or, cancelled meanwhile, "skip" and the next one. */
+static void w_claim_next(process_pool *pool, wproc *w)
+{
+    while (w->wait_head && w_free(w)) {
+        task *t = wait_pop(pool, w);
+        if (cf_future_set_running_or_notify_cancel(t->f) == CF_OK) {
+            run_push(pool, w, t);
+            w_decide(w, t->k, true);
+            return;
+        }
+        w_decide(w, t->k, false);
+        inflight_add(pool, -1);
+        task_free(t); /* cancelled while waiting: it never runs */
+    }
+}
+
+/* Appends the task's frame to the worker's output and numbers it. */
+static int w_append(wproc *w, task *t)
+{
+    int rc = cf_buffer_append(&w->out, t->msg.data, t->msg.len);
+    if (rc == CF_OK)
+        t->k = ++w->next_k;
+    return rc;
+}
+
+/* Sends `t` (PENDING, counted in n_inflight) to `w`: claimed at once if
+ * the worker is free, else it waits there. */
+static void w_give(process_pool *pool, wproc *w, task *t)
+{
+    bool claim_now = w_free(w) && !w->wait_head;
+    if (claim_now && cf_future_set_running_or_notify_cancel(t->f) != CF_OK) {
+        inflight_add(pool, -1);
+        task_free(t); /* cancelled: never sent */
+        return;
+    }
+    if (w_append(w, t) != CF_OK) {
+        inflight_add(pool, -1);
+        task_fail(t, CF_ENOMEM,
+                  "no memory to send the task to a worker process");
+        return;
+    }
+    if (claim_now) {
+        run_push(pool, w, t);
+        if (w->slot)
+            w_decide(w, t->k, true);
+        return;
+    }
+    t->next = NULL;
+    cf__mutex_lock(&pool->lock);
+    if (w->wait_tail)
+        w->wait_tail->next = t;
+    else
+        w->wait_head = t;
+    w->wait_tail = t;
+    w->n_waiting++;
+    cf__mutex_unlock(&pool->lock);
+}
+
+/* Whether `w` may be given another task now. Without the shared claim
+ * word a task is sent only to a free worker. With it, a few more wait
+ * there, within the budget of max_tasks_per_child. */
+static bool w_can_take(const process_pool *pool, const wproc *w, bool free_only)
+{
+    if (w->state != W_READY || w->send_failed)
+        return false;
+    bool idle = w_free(w) && !w->wait_head;
+    if (pool->max_tasks_per_child &&
+        w->tasks_run + w->n_waiting >= pool->max_tasks_per_child)
+        return false;
+    if (idle)
+        return true;
+    if (free_only || !w->slot)
+        return false;
+    return w->n_waiting < WINDOW &&
+           w->out.len - w->out_off < WINDOW_BYTES;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -458,6 +642,25 @@ static void fail_list(task *q, int code, const char *message)
     }
 }
 
+/* Takes every task at `w` (claimed, then waiting) off it; the caller
+ * owns them. Counts them out of n_inflight. */
+static task *w_take_all(process_pool *pool, wproc *w, task **waiting)
+{
+    task *run = w->run_head;
+    w->run_head = w->run_tail = NULL;
+    size_t n = w->n_running;
+    w->n_running = 0;
+    w->busy_k = 0;
+    cf__mutex_lock(&pool->lock);
+    *waiting = w->wait_head;
+    w->wait_head = w->wait_tail = NULL;
+    n += w->n_waiting;
+    w->n_waiting = 0;
+    pool->n_inflight -= n;
+    cf__mutex_unlock(&pool->lock);
+    return run;
+}
+
 /* Every pending and running future fails with `message`; every other
  * worker is killed, and later submits fail. */
 static void break_pool(process_pool *pool, const char *why)
@@ -467,10 +670,6 @@ static void break_pool(process_pool *pool, const char *why)
     cf__mutex_lock(&pool->lock);
     pool->broken = true;
     task *q = take_queue(pool);
-    size_t lost = 0;
-    for (int i = 0; i < pool->max_workers; i++)
-        lost += pool->workers[i].inflight != NULL;
-    pool->n_inflight -= lost;
     cf__mutex_unlock(&pool->lock);
     if (!pool->broken_msg)
         pool->broken_msg = message;
@@ -478,10 +677,10 @@ static void break_pool(process_pool *pool, const char *why)
         wproc *w = &pool->workers[i];
         if (w->state == W_FREE)
             continue;
-        if (w->inflight) {
-            task_fail(w->inflight, CF_EBROKEN_PROCESS_POOL, m);
-            w->inflight = NULL;
-        }
+        task *waiting;
+        task *run = w_take_all(pool, w, &waiting);
+        fail_list(run, CF_EBROKEN_PROCESS_POOL, m);
+        fail_list(waiting, CF_EBROKEN_PROCESS_POOL, m);
         cf__proc_signal(&w->proc, SIGKILL);
         w->state = W_EXITING;
     }
@@ -493,15 +692,18 @@ static void break_pool(process_pool *pool, const char *why)
 /* ------------------------------------------------------------------------ */
 /* Manager: results                                                         */
 
-static void finish_inflight(process_pool *pool, wproc *w, void *value,
-                            void (*free_value)(void *), int code, char *msg)
+/* Completes the oldest claimed task of `w` (the one this result is for). */
+static void finish_head(process_pool *pool, wproc *w, void *value,
+                        void (*free_value)(void *), int code, char *msg)
 {
-    task *t = w->inflight;
-    w->inflight = NULL;
-    w->msg_off = 0;
-    cf__mutex_lock(&pool->lock);
-    pool->n_inflight--;
-    cf__mutex_unlock(&pool->lock);
+    task *t = w->run_head;
+    w->run_head = t->next;
+    if (!w->run_head)
+        w->run_tail = NULL;
+    w->n_running--;
+    if (t->k == w->busy_k)
+        w->busy_k = 0;
+    inflight_add(pool, -1);
     if (cf__future_finish(t->f, value, free_value, code, msg) != CF_OK &&
         free_value && value)
         free_value(value);
@@ -511,11 +713,11 @@ static void finish_inflight(process_pool *pool, wproc *w, void *value,
 static void handle_result(process_pool *pool, wproc *w, const unsigned char *p,
                           size_t len)
 {
-    task *t = w->inflight;
+    task *t = w->run_head;
     cf__wire_status st;
     if (cf__wire_decode_status(p, len, &st) != CF_OK) {
-        finish_inflight(pool, w, NULL, NULL, CF_ECODEC,
-                        cf__strdup("malformed result message"));
+        finish_head(pool, w, NULL, NULL, CF_ECODEC,
+                    cf__strdup("malformed result message"));
         return;
     }
     if (st.code != 0) {
@@ -524,30 +726,30 @@ static void handle_result(process_pool *pool, wproc *w, const unsigned char *p,
             memcpy(msg, st.data, st.len);
             msg[st.len] = '\0';
         }
-        finish_inflight(pool, w, NULL, NULL, st.code, msg);
+        finish_head(pool, w, NULL, NULL, st.code, msg);
         return;
     }
     void *value = NULL;
     int rc = t->codec->decode_result(st.data, st.len, &value);
     if (rc != CF_OK) {
-        finish_inflight(pool, w, NULL, NULL, rc,
-                        cf__format("could not decode the task's result: %s",
-                                   cf_strerror(rc)));
+        finish_head(pool, w, NULL, NULL, rc,
+                    cf__format("could not decode the task's result: %s",
+                               cf_strerror(rc)));
         return;
     }
-    finish_inflight(pool, w, value, t->codec->free_result, 0, NULL);
+    finish_head(pool, w, value, t->codec->free_result, 0, NULL);
 }
 
 static void handle_chunk_result(process_pool *pool, wproc *w,
                                 const unsigned char *p, size_t len)
 {
-    task *t = w->inflight;
+    task *t = w->run_head;
     cf__chunk *c = t->chunk;
     cf__wire_reader r;
     cf__wire_reader_init(&r, p, len);
     if (cf__wire_get_u64(&r) != c->n || r.bad) {
-        finish_inflight(pool, w, NULL, NULL, CF_ECODEC,
-                        cf__strdup("malformed map chunk result"));
+        finish_head(pool, w, NULL, NULL, CF_ECODEC,
+                    cf__strdup("malformed map chunk result"));
         return;
     }
     for (size_t i = 0; i < c->n; i++) {
@@ -577,17 +779,16 @@ static void handle_chunk_result(process_pool *pool, wproc *w,
         }
         it->free_value = t->codec->free_result;
     }
-    finish_inflight(pool, w, c, NULL, 0, NULL);
+    finish_head(pool, w, c, NULL, 0, NULL);
 }
 
-/* The worker finished its task: retire it or make it available. */
+/* A worker that has run its share (max_tasks_per_child) leaves once
+ * nothing of it is left. */
 static void after_task(process_pool *pool, wproc *w)
 {
-    if (pool->max_tasks_per_child &&
+    if (pool->max_tasks_per_child && !w->run_head && !w->wait_head &&
         w->tasks_run >= pool->max_tasks_per_child)
         w_send_exit(w);
-    else
-        w->state = W_IDLE;
 }
 
 /* Handles one frame from a worker. Returns false on a protocol error. */
@@ -598,7 +799,7 @@ static bool handle_frame(process_pool *pool, wproc *w,
     case CF__MSG_READY:
         if (w->state != W_STARTING)
             return false;
-        w->state = W_IDLE;
+        w->state = W_READY;
         return true;
     case CF__MSG_INIT_FAILED: {
         cf__wire_status st;
@@ -615,14 +816,14 @@ static bool handle_frame(process_pool *pool, wproc *w,
     }
     case CF__MSG_RESULT:
     case CF__MSG_CHUNK_RESULT:
-        if (!w->inflight || h->id != w->inflight->seq ||
-            (h->type == CF__MSG_CHUNK_RESULT) != (w->inflight->chunk != NULL))
+        if (!w->run_head || h->id != w->run_head->seq ||
+            (h->type == CF__MSG_CHUNK_RESULT) != (w->run_head->chunk != NULL))
             return false;
         if (h->type == CF__MSG_RESULT)
             handle_result(pool, w, p, (size_t)h->len);
         else
             handle_chunk_result(pool, w, p, (size_t)h->len);
-        if (w->state == W_BUSY)
+        if (w->state == W_READY)
             after_task(pool, w);
         return true;
     default:
@@ -711,13 +912,44 @@ static void w_receive(process_pool *pool, wproc *w)
 
 static void w_release(process_pool *pool, wproc *w)
 {
-    cf__buffer_destroy(&w->ctl);
+    cf__buffer_destroy(&w->out);
     cf__buffer_destroy(&w->in);
     w->state = W_FREE;
     cf__mutex_lock(&pool->lock);
     pool->n_alive--;
     cf__mutex_unlock(&pool->lock);
     cf__cond_broadcast(&pool->changed);
+}
+
+/* Puts tasks that waited at a dead worker (never claimed, still PENDING)
+ * back at the front of the queue, in order. */
+static void requeue(process_pool *pool, task *list)
+{
+    if (!list)
+        return;
+    size_t n = 1;
+    task *last = list;
+    while (last->next) {
+        last = last->next;
+        n++;
+    }
+    cf__mutex_lock(&pool->lock);
+    last->next = pool->head;
+    pool->head = list;
+    if (!pool->tail)
+        pool->tail = last;
+    pool->n_queued += n;
+    cf__mutex_unlock(&pool->lock);
+}
+
+static void cancel_tasks(task *q)
+{
+    while (q) {
+        task *next = q->next;
+        cf__future_cancel(q->f);
+        task_free(q);
+        q = next;
+    }
 }
 
 /* The worker's process has ended (or is ending: EOF without pidfd). */
@@ -729,16 +961,15 @@ static void w_exited(process_pool *pool, wproc *w)
     int status = cf__proc_reap(&w->proc);
     char how[128], what[300], why[640];
     cf__proc_describe_status(status, how, sizeof how);
-    task *t = w->inflight;
     enum wstate state = w->state;
     bool terminated = w->terminated;
-    const char *lost = w->lost;
-    w->inflight = NULL;
-    if (t) {
-        cf__mutex_lock(&pool->lock);
-        pool->n_inflight--;
-        cf__mutex_unlock(&pool->lock);
-    }
+    /* A worker that died on its own may also have failed a read (a peer
+     * dying with unread data resets the socket): its status tells more. */
+    const char *lost = cf__proc_status_sigkill(status) ? w->lost : NULL;
+    task *waiting;
+    task *run = w_take_all(pool, w, &waiting);
+    /* The oldest claimed task without a result is the one it was on. */
+    task *t = run;
     w_release(pool, w);
     if (t)
         describe_task(t, what, sizeof what);
@@ -748,45 +979,53 @@ static void w_exited(process_pool *pool, wproc *w)
                                        "initializer or at start-up)"
                                      : "while idle");
     if (lost)
-        snprintf(why, sizeof why, "worker process %ld was given up (%s) "
-                 "and killed %s%s", (long)pid, lost,
+        snprintf(why, sizeof why, "worker process %ld %s, given up by the "
+                 "pool (%s), %s%s", (long)pid, how, lost,
                  t ? "while running " : "", what);
     else
         snprintf(why, sizeof why, "worker process %ld %s %s%s", (long)pid,
                  how, t ? "while running " : "", what);
     if (terminated) {
-        if (t) {
-            char *m = cf__format("%s (terminate_workers/kill_workers)", why);
-            cf__future_finish(t->f, NULL, NULL, CF_EBROKEN_PROCESS_POOL, m);
-            task_free(t);
-        }
+        char *m = cf__format("%s (terminate_workers/kill_workers)", why);
+        fail_list(run, CF_EBROKEN_PROCESS_POOL, m ? m : why);
+        free(m);
+        cancel_tasks(waiting); /* terminate cancels what has not started */
         return;
     }
-    if (state == W_EXITING && !t)
+    if (pool->survive && state != W_STARTING) {
+        /* Only its own task is lost; the ones waiting there move on. */
+        fail_list(run, CF_EBROKEN_PROCESS_POOL, why);
+        requeue(pool, waiting);
+        return;
+    }
+    if (state == W_EXITING && !run) {
+        requeue(pool, waiting); /* none: EXIT is sent to empty workers */
         return; /* asked to leave (shutdown, max_tasks_per_child, broken) */
-    if (pool->survive && t && state != W_STARTING) {
-        task_fail(t, CF_EBROKEN_PROCESS_POOL, why);
-        return;
     }
-    if (pool->survive && state == W_IDLE)
-        return; /* nothing lost; a replacement starts when needed */
-    if (t) {
+    if (run) {
         /* Fail the task at hand with the full story before the rest. */
         char *m = cf__format("process pool is broken: %s", why);
-        cf__future_finish(t->f, NULL, NULL, CF_EBROKEN_PROCESS_POOL, m);
-        task_free(t);
+        fail_list(run, CF_EBROKEN_PROCESS_POOL, m ? m : why);
+        free(m);
     }
+    requeue(pool, waiting); /* failed with the queue by break_pool() */
     cf__mutex_lock(&pool->lock);
     bool already = pool->broken;
+    task *q = already ? take_queue(pool) : NULL;
     cf__mutex_unlock(&pool->lock);
     if (!already)
         break_pool(pool, why);
+    else
+        fail_list(q, CF_EBROKEN_PROCESS_POOL,
+                  pool->broken_msg ? pool->broken_msg
+                                   : cf_strerror(CF_EBROKEN_PROCESS_POOL));
 }
 
 /* ------------------------------------------------------------------------ */
 /* Manager: the loop                                                        */
 
-/* Pops the next task that is not cancelled, marked RUNNING. */
+/* Pops the next queued task that is not cancelled (still PENDING), and
+ * counts it as at a worker. */
 static task *next_task(process_pool *pool)
 {
     for (;;) {
@@ -797,34 +1036,67 @@ static task *next_task(process_pool *pool)
             if (!pool->head)
                 pool->tail = NULL;
             pool->n_queued--;
+            pool->n_inflight++;
         }
         cf__mutex_unlock(&pool->lock);
-        if (!t)
-            return NULL;
-        if (cf_future_set_running_or_notify_cancel(t->f) == CF_OK)
+        if (!t || !cf_future_cancelled(t->f))
             return t;
+        inflight_add(pool, -1);
         task_free(t); /* cancelled while queued: it never runs */
     }
 }
 
+/* A free worker with nothing to do takes the oldest task waiting at the
+ * busiest other worker (which skips it), so no task waits behind a long
+ * one while a worker idles. */
+static void steal(process_pool *pool, wproc *thief)
+{
+    wproc *victim = NULL;
+    for (int i = 0; i < pool->max_workers; i++) {
+        wproc *v = &pool->workers[i];
+        if (v != thief && v->wait_head && v->slot &&
+            (!victim || v->n_waiting > victim->n_waiting))
+            victim = v;
+    }
+    if (!victim)
+        return;
+    task *t = wait_pop(pool, victim);
+    w_decide(victim, t->k, false);
+    w_give(pool, thief, t);
+}
+
 static void dispatch(process_pool *pool)
 {
+    for (int i = 0; i < pool->max_workers; i++)
+        if (pool->workers[i].state == W_READY)
+            w_claim_next(pool, &pool->workers[i]);
+    /* Free workers first, then a few tasks waiting at each busy one, in
+     * turn, so the work spreads. */
+    for (int pass = 0; pass < 2; pass++) {
+        bool more = true;
+        while (more) {
+            more = false;
+            for (int i = 0; i < pool->max_workers; i++) {
+                wproc *w = &pool->workers[i];
+                if (!w_can_take(pool, w, pass == 0))
+                    continue;
+                task *t = next_task(pool);
+                if (!t)
+                    goto stolen;
+                w_give(pool, w, t);
+                more = true;
+            }
+        }
+    }
+stolen:
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
-        if (w->state != W_IDLE)
-            continue;
-        task *t = next_task(pool);
-        if (!t)
-            return;
-        cf__mutex_lock(&pool->lock);
-        pool->n_inflight++;
-        cf__mutex_unlock(&pool->lock);
-        w->inflight = t;
-        w->msg_off = 0;
-        w->tasks_run++;
-        w->state = W_BUSY;
-        w_flush(w);
+        if (w_can_take(pool, w, true))
+            steal(pool, w);
     }
+    for (int i = 0; i < pool->max_workers; i++)
+        if (pool->workers[i].state != W_FREE)
+            w_flush(&pool->workers[i]);
 }
 
 /* Starts workers while queued tasks outnumber the workers able to take
@@ -833,9 +1105,10 @@ static void spawn_needed(process_pool *pool, size_t queued)
 {
     int alive = 0, available = 0;
     for (int i = 0; i < pool->max_workers; i++) {
-        enum wstate s = pool->workers[i].state;
-        alive += s != W_FREE && s != W_EXITING;
-        available += s == W_IDLE || s == W_STARTING;
+        wproc *w = &pool->workers[i];
+        alive += w->state != W_FREE && w->state != W_EXITING;
+        available += w->state == W_STARTING ||
+                     (w->state == W_READY && w_free(w) && !w->wait_head);
     }
     for (int i = 0; i < pool->max_workers && (size_t)available < queued &&
                     alive < pool->max_workers;
@@ -865,6 +1138,7 @@ static void spawn_needed(process_pool *pool, size_t queued)
  * time to leave: no work left, no worker left, and no more can come. */
 static bool step(process_pool *pool)
 {
+    pool->seen_enqueued = atomic_load(&pool->n_enqueued);
     cf__mutex_lock(&pool->lock);
     size_t queued = pool->n_queued;
     bool closing = pool->shutdown || pool->broken;
@@ -893,8 +1167,8 @@ static bool step(process_pool *pool)
     bool any = false;
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
-        if (closing && queued == 0 && !w->inflight &&
-            (w->state == W_IDLE || w->state == W_STARTING))
+        if (closing && queued == 0 && !w->run_head && !w->wait_head &&
+            (w->state == W_READY || w->state == W_STARTING))
             w_send_exit(w);
         any |= w->state != W_FREE;
     }
@@ -965,13 +1239,63 @@ static void give_up_polling(process_pool *pool, int err)
             w_exited(pool, &pool->workers[i]);
 }
 
-/* Waits for something to happen and handles it. A failing poll (ENOMEM
- * from the kernel) is retried for about a second before giving up. */
+/* True once a task was queued after step() last read the queue. */
+static bool queue_moved(process_pool *pool)
+{
+    return atomic_load(&pool->n_enqueued) != pool->seen_enqueued;
+}
+
+/* Receives from every worker whose shared counter says it wrote since we
+ * last looked. Returns true if there was one, or if a worker finished a
+ * task and has the next one waiting to be claimed. */
+static bool receive_signalled(process_pool *pool)
+{
+    bool any = false;
+    for (int i = 0; i < pool->max_workers; i++) {
+        wproc *w = &pool->workers[i];
+        if (w->state == W_FREE || !w->slot || w->eof)
+            continue;
+        if (w->wait_head && w->busy_k && w_free(w))
+            any = true;
+        uint_fast64_t v = atomic_load_explicit(&w->slot->from_worker,
+                                               memory_order_acquire);
+        if (v == w->seen_from)
+            continue;
+        w->seen_from = v;
+        w_receive(pool, w);
+        any = true;
+    }
+    return any;
+}
+
+/* Budget of the manager's busy-wait before it sleeps in poll(): a sleeping
+ * wake-up costs tens of microseconds on a virtual machine, while a worker
+ * answers a small task in a few. */
+#define MANAGER_SPIN_NS 30000
+
+/* Waits for something to happen and handles it: first polling without
+ * blocking for a short while (results, new tasks), then asleep in poll().
+ * A failing poll (ENOMEM from the kernel) is retried for about a second
+ * before giving up. */
 static void wait_and_handle(process_pool *pool)
 {
+    int n;
+    int64_t until = 0;
+    for (unsigned i = 0; cf__spin_continue(i, &until, MANAGER_SPIN_NS); i++) {
+        if (queue_moved(pool) || receive_signalled(pool))
+            return;
+        if ((i & 15) == 15)
+            sched_yield(); /* a worker waiting for a CPU goes first */
+    }
+    atomic_store(&pool->mgr_sleeping, true); /* seq_cst: see enqueue() */
+    if (queue_moved(pool)) {
+        atomic_store(&pool->mgr_sleeping, false);
+        return;
+    }
     for (int failures = 0;;) {
-        int n = poll_set(pool);
+        n = poll_set(pool);
         if (poll(pool->pfds, (nfds_t)n, -1) >= 0) {
+            atomic_store(&pool->mgr_sleeping, false);
             handle_events(pool);
             return;
         }
@@ -979,6 +1303,7 @@ static void wait_and_handle(process_pool *pool)
         if (err == EINTR)
             continue;
         if (++failures > 1000) {
+            atomic_store(&pool->mgr_sleeping, false);
             give_up_polling(pool, err);
             return;
         }
@@ -1005,26 +1330,30 @@ static void *manager_main(void *arg)
 /* ------------------------------------------------------------------------ */
 /* Shutdown, terminate, destroy                                             */
 
-static void cancel_list(task *q)
-{
-    while (q) {
-        task *next = q->next;
-        cf__future_cancel(q->f);
-        task_free(q);
-        q = next;
-    }
-}
-
-/* Marks the pool shut down, optionally cancelling the queue. */
+/* Marks the pool shut down, optionally cancelling every task not yet
+ * started: the queue, and the tasks waiting at workers unclaimed (the
+ * manager skips them when it finds them cancelled). */
 static void begin_shutdown(process_pool *pool, bool cancel_futures, int sig)
 {
+    size_t n = 0;
+    if (cancel_futures)
+        cf__mutex_lock(&pool->cancel_lock); /* one cancel_buf user */
     cf__mutex_lock(&pool->lock);
     pool->shutdown = true;
     if (sig)
         pool->terminate_sig = sig;
     task *q = cancel_futures ? take_queue(pool) : NULL;
+    for (int i = 0; cancel_futures && i < pool->max_workers; i++)
+        for (task *t = pool->workers[i].wait_head; t; t = t->next)
+            pool->cancel_buf[n++] = cf_future_retain(t->f);
     cf__mutex_unlock(&pool->lock);
-    cancel_list(q);
+    cancel_tasks(q);
+    for (size_t i = 0; i < n; i++) {
+        cf__future_cancel(pool->cancel_buf[i]);
+        cf_future_release(pool->cancel_buf[i]);
+    }
+    if (cancel_futures)
+        cf__mutex_unlock(&pool->cancel_lock);
     wake_manager(pool);
 }
 
@@ -1097,9 +1426,12 @@ static void pool_destroy(void *impl)
     if (getpid() == pool->owner)
         join_manager(pool);
     cf__fd_close(pool->wake_fd);
+    cf__shm_destroy(&pool->shm);
     cf__cond_destroy(&pool->changed);
+    cf__mutex_destroy(&pool->cancel_lock);
     cf__mutex_destroy(&pool->lock);
     free(pool->broken_msg);
+    free(pool->cancel_buf);
     free(pool->workers);
     free(pool->pfds);
     free(pool->init_module);
@@ -1136,6 +1468,7 @@ static int configure(process_pool *pool, const cf_process_pool_options *o)
     pool->initarg = o->initarg;
     pool->owner = getpid();
     pool->wake_fd = -1;
+    pool->shm.fd = -1;
     cf__wire_codec wc;
     if (codec_to_wire(pool->codec, &wc) != CF_OK)
         return CF_EINVAL;
@@ -1149,10 +1482,15 @@ static int configure(process_pool *pool, const cf_process_pool_options *o)
         pool->init_offset = ref.offset;
         pool->has_init = true;
     }
+    /* Without shared slots (no memfd) the pool works the same, only
+     * without busy-waiting on the workers. */
+    cf__shm_create((size_t)pool->max_workers, &pool->shm);
     pool->workers = calloc((size_t)pool->max_workers, sizeof *pool->workers);
     pool->pfds = calloc(1 + 2 * (size_t)pool->max_workers,
                         sizeof *pool->pfds);
-    if (!pool->workers || !pool->pfds)
+    pool->cancel_buf = calloc((size_t)pool->max_workers * WINDOW,
+                              sizeof *pool->cancel_buf);
+    if (!pool->workers || !pool->pfds || !pool->cancel_buf)
         return CF_ENOMEM;
     if (pool->method == CF_START_EXEC)
         return cf__proc_self_exe(&pool->exe);
@@ -1161,6 +1499,8 @@ static int configure(process_pool *pool, const cf_process_pool_options *o)
 
 static void free_config(process_pool *pool)
 {
+    cf__shm_destroy(&pool->shm);
+    free(pool->cancel_buf);
     free(pool->workers);
     free(pool->pfds);
     free(pool->init_module);
@@ -1190,6 +1530,8 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
         goto fail_lock;
     if ((rc = cf__cond_init(&pool->changed)) != CF_OK)
         goto fail_cond;
+    if ((rc = cf__mutex_init(&pool->cancel_lock)) != CF_OK)
+        goto fail_cancel_lock;
     if ((rc = cf_executor_new(&process_pool_ops, pool, &pool->ex)) != CF_OK)
         goto fail_executor;
     cf__executor_set_submit_chunk(pool->ex, pool_submit_chunk);
@@ -1201,6 +1543,8 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
 fail_thread:
     free(pool->ex);
 fail_executor:
+    cf__mutex_destroy(&pool->cancel_lock);
+fail_cancel_lock:
     cf__cond_destroy(&pool->changed);
 fail_cond:
     cf__mutex_destroy(&pool->lock);

@@ -8,8 +8,11 @@
  * the shared library: the main program's own) have not run in a worker.
  *
  * The loop is strictly serial: read frames, run each task, append its
- * result, and flush the results before blocking for more input, so a burst
- * of small results costs one write. A task is named by module + offset
+ * result, and flush the results before waiting for anything, so a burst
+ * of small results costs one write. With the pool's shared slot, a task
+ * frame is only started once the pool says "run k" (or skipped on "skip
+ * k": cancelled, or moved to another worker); see cf__shm_slot. Waiting,
+ * for a decision or for input, busy-waits briefly before it sleeps. A task is named by module + offset
  * (wire.h); each lookup goes through dl_iterate_phdr, cached per worker.
  * The worker keeps only its socket; its parent's death ends it (EOF on the
  * socket, and PR_SET_PDEATHSIG). cf__process_worker_active() is true on its
@@ -17,6 +20,7 @@
  */
 #include "internal.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +54,9 @@ typedef struct cache_entry {
 
 typedef struct worker {
     int fd;
+    cf__shm_slot *slot; /* shared counters, or NULL */
+    uint_fast64_t seen_to; /* slot->to_worker when we last read */
+    unsigned k;            /* number of the last task frame, for the claim words */
     cf_buffer in;  /* bytes received; frames start at in_pos */
     size_t in_pos;
     cf_buffer out; /* results not yet written */
@@ -262,6 +269,63 @@ static int handle_init(worker *w, const unsigned char *p, size_t len)
 
 enum { KEEP_GOING = 0, STOP_CLEAN = 1, STOP_ERROR = 2 };
 
+/* How long a worker busy-waits for its next task (or the pool's decision
+ * on it) before it sleeps: a sleeping wake-up costs tens of microseconds
+ * on a virtual machine, the next task of a busy pool is usually closer. */
+#define WORKER_SPIN_NS 40000
+
+static bool flush(worker *w);
+
+/* Sends the results gathered so far and tells the pool so. */
+static bool send_results(worker *w)
+{
+    if (!w->out.len)
+        return true;
+    if (!flush(w))
+        return false;
+    if (w->slot)
+        atomic_fetch_add_explicit(&w->slot->from_worker, 1,
+                                  memory_order_release);
+    return true;
+}
+
+enum { GO_RUN, GO_SKIP, GO_GONE };
+
+/* The pool's decision on task `k` (see cf__shm_slot). Before waiting,
+ * the results so far go out: the pool decides only once it knows the
+ * previous task ended, and callers want their results meanwhile. */
+static int wait_go(worker *w, unsigned k)
+{
+    cf__shm_slot *s = w->slot;
+    int64_t until = 0;
+    bool sent = false;
+    for (unsigned i = 0;; i++) {
+        /* decided before run: a "run k" is stored before "decided k". */
+        unsigned d = atomic_load(&s->decided);
+        unsigned r = atomic_load(&s->run);
+        if (r == k)
+            return GO_RUN;
+        if ((int)(r - k) > 0 || (int)(d - k) >= 0)
+            return GO_SKIP;
+        if (!sent) {
+            if (!send_results(w))
+                return GO_GONE;
+            sent = true;
+        }
+        if (cf__spin_continue(i, &until, WORKER_SPIN_NS)) {
+            if ((i & 15) == 15)
+                sched_yield();
+            continue;
+        }
+        /* Asleep: the pool wakes us when it sees `waiting` (seq_cst on
+         * both sides: it stores decided, then loads waiting). */
+        atomic_store(&s->waiting, 1);
+        if (atomic_load(&s->decided) == d)
+            cf__futex_wait_shared(&s->decided, d, 100 * 1000000LL);
+        atomic_store(&s->waiting, 0);
+    }
+}
+
 static int handle_frame(worker *w, const cf__wire_header *h,
                         const unsigned char *payload)
 {
@@ -273,10 +337,26 @@ static int handle_frame(worker *w, const cf__wire_header *h,
         rc = handle_init(w, payload, h->len);
         return rc == CF_OK ? KEEP_GOING : STOP_ERROR;
     case CF__MSG_TASK:
-    case CF__MSG_CHUNK:
+    case CF__MSG_CHUNK: {
         if (!w->ready)
             return STOP_ERROR;
-        return handle_task(w, h, payload) == CF_OK ? KEEP_GOING : STOP_ERROR;
+        unsigned k = ++w->k;
+        if (w->slot) {
+            int go = wait_go(w, k);
+            if (go == GO_GONE)
+                return STOP_ERROR;
+            if (go == GO_SKIP)
+                return KEEP_GOING; /* cancelled or moved: not a word */
+        }
+        if (handle_task(w, h, payload) != CF_OK)
+            return STOP_ERROR;
+        if (w->slot)
+            atomic_store_explicit(&w->slot->done, k, memory_order_release);
+        /* A long run of ready tasks still sends results now and then. */
+        if (w->out.len > (64u << 10) && !send_results(w))
+            return STOP_ERROR;
+        return KEEP_GOING;
+    }
     case CF__MSG_EXIT:
         return STOP_CLEAN;
     default:
@@ -336,17 +416,40 @@ static bool make_room(worker *w, size_t need)
     return cf__buffer_reserve(&w->in, want) == CF_OK;
 }
 
+/* Waits without a system call until the pool says it has sent something
+ * (or the budget runs out). Either way a blocking read follows, so a
+ * missed or early signal only costs a sleep, never a message. */
+static void spin_for_input(worker *w)
+{
+    if (!w->slot)
+        return;
+    int64_t until = 0;
+    for (unsigned i = 0;; i++) {
+        uint_fast64_t v = atomic_load_explicit(&w->slot->to_worker,
+                                               memory_order_acquire);
+        if (v != w->seen_to) {
+            w->seen_to = v;
+            return;
+        }
+        if (!cf__spin_continue(i, &until, WORKER_SPIN_NS))
+            return;
+        if ((i & 15) == 15)
+            sched_yield(); /* the pool's threads may need this CPU */
+    }
+}
+
 static int worker_loop(worker *w)
 {
     for (;;) {
         size_t need;
         int stop = drain_frames(w, &need);
-        if (w->out.len && !flush(w))
+        if (!send_results(w))
             return 1; /* the parent is gone */
         if (stop != KEEP_GOING)
             return stop == STOP_CLEAN ? 0 : 1;
         if (!make_room(w, need))
             return 1;
+        spin_for_input(w);
         ptrdiff_t n = cf__fd_read_some(w->fd, w->in.data + w->in.len,
                                        w->in.cap - w->in.len);
         if (n <= 0)
@@ -355,11 +458,14 @@ static int worker_loop(worker *w)
     }
 }
 
-int cf__worker_main(int fd)
+int cf__worker_main(int fd, void *shm_slot)
 {
     worker w;
     memset(&w, 0, sizeof w);
     w.fd = fd;
+    w.slot = shm_slot;
+    if (w.slot)
+        w.seen_to = atomic_load(&w.slot->to_worker);
     cf__buffer_init(&w.in);
     cf__buffer_init(&w.out);
     worker_thread = true;
@@ -376,22 +482,23 @@ int cf__worker_main(int fd)
 
 /* A forked worker starts with copies of the parent's unwritten stdio
  * buffers: drop them, or they would be printed twice. */
-int cf__worker_main_forked(int fd)
+int cf__worker_main_forked(int fd, cf__shm_slot *slot)
 {
 #if defined(__GLIBC__)
     __fpurge(stdout);
     __fpurge(stderr);
 #endif
-    return cf__worker_main(fd);
+    return cf__worker_main(fd, slot);
 }
 
 __attribute__((constructor)) static void worker_entry(void)
 {
     int fd;
     pid_t parent;
-    if (!cf__worker_env_take(&fd, &parent))
+    cf__shm_slot *slot;
+    if (!cf__worker_env_take(&fd, &parent, &slot))
         return;
     if (!cf__worker_process_setup(fd, parent))
         _exit(1);
-    _exit(cf__worker_main(fd));
+    _exit(cf__worker_main(fd, slot));
 }

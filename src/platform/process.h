@@ -10,6 +10,7 @@
 #ifndef CF_PLATFORM_PROCESS_H
 #define CF_PLATFORM_PROCESS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,10 +21,57 @@
 #include "../wire.h"
 
 /* The environment variable that makes a program start as a worker:
- * "<fd>:<parent pid>". */
+ * "<fd>:<parent pid>:<shm fd>:<slot>" (shm fd -1: no shared slot). */
 #define CF__WORKER_ENV "CF_PROCESS_WORKER"
-/* The descriptor an exec'd worker finds its socket on. */
+/* The descriptors an exec'd worker finds its socket and the pool's shared
+ * memory on. */
 #define CF__WORKER_FD 3
+#define CF__WORKER_SHM_FD 4
+
+/* Memory shared by the pool and one worker.
+ *
+ * - to_worker / from_worker count messages sent, bumped after each write:
+ *   they let either side busy-wait without a system call ("something is
+ *   on the socket now"). A sleeper is woken by the socket itself.
+ * - run and decided are the claim words. Every task sent to a worker gets
+ *   the next number k (1, 2, ...) on that worker, and the worker must not
+ *   start it before the pool decided: run == k means "run task k";
+ *   decided >= k (or run > k) with run != k means "skip it" (cancelled, or
+ *   moved to another worker). Decisions are made in k order, and the pool
+ *   decides "run" for a task only once the worker has finished the one
+ *   claimed before (done), so a future turns RUNNING exactly when its
+ *   worker is free to start it, and a cancelled task never runs. Two
+ *   words, not one, so a later "skip" cannot hide an unseen "run".
+ * - done is the number of the last task the worker finished; waiting is
+ *   set while it sleeps on `decided` (a futex), so the pool wakes it.
+ * Each side writes its own cache line. */
+typedef struct cf__shm_slot {
+    _Alignas(64) atomic_uint_fast64_t to_worker; /* written by the pool */
+    atomic_uint run;
+    atomic_uint decided;
+    _Alignas(64) atomic_uint_fast64_t from_worker; /* by the worker */
+    atomic_uint done;
+    atomic_uint waiting;
+} cf__shm_slot;
+
+/* Sleeps while `*word == val`, up to `timeout_ns`; shared between
+ * processes. Returns early on wake-ups, signals and spuriously. */
+void cf__futex_wait_shared(atomic_uint *word, unsigned val,
+                           int64_t timeout_ns);
+/* Wakes the sleepers on `word`. */
+void cf__futex_wake_shared(atomic_uint *word);
+
+/* A pool's shared slots (memfd + mmap, so exec'd workers can map it). */
+typedef struct cf__shm {
+    int fd; /* >= CF__WORKER_SHM_FD + 1, close-on-exec; -1 if none */
+    cf__shm_slot *slots;
+    size_t size;
+} cf__shm;
+
+/* Creates `n` zeroed slots. Returns CF_OK, CF_ENOMEM, CF_EAGAIN or
+ * CF_ESYS; on error `*out` is {-1, NULL, 0} and the pool runs without. */
+int cf__shm_create(size_t n, cf__shm *out);
+void cf__shm_destroy(cf__shm *shm);
 
 typedef struct cf__proc {
     pid_t pid;
@@ -38,12 +86,14 @@ int cf__proc_self_exe(char **out);
 /* Starts `exe` as a worker (fork + exec, via posix_spawn: safe in a
  * multithreaded parent). Returns CF_OK, CF_EAGAIN (resource limits),
  * CF_ENOMEM, CF_ESYS. */
-int cf__proc_spawn_exec(const char *exe, cf__proc *out);
+int cf__proc_spawn_exec(const char *exe, const cf__shm *shm, int slot,
+                        cf__proc *out);
 
 /* Forks a worker that runs `child_main(fd)` and exits with its return
  * value. The child resets its signal mask and closes every descriptor but
  * 0-2 and its socket. Same returns. */
-int cf__proc_spawn_fork(int (*child_main)(int fd), cf__proc *out);
+int cf__proc_spawn_fork(int (*child_main)(int fd, cf__shm_slot *slot),
+                        cf__shm_slot *slot, cf__proc *out);
 
 /* Sends `sig` to the child unless it has been reaped. */
 void cf__proc_signal(const cf__proc *p, int sig);
@@ -58,6 +108,9 @@ void cf__proc_describe_status(int status, char *buf, size_t n);
 
 /* True if `status` is a normal exit with code 0. */
 bool cf__proc_status_clean(int status);
+
+/* True if `status` is a death by SIGKILL. */
+bool cf__proc_status_sigkill(int status);
 
 /* Sends as much of `iov` as fits now. Returns bytes sent (0 when the
  * socket is full), or -1 if the peer is gone. */
@@ -76,8 +129,10 @@ void cf__fd_close(int fd);
 /* Worker side                                                              */
 
 /* Reads CF__WORKER_ENV and removes it from the environment. Returns true
- * (with the socket and the parent pid) if this process is a worker. */
-bool cf__worker_env_take(int *fd, pid_t *parent);
+ * (with the socket, the parent pid and the shared slot, NULL if none: the
+ * mapping is made here, before the descriptors are closed) if this
+ * process is a worker. */
+bool cf__worker_env_take(int *fd, pid_t *parent, cf__shm_slot **slot);
 
 /* Makes this process a well-behaved worker: dies with its parent
  * (PR_SET_PDEATHSIG, checked against `parent` for the race before it was
@@ -85,6 +140,9 @@ bool cf__worker_env_take(int *fd, pid_t *parent);
  * task's own child processes do not inherit it). Returns false if the
  * parent is already gone. */
 bool cf__worker_process_setup(int fd, pid_t parent);
+
+/* The worker loop of a forked worker (process_worker.c). */
+int cf__worker_main_forked(int fd, cf__shm_slot *slot);
 
 /* Blocking I/O for the worker: all of `len` bytes, or false (peer gone). */
 bool cf__fd_write_all(int fd, const void *buf, size_t len);

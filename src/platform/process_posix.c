@@ -20,13 +20,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "../internal.h"
 
 #if defined(__linux__)
+#include <linux/futex.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -108,6 +112,73 @@ static int make_socketpair(int sv[2])
     return CF_OK;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Shared slots                                                             */
+
+int cf__shm_create(size_t n, cf__shm *out)
+{
+    *out = (cf__shm){-1, NULL, 0};
+#if defined(__linux__) && defined(MFD_CLOEXEC)
+    size_t size = n * sizeof(cf__shm_slot);
+    int fd = memfd_create("cfutures-pool", MFD_CLOEXEC);
+    if (fd < 0)
+        return errno_to_cf(errno);
+    /* Kept above the numbers a spawned worker's descriptors are dup'ed
+     * to, so those dups never overwrite it. */
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, CF__WORKER_SHM_FD + 1);
+    int e = errno;
+    close(fd);
+    if (high < 0)
+        return errno_to_cf(e);
+    void *p = MAP_FAILED;
+    if (ftruncate(high, (off_t)size) == 0)
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, high, 0);
+    if (p == MAP_FAILED) {
+        e = errno;
+        close(high);
+        return errno_to_cf(e);
+    }
+    *out = (cf__shm){high, p, size};
+    return CF_OK;
+#else
+    (void)n;
+    return CF_ENOTSUP;
+#endif
+}
+
+void cf__futex_wait_shared(atomic_uint *word, unsigned val,
+                           int64_t timeout_ns)
+{
+#if defined(__linux__) && defined(SYS_futex)
+    struct timespec ts = {(time_t)(timeout_ns / 1000000000),
+                          (long)(timeout_ns % 1000000000)};
+    /* Not FUTEX_PRIVATE: the word is in memory shared with the pool. */
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT, val, &ts, NULL, 0);
+#else
+    (void)word;
+    (void)val;
+    struct timespec ts = {0, timeout_ns > 1000000 ? 1000000 : timeout_ns};
+    nanosleep(&ts, NULL);
+#endif
+}
+
+void cf__futex_wake_shared(atomic_uint *word)
+{
+#if defined(__linux__) && defined(SYS_futex)
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE, 1, NULL, NULL, 0);
+#else
+    (void)word;
+#endif
+}
+
+void cf__shm_destroy(cf__shm *shm)
+{
+    if (shm->slots)
+        munmap(shm->slots, shm->size);
+    cf__fd_close(shm->fd);
+    *shm = (cf__shm){-1, NULL, 0};
+}
+
 /* environ plus our variable (any inherited one replaced). */
 static char **worker_environ(char *var)
 {
@@ -127,7 +198,7 @@ static char **worker_environ(char *var)
 }
 
 static int spawn_attrs(posix_spawnattr_t *attr, posix_spawn_file_actions_t *fa,
-                       int child_fd)
+                       int child_fd, int shm_fd)
 {
     sigset_t none, all;
     sigemptyset(&none);
@@ -147,10 +218,14 @@ static int spawn_attrs(posix_spawnattr_t *attr, posix_spawn_file_actions_t *fa,
     /* dup2 onto itself clears close-on-exec (glibc >= 2.29). */
     rc = rc ? rc : posix_spawn_file_actions_adddup2(fa, child_fd,
                                                     CF__WORKER_FD);
+    /* After the socket: shm_fd is above both numbers (cf__shm_create). */
+    if (shm_fd >= 0)
+        rc = rc ? rc : posix_spawn_file_actions_adddup2(fa, shm_fd,
+                                                        CF__WORKER_SHM_FD);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
     /* Descriptors the caller left inheritable stay out of the worker. */
     rc = rc ? rc : posix_spawn_file_actions_addclosefrom_np(fa,
-                                                        CF__WORKER_FD + 1);
+                                                    CF__WORKER_SHM_FD + 1);
 #endif
     if (rc != 0) {
         posix_spawn_file_actions_destroy(fa);
@@ -160,15 +235,18 @@ static int spawn_attrs(posix_spawnattr_t *attr, posix_spawn_file_actions_t *fa,
     return CF_OK;
 }
 
-int cf__proc_spawn_exec(const char *exe, cf__proc *out)
+int cf__proc_spawn_exec(const char *exe, const cf__shm *shm, int slot,
+                        cf__proc *out)
 {
     int sv[2];
     int rc = make_socketpair(sv);
     if (rc != CF_OK)
         return rc;
-    char var[64];
-    snprintf(var, sizeof var, CF__WORKER_ENV "=%d:%ld", CF__WORKER_FD,
-             (long)getpid());
+    bool shared = shm && shm->slots;
+    char var[96];
+    snprintf(var, sizeof var, CF__WORKER_ENV "=%d:%ld:%d:%d", CF__WORKER_FD,
+             (long)getpid(), shared ? CF__WORKER_SHM_FD : -1,
+             shared ? slot : -1);
     char **env = worker_environ(var);
     posix_spawnattr_t attr;
     posix_spawn_file_actions_t fa;
@@ -176,7 +254,8 @@ int cf__proc_spawn_exec(const char *exe, cf__proc *out)
         rc = CF_ENOMEM;
         goto out_sock;
     }
-    if ((rc = spawn_attrs(&attr, &fa, sv[1])) != CF_OK)
+    if ((rc = spawn_attrs(&attr, &fa, sv[1], shared ? shm->fd : -1)) !=
+        CF_OK)
         goto out_env;
     char *argv[] = {(char *)exe, NULL};
     pid_t pid;
@@ -216,7 +295,8 @@ static void close_all_but(int keep)
             close(fd);
 }
 
-int cf__proc_spawn_fork(int (*child_main)(int fd), cf__proc *out)
+int cf__proc_spawn_fork(int (*child_main)(int fd, cf__shm_slot *slot),
+                        cf__shm_slot *slot, cf__proc *out)
 {
     int sv[2];
     int rc = make_socketpair(sv);
@@ -237,7 +317,7 @@ int cf__proc_spawn_fork(int (*child_main)(int fd), cf__proc *out)
         close_all_but(sv[1]);
         if (!cf__worker_process_setup(sv[1], parent))
             _exit(1);
-        _exit(child_main(sv[1]));
+        _exit(child_main(sv[1], slot)); /* the mapping is inherited */
     }
     close(sv[1]);
     out->pid = pid;
@@ -294,6 +374,11 @@ void cf__proc_describe_status(int status, char *buf, size_t n)
 bool cf__proc_status_clean(int status)
 {
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+bool cf__proc_status_sigkill(int status)
+{
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -365,20 +450,36 @@ void cf__wake_drain(int fd)
 /* ------------------------------------------------------------------------ */
 /* Worker side                                                              */
 
-bool cf__worker_env_take(int *fd, pid_t *parent)
+/* Maps the pool's shared slots from `shm_fd` and returns slot `slot`, or
+ * NULL (then the worker just never busy-waits). */
+static cf__shm_slot *map_slot(int shm_fd, int slot)
+{
+    struct stat st;
+    if (shm_fd < 0 || slot < 0 || fstat(shm_fd, &st) != 0 ||
+        (size_t)st.st_size < ((size_t)slot + 1) * sizeof(cf__shm_slot))
+        return NULL;
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED, shm_fd, 0);
+    /* The mapping lives as long as the worker: never unmapped. */
+    return p == MAP_FAILED ? NULL : (cf__shm_slot *)p + slot;
+}
+
+bool cf__worker_env_take(int *fd, pid_t *parent, cf__shm_slot **slot)
 {
     const char *v = getenv(CF__WORKER_ENV);
     if (!v)
         return false;
-    int f;
+    int f, shm_fd = -1, index = -1;
     long ppid;
-    bool ok = sscanf(v, "%d:%ld", &f, &ppid) == 2 && f >= 0 && ppid > 0;
+    bool ok = sscanf(v, "%d:%ld:%d:%d", &f, &ppid, &shm_fd, &index) >= 2 &&
+              f >= 0 && ppid > 0;
     /* A task that starts this program again must not make it a worker. */
     unsetenv(CF__WORKER_ENV);
     if (!ok)
         return false;
     *fd = f;
     *parent = (pid_t)ppid;
+    *slot = map_slot(shm_fd, index);
     return true;
 }
 
