@@ -1138,6 +1138,14 @@ static void spawn_needed(process_pool *pool, size_t queued)
  * time to leave: no work left, no worker left, and no more can come. */
 static bool step(process_pool *pool)
 {
+    /* Without a pidfd, EOF is the only sign of the end, and it may have
+     * been seen outside handle_events() (while busy-waiting, or a worker
+     * given up by w_lose()): nothing would wake poll() for it again. */
+    for (int i = 0; i < pool->max_workers; i++) {
+        wproc *w = &pool->workers[i];
+        if (w->state != W_FREE && w->eof && w->proc.pidfd < 0)
+            w_exited(pool, w);
+    }
     pool->seen_enqueued = atomic_load(&pool->n_enqueued);
     cf__mutex_lock(&pool->lock);
     size_t queued = pool->n_queued;
