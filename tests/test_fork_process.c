@@ -239,15 +239,22 @@ static int limit_memory(void *arg)
     return setrlimit(RLIMIT_AS, &rl) == 0 ? 0 : 1;
 }
 
+/* Where the hog keeps its blocks: memory that is reachable, and so cannot
+ * be elided by a compiler that drops a malloc whose memory is never read
+ * (clang does). */
+static void *volatile hog_blocks;
+
 static void *task_hog(void *arg, cf_call *call)
 {
     (void)arg;
     size_t total = 0;
     for (;;) {
-        char *p = malloc(16u << 20);
+        void **p = malloc(16u << 20);
         if (!p)
             abort(); /* what most programs do when memory runs out */
         memset(p, 1, 16u << 20);
+        *p = hog_blocks;
+        hog_blocks = p;
         total += 16u << 20;
         if (total > (1u << 30))
             return cf_fail(call, 1, "RLIMIT_AS did not hold");
