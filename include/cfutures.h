@@ -505,8 +505,9 @@ CF_API int cf_cpu_count(void);
  * - Hygiene: workers keep no descriptor of the caller's but 0-2, die with
  *   their parent, and are reaped by pid (the caller's other children are
  *   left alone). The library installs no signal handler. From inside a
- *   worker, creating a pool or calling back into an executor returns
- *   CF_EDEADLK. */
+ *   worker, creating a process pool or calling into an executor the task
+ *   did not create there (its parent's) returns CF_EDEADLK; a task may
+ *   create and use thread pools of its own. */
 
 typedef enum cf_start_method {
     /* Workers are fresh processes of this same program (fork + exec of
