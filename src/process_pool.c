@@ -1263,8 +1263,8 @@ static bool receive_signalled(process_pool *pool)
         wproc *w = &pool->workers[i];
         if (w->state == W_FREE || !w->slot || w->eof)
             continue;
-        if (w->wait_head && w->busy_k && w_free(w))
-            any = true;
+        if (w->state == W_READY && w->wait_head && w->busy_k && w_free(w))
+            any = true; /* dispatch() claims its next task */
         uint_fast64_t v = atomic_load_explicit(&w->slot->from_worker,
                                                memory_order_acquire);
         if (v == w->seen_from)
