@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <stdarg.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -352,4 +354,33 @@ ssize_t __wrap_sendmsg(int fd, const struct msghdr *msg, int flags)
     }
     }
     return __real_sendmsg(fd, msg, flags);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Kernel features                                                          */
+
+static atomic_bool no_pidfd;
+
+void fault_without_pidfd(bool on)
+{
+    atomic_store(&no_pidfd, on);
+}
+
+long __real_syscall(long n, ...);
+long __wrap_syscall(long n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    long a[6];
+    for (int i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+#if defined(SYS_pidfd_open)
+    if (atomic_load(&no_pidfd) &&
+        (n == SYS_pidfd_open || n == SYS_pidfd_send_signal)) {
+        errno = ENOSYS; /* a kernel before 5.3, or valgrind */
+        return -1;
+    }
+#endif
+    return __real_syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]);
 }

@@ -54,4 +54,9 @@ bool fault_fired(void);
  * that releases everything returns this to where it started. */
 long fault_live_allocs(void);
 
+/* Makes pidfd_open/pidfd_send_signal fail with ENOSYS (as on kernels
+ * before 5.3 and under valgrind), so the process pool's fallback (a
+ * worker's end seen as its socket's EOF) is what runs. */
+void fault_without_pidfd(bool on);
+
 #endif
