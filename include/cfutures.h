@@ -349,8 +349,9 @@ CF_API void cf_as_completed_free(cf_as_completed *it);
 /* Schedules `fn(arg)` and hands back its future. Returns CF_OK, CF_EINVAL,
  * CF_ESHUTDOWN (after shutdown: Python's RuntimeError), CF_EBROKEN* (the
  * pool is broken), CF_ENOMEM, CF_EAGAIN (no worker could be started and
- * none runs), CF_EDEADLK (called from a process-pool worker). On error no
- * task was scheduled. Does not block on the task. */
+ * none runs), CF_EDEADLK (called from a process-pool worker on its
+ * parent's executor). On error no task was scheduled. Does not block on
+ * the task. */
 CF_API int cf_executor_submit(cf_executor *ex, cf_fn fn, void *arg,
                               cf_future **out);
 
@@ -380,7 +381,8 @@ CF_API int cf_executor_shutdown_timeout(cf_executor *ex, double timeout,
  * Futures stay valid. NULL is a no-op. Blocks. */
 CF_API void cf_executor_free(cf_executor *ex);
 
-/* The executor's kind: "thread_pool", "process_pool", or a custom name. */
+/* The executor's kind: "thread_pool", "process_pool", or a custom name;
+ * "" for NULL. Never NULL. */
 CF_API const char *cf_executor_kind(const cf_executor *ex);
 
 #if defined(__GNUC__)
