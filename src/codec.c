@@ -11,6 +11,7 @@
  */
 #include "internal.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,12 +35,14 @@ int cf__buffer_reserve(cf_buffer *buf, size_t extra)
 {
     if (extra <= buf->cap - buf->len)
         return CF_OK;
-    if (extra > SIZE_MAX - buf->len)
+    /* No allocator returns more than PTRDIFF_MAX bytes: refuse here
+     * rather than ask (sanitizers and valgrind report such a request). */
+    if (extra > (size_t)PTRDIFF_MAX - buf->len)
         return CF_ENOMEM;
     size_t need = buf->len + extra;
     size_t cap = buf->cap ? buf->cap : 64;
     while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+        cap = cap > (size_t)PTRDIFF_MAX / 2 ? need : cap * 2;
     unsigned char *data = realloc(buf->data, cap);
     if (!data)
         return CF_ENOMEM;
