@@ -540,7 +540,8 @@ typedef struct cf_process_pool_options {
 } cf_process_pool_options;
 
 /* Creates a process pool. Returns CF_OK, CF_EINVAL (bad options; an
- * initializer or codec not found in any module), CF_ENOMEM, CF_ESYS,
+ * initializer or codec not found in any module), CF_ENOMEM, CF_EAGAIN (no
+ * thread for the pool's manager: a thread or process limit), CF_ESYS,
  * CF_EDEADLK (called inside a worker). Starts the pool's manager thread;
  * workers start as work arrives. A worker that cannot be started while
  * none runs fails the queued futures with CF_EAGAIN or CF_ESYS. */
