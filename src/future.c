@@ -98,6 +98,7 @@ cf_future *cf__future_alloc(void)
     f->waiters = NULL;
     f->callbacks = NULL;
     f->callbacks_tail = NULL;
+    f->cancel_hook = NULL;
     return f;
 }
 
@@ -162,6 +163,15 @@ static int complete(cf_future *f, unsigned from_mask, int to, void *result,
 {
     cf__spin_lock(&f->lock);
     int state = atomic_load_explicit(&f->state, memory_order_relaxed);
+    if (to == CF__CANCELLED && state == CF__PENDING && f->cancel_hook &&
+        !f->cancel_hook(f)) {
+        /* Started already where only the hook could see it. */
+        atomic_compare_exchange_strong_explicit(&f->state, &state, CF__RUNNING,
+                                                memory_order_acq_rel,
+                                                memory_order_acquire);
+        cf__spin_unlock(&f->lock);
+        return state == CF__PENDING ? CF__RUNNING : state;
+    }
     do {
         if (!(from_mask & (1u << state))) {
             cf__spin_unlock(&f->lock);
@@ -188,6 +198,15 @@ static int complete(cf_future *f, unsigned from_mask, int to, void *result,
 }
 
 #define FROM(s) (1u << (s))
+
+void cf__future_set_cancel_hook(cf_future *f, bool (*hook)(cf_future *f),
+                                void *data)
+{
+    cf__spin_lock(&f->lock);
+    f->cancel_hook = hook;
+    f->executor_data = data;
+    cf__spin_unlock(&f->lock);
+}
 
 int cf__future_finish(cf_future *f, void *result, void (*free_result)(void *),
                       int code, char *message)

@@ -54,7 +54,22 @@ struct cf_future {
     cf__wait_node *waiters;       /* guarded by lock; detached on completion */
     cf__callback *callbacks;      /* guarded by lock; FIFO via tail */
     cf__callback *callbacks_tail; /* guarded by lock */
+    /* Optional, set by an executor through cf__future_set_cancel_hook();
+     * guarded by lock. NULL for almost every future. */
+    bool (*cancel_hook)(cf_future *f);
 };
+
+/* Cancel hook: for an executor whose task may be started by someone who
+ * cannot take this future's lock (a worker process claiming it in shared
+ * memory). Cancelling a PENDING future that has a hook calls it under the
+ * future's lock, with `f->executor_data` as the executor's data; it
+ * returns true if the cancel may proceed (the task will never start), or
+ * false if the task has already started: the future then turns RUNNING
+ * instead and the cancel fails. Only the cancel path looks at it, so
+ * futures without a hook pay nothing. Setting it (NULL clears) takes the
+ * lock, so after it returns an older hook is no longer running. */
+void cf__future_set_cancel_hook(cf_future *f, bool (*hook)(cf_future *f),
+                                void *data);
 
 /* Allocates a pending future with one reference (the caller's). NULL when
  * out of memory. */

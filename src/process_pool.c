@@ -87,6 +87,7 @@ typedef struct task {
     const cf_codec *codec; /* decodes the result */
     uint64_t seq;          /* submission number, the message id */
     unsigned k;            /* its number on the worker it was sent to */
+    atomic_uint *claim;    /* its claim word there (cf__shm_slot), or NULL */
     cf_buffer msg;         /* the framed TASK or CHUNK message; kept until
                               claimed, so a waiting task can move */
 } task;
@@ -459,10 +460,10 @@ static int spawn_worker(process_pool *pool, wproc *w)
     /* The slot's previous worker has been reaped: no other writer. */
     w->slot = pool->shm.slots ? &pool->shm.slots[index] : NULL;
     if (w->slot) {
-        atomic_store(&w->slot->run, 0);
-        atomic_store(&w->slot->decided, 0);
+        for (unsigned i = 0; i < CF__CLAIM_RING; i++)
+            atomic_store(&w->slot->claim[i], 0);
         atomic_store(&w->slot->done, 0);
-        atomic_store(&w->slot->waiting, 0);
+        atomic_store(&w->slot->asleep, 0);
         w->seen_from = atomic_load(&w->slot->from_worker);
     }
     int rc = w_send_init(pool, w);
@@ -494,18 +495,34 @@ static int spawn_worker(process_pool *pool, wproc *w)
 static bool w_free(const wproc *w)
 {
     return w->busy_k == 0 ||
-           (w->slot && atomic_load_explicit(&w->slot->done,
-                                            memory_order_acquire) == w->busy_k);
+           (w->slot &&
+            (int)(atomic_load_explicit(&w->slot->done, memory_order_acquire) -
+                  w->busy_k) >= 0);
 }
 
-/* Publishes the decision on task `k` (see cf__shm_slot). */
-static void w_decide(wproc *w, unsigned k, bool run)
+/* The future's cancel hook while its task waits at a worker: the cancel
+ * and the worker race on the claim word, one compare-and-swap each. */
+static bool task_cancel_hook(cf_future *f)
 {
-    if (run)
-        atomic_store(&w->slot->run, k); /* before decided: seq_cst */
-    atomic_store(&w->slot->decided, k);
-    if (atomic_load(&w->slot->waiting))
-        cf__futex_wake_shared(&w->slot->decided);
+    task *t = f->executor_data;
+    unsigned seen = CF__CLAIM(t->k, CF__CLAIM_PENDING);
+    if (atomic_compare_exchange_strong(t->claim, &seen,
+                                       CF__CLAIM(t->k, CF__CLAIM_SKIP)))
+        return true;
+    return seen != CF__CLAIM(t->k, CF__CLAIM_RUNNING);
+}
+
+/* Takes a waiting task back from its worker (to move or fail it): true
+ * unless the worker claimed it first. Its cancel hook is removed. */
+static bool task_take_back(task *t)
+{
+    unsigned seen = CF__CLAIM(t->k, CF__CLAIM_PENDING);
+    if (!atomic_compare_exchange_strong(t->claim, &seen,
+                                        CF__CLAIM(t->k, CF__CLAIM_SKIP)) &&
+        seen == CF__CLAIM(t->k, CF__CLAIM_RUNNING))
+        return false;
+    cf__future_set_cancel_hook(t->f, NULL, NULL);
+    return true;
 }
 
 static void run_push(process_pool *pool, wproc *w, task *t)
@@ -544,54 +561,43 @@ static void inflight_add(process_pool *pool, long n)
     cf__mutex_unlock(&pool->lock);
 }
 
-/* Claims the worker's next waiting task once it is free: RUNNING and
- * "run", or, cancelled meanwhile, "skip" and the next one. */
-static void w_claim_next(process_pool *pool, wproc *w)
+/* True if the worker has decided on its oldest waiting task. */
+static bool w_head_decided(const wproc *w)
 {
-    while (w->wait_head && w_free(w)) {
+    const task *t = w->wait_head;
+    return t && w->slot &&
+           atomic_load(t->claim) != CF__CLAIM(t->k, CF__CLAIM_PENDING);
+}
+
+/* Catches up with the worker's claims, oldest first: a claimed task turns
+ * RUNNING (its result comes later, in order); a skipped one (cancelled)
+ * is dropped. Stops at the first task the worker has not reached. */
+static void w_sync(process_pool *pool, wproc *w)
+{
+    while (w_head_decided(w)) {
         task *t = wait_pop(pool, w);
-        if (cf_future_set_running_or_notify_cancel(t->f) == CF_OK) {
+        if (atomic_load(t->claim) == CF__CLAIM(t->k, CF__CLAIM_RUNNING)) {
+            /* CF_ESTATE if a cancel found it claimed and did this. */
+            cf_future_set_running_or_notify_cancel(t->f);
             run_push(pool, w, t);
-            w_decide(w, t->k, true);
-            return;
+        } else {
+            inflight_add(pool, -1);
+            task_free(t); /* cancelled while waiting: it never runs */
         }
-        w_decide(w, t->k, false);
-        inflight_add(pool, -1);
-        task_free(t); /* cancelled while waiting: it never runs */
     }
 }
 
-/* Appends the task's frame to the worker's output and numbers it. */
+/* Appends the task's frame to the worker's output as task number `k`. */
 static int w_append(wproc *w, task *t)
 {
     int rc = cf_buffer_append(&w->out, t->msg.data, t->msg.len);
     if (rc == CF_OK)
-        t->k = ++w->next_k;
+        w->next_k = t->k;
     return rc;
 }
 
-/* Sends `t` (PENDING, counted in n_inflight) to `w`: claimed at once if
- * the worker is free, else it waits there. */
-static void w_give(process_pool *pool, wproc *w, task *t)
+static void wait_push(process_pool *pool, wproc *w, task *t)
 {
-    bool claim_now = w_free(w) && !w->wait_head;
-    if (claim_now && cf_future_set_running_or_notify_cancel(t->f) != CF_OK) {
-        inflight_add(pool, -1);
-        task_free(t); /* cancelled: never sent */
-        return;
-    }
-    if (w_append(w, t) != CF_OK) {
-        inflight_add(pool, -1);
-        task_fail(t, CF_ENOMEM,
-                  "no memory to send the task to a worker process");
-        return;
-    }
-    if (claim_now) {
-        run_push(pool, w, t);
-        if (w->slot)
-            w_decide(w, t->k, true);
-        return;
-    }
     t->next = NULL;
     cf__mutex_lock(&pool->lock);
     if (w->wait_tail)
@@ -601,6 +607,44 @@ static void w_give(process_pool *pool, wproc *w, task *t)
     w->wait_tail = t;
     w->n_waiting++;
     cf__mutex_unlock(&pool->lock);
+}
+
+/* Sends `t` (PENDING, counted in n_inflight, no cancel hook) to `w`:
+ * claimed at once if the worker is free, else it waits there for the
+ * worker to claim it, cancellable through its claim word. */
+static void w_give(process_pool *pool, wproc *w, task *t)
+{
+    bool claim_now = w_free(w) && !w->wait_head;
+    t->k = w->next_k + 1;
+    t->claim = w->slot ? &w->slot->claim[t->k % CF__CLAIM_RING] : NULL;
+    if (claim_now) {
+        if (cf_future_set_running_or_notify_cancel(t->f) != CF_OK) {
+            inflight_add(pool, -1);
+            task_free(t); /* cancelled: never sent */
+            return;
+        }
+        if (t->claim)
+            atomic_store(t->claim, CF__CLAIM(t->k, CF__CLAIM_RUNNING));
+    } else {
+        atomic_store(t->claim, CF__CLAIM(t->k, CF__CLAIM_PENDING));
+        cf__future_set_cancel_hook(t->f, task_cancel_hook, t);
+        /* A cancel before the hook was set left no mark on the word. */
+        if (cf_future_cancelled(t->f)) {
+            inflight_add(pool, -1);
+            task_free(t); /* never sent; k goes to the next task */
+            return;
+        }
+    }
+    if (w_append(w, t) != CF_OK) {
+        inflight_add(pool, -1);
+        task_fail(t, CF_ENOMEM,
+                  "no memory to send the task to a worker process");
+        return;
+    }
+    if (claim_now)
+        run_push(pool, w, t);
+    else
+        wait_push(pool, w, t);
 }
 
 /* Whether `w` may be given another task now. Without the shared claim
@@ -618,7 +662,9 @@ static bool w_can_take(const process_pool *pool, const wproc *w, bool free_only)
         return true;
     if (free_only || !w->slot)
         return false;
-    return w->n_waiting < WINDOW &&
+    /* Claim words are reused only once the worker is past them. */
+    unsigned done = atomic_load_explicit(&w->slot->done, memory_order_acquire);
+    return w->n_waiting < WINDOW && w->next_k - done < CF__CLAIM_RING - 1 &&
            w->out.len - w->out_off < WINDOW_BYTES;
 }
 
@@ -643,19 +689,39 @@ static void fail_list(task *q, int code, const char *message)
 }
 
 /* Takes every task at `w` (claimed, then waiting) off it; the caller
- * owns them. Counts them out of n_inflight. */
+ * owns them. A waiting task is taken back first (the worker will skip it)
+ * unless the worker claimed it: then it is claimed, and goes with the run
+ * list. Counts them out of n_inflight. */
 static task *w_take_all(process_pool *pool, wproc *w, task **waiting)
 {
+    w_sync(pool, w);
+    cf__mutex_lock(&pool->lock);
+    task *list = w->wait_head;
+    w->wait_head = w->wait_tail = NULL;
+    w->n_waiting = 0;
+    cf__mutex_unlock(&pool->lock);
+    task *back = NULL, **tail = &back;
+    size_t n = 0;
+    while (list) {
+        task *t = list;
+        list = t->next;
+        if (!t->claim || task_take_back(t)) {
+            *tail = t;
+            tail = &t->next;
+            n++;
+        } else {
+            cf_future_set_running_or_notify_cancel(t->f);
+            run_push(pool, w, t);
+        }
+    }
+    *tail = NULL;
+    *waiting = back;
     task *run = w->run_head;
     w->run_head = w->run_tail = NULL;
-    size_t n = w->n_running;
+    n += w->n_running;
     w->n_running = 0;
     w->busy_k = 0;
     cf__mutex_lock(&pool->lock);
-    *waiting = w->wait_head;
-    w->wait_head = w->wait_tail = NULL;
-    n += w->n_waiting;
-    w->n_waiting = 0;
     pool->n_inflight -= n;
     cf__mutex_unlock(&pool->lock);
     return run;
@@ -814,8 +880,16 @@ static bool handle_frame(process_pool *pool, wproc *w,
         break_pool(pool, why);
         return true;
     }
+    case CF__MSG_CLAIMED:
+        if (w->state != W_READY && w->state != W_EXITING)
+            return false;
+        w_sync(pool, w);
+        return true;
     case CF__MSG_RESULT:
     case CF__MSG_CHUNK_RESULT:
+        /* The worker claimed the task before it wrote this. */
+        if (!w->run_head || h->id != w->run_head->seq)
+            w_sync(pool, w);
         if (!w->run_head || h->id != w->run_head->seq ||
             (h->type == CF__MSG_CHUNK_RESULT) != (w->run_head->chunk != NULL))
             return false;
@@ -1060,16 +1134,16 @@ static void steal(process_pool *pool, wproc *thief)
     }
     if (!victim)
         return;
-    task *t = wait_pop(pool, victim);
-    w_decide(victim, t->k, false);
+    w_sync(pool, victim);
+    task *t = victim->wait_head;
+    if (!t || !task_take_back(t))
+        return; /* the victim got to it first */
+    wait_pop(pool, victim);
     w_give(pool, thief, t);
 }
 
 static void dispatch(process_pool *pool)
 {
-    for (int i = 0; i < pool->max_workers; i++)
-        if (pool->workers[i].state == W_READY)
-            w_claim_next(pool, &pool->workers[i]);
     /* Free workers first, then a few tasks waiting at each busy one, in
      * turn, so the work spreads. */
     for (int pass = 0; pass < 2; pass++) {
@@ -1146,6 +1220,9 @@ static bool step(process_pool *pool)
         if (w->state != W_FREE && w->eof && w->proc.pidfd < 0)
             w_exited(pool, w);
     }
+    for (int i = 0; i < pool->max_workers; i++)
+        if (pool->workers[i].state != W_FREE)
+            w_sync(pool, &pool->workers[i]); /* claims and cancels */
     pool->seen_enqueued = atomic_load(&pool->n_enqueued);
     cf__mutex_lock(&pool->lock);
     size_t queued = pool->n_queued;
@@ -1263,8 +1340,8 @@ static bool receive_signalled(process_pool *pool)
         wproc *w = &pool->workers[i];
         if (w->state == W_FREE || !w->slot || w->eof)
             continue;
-        if (w->state == W_READY && w->wait_head && w->busy_k && w_free(w))
-            any = true; /* dispatch() claims its next task */
+        if (w_head_decided(w))
+            any = true; /* step() catches up with its claims */
         uint_fast64_t v = atomic_load_explicit(&w->slot->from_worker,
                                                memory_order_acquire);
         if (v == w->seen_from)
@@ -1274,6 +1351,22 @@ static bool receive_signalled(process_pool *pool)
         any = true;
     }
     return any;
+}
+
+/* Tells the workers whether the manager sleeps (see cf__shm_slot). When
+ * going to sleep, returns true if a worker claimed a task meanwhile: the
+ * manager stays up for it (seq_cst on both sides, Dekker). */
+static bool set_asleep(process_pool *pool, bool asleep)
+{
+    bool claimed = false;
+    for (int i = 0; i < pool->max_workers; i++) {
+        wproc *w = &pool->workers[i];
+        if (w->state == W_FREE || !w->slot)
+            continue;
+        atomic_store(&w->slot->asleep, asleep);
+        claimed |= asleep && w_head_decided(w);
+    }
+    return claimed;
 }
 
 /* Budget of the manager's busy-wait before it sleeps in poll(): a sleeping
@@ -1296,13 +1389,15 @@ static void wait_and_handle(process_pool *pool)
             sched_yield(); /* a worker waiting for a CPU goes first */
     }
     atomic_store(&pool->mgr_sleeping, true); /* seq_cst: see enqueue() */
-    if (queue_moved(pool)) {
+    if (set_asleep(pool, true) || queue_moved(pool)) {
+        set_asleep(pool, false);
         atomic_store(&pool->mgr_sleeping, false);
         return;
     }
     for (int failures = 0;;) {
         n = poll_set(pool);
         if (poll(pool->pfds, (nfds_t)n, -1) >= 0) {
+            set_asleep(pool, false);
             atomic_store(&pool->mgr_sleeping, false);
             handle_events(pool);
             return;
@@ -1311,6 +1406,7 @@ static void wait_and_handle(process_pool *pool)
         if (err == EINTR)
             continue;
         if (++failures > 1000) {
+            set_asleep(pool, false);
             atomic_store(&pool->mgr_sleeping, false);
             give_up_polling(pool, err);
             return;

@@ -10,9 +10,10 @@
  * The loop is strictly serial: read frames, run each task, append its
  * result, and flush the results before waiting for anything, so a burst
  * of small results costs one write. With the pool's shared slot, a task
- * frame is only started once the pool says "run k" (or skipped on "skip
- * k": cancelled, or moved to another worker); see cf__shm_slot. Waiting,
- * for a decision or for input, busy-waits briefly before it sleeps. A task is named by module + offset
+ * frame is only started once this worker claimed it in shared memory
+ * (skipped if it was cancelled or moved to another worker meanwhile); see
+ * cf__shm_slot. Waiting for input busy-waits briefly before it sleeps.
+ * A task is named by module + offset
  * (wire.h); each lookup goes through dl_iterate_phdr, cached per worker.
  * The worker keeps only its socket; its parent's death ends it (EOF on the
  * socket, and PR_SET_PDEATHSIG). cf__process_worker_active() is true on its
@@ -269,9 +270,9 @@ static int handle_init(worker *w, const unsigned char *p, size_t len)
 
 enum { KEEP_GOING = 0, STOP_CLEAN = 1, STOP_ERROR = 2 };
 
-/* How long a worker busy-waits for its next task (or the pool's decision
- * on it) before it sleeps: a sleeping wake-up costs tens of microseconds
- * on a virtual machine, the next task of a busy pool is usually closer. */
+/* How long a worker busy-waits for its next task before it sleeps: a
+ * sleeping wake-up costs tens of microseconds on a virtual machine, the
+ * next task of a busy pool is usually closer. */
 #define WORKER_SPIN_NS 40000
 
 static bool flush(worker *w);
@@ -289,41 +290,42 @@ static bool send_results(worker *w)
     return true;
 }
 
-enum { GO_RUN, GO_SKIP, GO_GONE };
+/* Sends an empty CLAIMED frame: the pool's manager sleeps and would not
+ * otherwise learn that task `k` started until its result came. */
+static bool send_claimed(worker *w, unsigned k)
+{
+    size_t start;
+    if (cf__wire_begin(&w->out, CF__MSG_CLAIMED, k, &start) != CF_OK)
+        return false;
+    cf__wire_end(&w->out, start);
+    return send_results(w);
+}
 
-/* The pool's decision on task `k` (see cf__shm_slot). Before waiting,
- * the results so far go out: the pool decides only once it knows the
- * previous task ended, and callers want their results meanwhile. */
-static int wait_go(worker *w, unsigned k)
+/* Claims task `k` (see cf__shm_slot): true if this worker may run it,
+ * false if it was cancelled or taken back. Before a claimed task runs,
+ * the results so far go out (callers want them, and they tell the pool
+ * the task started); a sleeping manager with nothing to read gets a
+ * CLAIMED frame. */
+static int claim(worker *w, unsigned k, bool *run)
 {
     cf__shm_slot *s = w->slot;
-    int64_t until = 0;
-    bool sent = false;
-    for (unsigned i = 0;; i++) {
-        /* decided before run: a "run k" is stored before "decided k". */
-        unsigned d = atomic_load(&s->decided);
-        unsigned r = atomic_load(&s->run);
-        if (r == k)
-            return GO_RUN;
-        if ((int)(r - k) > 0 || (int)(d - k) >= 0)
-            return GO_SKIP;
-        if (!sent) {
-            if (!send_results(w))
-                return GO_GONE;
-            sent = true;
-        }
-        if (cf__spin_continue(i, &until, WORKER_SPIN_NS)) {
-            if ((i & 15) == 15)
-                sched_yield();
-            continue;
-        }
-        /* Asleep: the pool wakes us when it sees `waiting` (seq_cst on
-         * both sides: it stores decided, then loads waiting). */
-        atomic_store(&s->waiting, 1);
-        if (atomic_load(&s->decided) == d)
-            cf__futex_wait_shared(&s->decided, d, 100 * 1000000LL);
-        atomic_store(&s->waiting, 0);
+    atomic_uint *word = &s->claim[k % CF__CLAIM_RING];
+    unsigned seen = CF__CLAIM(k, CF__CLAIM_PENDING);
+    /* seq_cst, then `asleep` is read: the manager stores asleep, then
+     * reads the claim words (Dekker), so one of us sees the other. */
+    bool mine = atomic_compare_exchange_strong(word, &seen,
+                                               CF__CLAIM(k, CF__CLAIM_RUNNING));
+    *run = mine || seen == CF__CLAIM(k, CF__CLAIM_RUNNING);
+    if (!*run) {
+        atomic_store_explicit(&s->done, k, memory_order_release);
+        return CF_OK;
     }
+    if (w->out.len)
+        return send_results(w) ? CF_OK : CF_ESYS;
+    /* A task the pool claimed for us as it sent it needs no word. */
+    if (mine && atomic_load(&s->asleep))
+        return send_claimed(w, k) ? CF_OK : CF_ESYS;
+    return CF_OK;
 }
 
 static int handle_frame(worker *w, const cf__wire_header *h,
@@ -342,10 +344,10 @@ static int handle_frame(worker *w, const cf__wire_header *h,
             return STOP_ERROR;
         unsigned k = ++w->k;
         if (w->slot) {
-            int go = wait_go(w, k);
-            if (go == GO_GONE)
+            bool run;
+            if (claim(w, k, &run) != CF_OK)
                 return STOP_ERROR;
-            if (go == GO_SKIP)
+            if (!run)
                 return KEEP_GOING; /* cancelled or moved: not a word */
         }
         if (handle_task(w, h, payload) != CF_OK)

@@ -139,6 +139,7 @@ static bool known_type(uint32_t type)
     case CF__MSG_INIT_FAILED:
     case CF__MSG_RESULT:
     case CF__MSG_CHUNK_RESULT:
+    case CF__MSG_CLAIMED:
         return true;
     default:
         return false;

@@ -48,6 +48,7 @@ enum cf__wire_type {
     CF__MSG_INIT_FAILED = 17,
     CF__MSG_RESULT = 18,
     CF__MSG_CHUNK_RESULT = 19,
+    CF__MSG_CLAIMED = 20, /* empty: "I claimed a task", to wake the pool */
 };
 
 enum cf__codec_kind {

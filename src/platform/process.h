@@ -33,25 +33,31 @@
  * - to_worker / from_worker count messages sent, bumped after each write:
  *   they let either side busy-wait without a system call ("something is
  *   on the socket now"). A sleeper is woken by the socket itself.
- * - run and decided are the claim words. Every task sent to a worker gets
- *   the next number k (1, 2, ...) on that worker, and the worker must not
- *   start it before the pool decided: run == k means "run task k";
- *   decided >= k (or run > k) with run != k means "skip it" (cancelled, or
- *   moved to another worker). Decisions are made in k order, and the pool
- *   decides "run" for a task only once the worker has finished the one
- *   claimed before (done), so a future turns RUNNING exactly when its
- *   worker is free to start it, and a cancelled task never runs. Two
- *   words, not one, so a later "skip" cannot hide an unseen "run".
- * - done is the number of the last task the worker finished; waiting is
- *   set while it sleeps on `decided` (a futex), so the pool wakes it.
- * Each side writes its own cache line. */
+ * - claim[] are the claim words. Every task sent to a worker gets the next
+ *   number k (1, 2, ...) on that worker; before sending it the pool stores
+ *   CF__CLAIM(k, CF__CLAIM_PENDING) in claim[k % CF__CLAIM_RING]. The
+ *   worker starts task k only after it moved that word PENDING -> RUNNING
+ *   by compare-and-swap; a cancel (the future's cancel hook) or the pool
+ *   taking the task back for another worker moves it PENDING -> SKIP, and
+ *   the worker skips it. One word, one winner: a future is cancelled iff
+ *   its task never starts. The pool may also store RUNNING itself (a task
+ *   sent to an idle worker is claimed as it is sent).
+ * - done is the number of the last task the worker finished or skipped;
+ *   the pool reuses a ring entry only once the worker is past it.
+ * - asleep is set by the pool while its manager sleeps in poll(): a worker
+ *   that claims a task with no result to send then writes a CLAIMED frame,
+ *   so the future turns RUNNING even while the manager sleeps.
+ * Each side writes its own cache line (claim[] is shared by design). */
+#define CF__CLAIM_RING 32u
+enum { CF__CLAIM_PENDING = 1, CF__CLAIM_RUNNING = 2, CF__CLAIM_SKIP = 3 };
+#define CF__CLAIM(k, st) (((unsigned)(k) << 2) | (unsigned)(st))
+
 typedef struct cf__shm_slot {
     _Alignas(64) atomic_uint_fast64_t to_worker; /* written by the pool */
-    atomic_uint run;
-    atomic_uint decided;
+    atomic_uint asleep;
     _Alignas(64) atomic_uint_fast64_t from_worker; /* by the worker */
     atomic_uint done;
-    atomic_uint waiting;
+    _Alignas(64) atomic_uint claim[CF__CLAIM_RING];
 } cf__shm_slot;
 
 /* Sleeps while `*word == val`, up to `timeout_ns`; shared between
