@@ -5,6 +5,8 @@
  */
 #include "procpool_test.h"
 
+#include "internal.h" /* cf__future_set_cancel_hook */
+
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -544,6 +546,98 @@ TEST_TIMEOUT(queued_task_is_not_running_and_cancel_stops_it, 60)
     cf_future_release(second);
     cf_executor_free(ex);
     tmpdir_remove(&d);
+}
+
+/* A task that waited at a busy worker is claimed by the worker itself;
+ * the future still turns RUNNING once it starts (the worker's result or
+ * CLAIMED frame wakes the manager), and from then on cancel fails. */
+TEST_TIMEOUT(waiting_task_turns_running_when_its_worker_starts_it, 60)
+{
+    tmpdir d;
+    tmpdir_make(&d);
+    char first[256], second[256], marker[256];
+    tmpdir_file(&d, "a", first, sizeof first);
+    tmpdir_file(&d, "b", second, sizeof second);
+    tmpdir_file(&d, "ran", marker, sizeof marker);
+    cf_executor *ex = pool_new(1, CF_START_EXEC);
+    cf_future *busy = submit_path(ex, task_pid_then_wait, first);
+    cf_future *skipped = submit_path(ex, task_touch, marker);
+    cf_future *next = submit_path(ex, task_pid_then_wait, second);
+    await_pid(first);
+    ASSERT(cf_future_cancel(skipped)); /* waiting: its claim word says SKIP */
+    ASSERT(!cf_future_running(next));
+    release_go(first);
+    ASSERT_OK(cf_future_result(busy, 30, NULL));
+    await_pid(second);
+    WAIT_UNTIL(cf_future_running(next), 30);
+    ASSERT(!cf_future_cancel(next));
+    ASSERT(!cf_future_done(next));
+    release_go(second);
+    ASSERT_OK(cf_future_result(next, 30, NULL));
+    ASSERT(!file_exists(marker));
+    ASSERT_CODE(cf_future_result(skipped, 0, NULL), CF_ECANCELLED);
+    cf_future_release(busy);
+    cf_future_release(skipped);
+    cf_future_release(next);
+    cf_executor_free(ex);
+    tmpdir_remove(&d);
+}
+
+/* The future's cancel hook (future.c), on its own. */
+static int hook_calls;
+static bool hook_answer;
+
+static bool count_hook(cf_future *f)
+{
+    ASSERT_PTR_EQ(f->executor_data, &hook_calls);
+    hook_calls++;
+    return hook_answer;
+}
+
+TEST(cancel_hook_decides_a_pending_cancel)
+{
+    cf_future *f;
+    /* true: the cancel goes ahead. */
+    ASSERT_OK(cf_future_new(&f));
+    hook_calls = 0;
+    hook_answer = true;
+    cf__future_set_cancel_hook(f, count_hook, &hook_calls);
+    ASSERT(cf_future_cancel(f));
+    ASSERT(cf_future_cancelled(f));
+    ASSERT(cf_future_cancel(f)); /* already cancelled: not asked again */
+    ASSERT_EQ(hook_calls, 1);
+    cf_future_release(f);
+    /* false: started elsewhere, so the future turns RUNNING instead. */
+    ASSERT_OK(cf_future_new(&f));
+    hook_calls = 0;
+    hook_answer = false;
+    cf__future_set_cancel_hook(f, count_hook, &hook_calls);
+    ASSERT(!cf_future_cancel(f));
+    ASSERT(cf_future_running(f));
+    ASSERT_EQ(hook_calls, 1);
+    ASSERT(!cf_future_request_cancel(f)); /* running: only the flag */
+    ASSERT_EQ(hook_calls, 1);
+    ASSERT_CODE(cf_future_set_running_or_notify_cancel(f), CF_ESTATE);
+    ASSERT_OK(cf_future_set_result(f, (void *)7));
+    void *v;
+    ASSERT_OK(cf_future_result(f, 0, &v));
+    ASSERT_EQ((intptr_t)v, 7);
+    cf_future_release(f);
+    /* Cleared: a plain cancel. Running: never asked. */
+    ASSERT_OK(cf_future_new(&f));
+    hook_calls = 0;
+    cf__future_set_cancel_hook(f, count_hook, &hook_calls);
+    cf__future_set_cancel_hook(f, NULL, NULL);
+    ASSERT(cf_future_cancel(f));
+    cf_future_release(f);
+    ASSERT_OK(cf_future_new(&f));
+    cf__future_set_cancel_hook(f, count_hook, &hook_calls);
+    ASSERT_OK(cf_future_set_running_or_notify_cancel(f));
+    ASSERT(!cf_future_cancel(f));
+    ASSERT_OK(cf_future_set_result(f, NULL));
+    ASSERT(!cf_future_cancel(f));
+    ASSERT_EQ(hook_calls, 0);
+    cf_future_release(f);
 }
 
 /* Cancel races the dispatch of each task: either cancel wins (the task
