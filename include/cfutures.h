@@ -491,9 +491,9 @@ CF_API int cf_cpu_count(void);
  *   default). With cf_codec_string() a task's result must be malloc'd (or
  *   NULL): the worker frees it once encoded.
  * - A worker runs one task at a time. A few more may wait at a busy
- *   worker (their arguments already sent) but stay pending: a future
- *   turns running only when its worker is free to start it, so until then
- *   it can be cancelled, and a cancelled task never runs. A task waiting
+ *   worker (their arguments already sent) but stay pending: the worker
+ *   claims each when it is free to start it (the future turns running),
+ *   so until then it can be cancelled, and a cancelled task never runs. A task waiting
  *   at a worker moves to another one that falls idle first.
  *   cf_call_cancel_requested() is always false in a worker.
  * - The pool's manager thread and idle workers busy-wait a few tens of

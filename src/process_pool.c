@@ -5,36 +5,40 @@
  *   submit (any thread)            manager thread                 workers
  *   -------------------            --------------                 -------
  *   encode arg with codec  --+
- *   frame a TASK message     | queue  pop (drop cancelled),  socket  wait for
- *   append to queue          +------> send to a worker  ----------> "run k",
- *   (wake fd if it sleeps)            window; claim k:    shm claim  decode,
- *                                     set RUNNING, "run k" -------->  run fn,
- *   future <--- finish <--- decode <--------------------------------  encode
- *                           result   busy-wait on shm counters, then  result
- *                                    poll(): wake fd, sockets, pidfds
+ *   frame a TASK message     | queue  pop (drop cancelled),  socket  claim k
+ *   append to queue          +------> send to a worker  ---------->  (CAS in
+ *   (wake fd if it sleeps)            window, claim word            shm), or
+ *                                     k: PENDING                    skip it;
+ *                                     claims seen: RUNNING          decode,
+ *   future <--- finish <--- decode <--------------------------------  run fn,
+ *                           result   busy-wait on shm counters, then  encode
+ *                                    poll(): wake fd, sockets, pidfds result
  *
  * The manager thread owns the workers (spawn, send, receive, reap) and is
  * the only thread that blocks on them; callers only touch the queue under
  * `lock`. Each task sent to a worker gets a number k on it. Up to WINDOW
  * tasks wait at a busy worker, their bytes already there, but PENDING: the
- * worker must not start task k before the manager decides (the claim words
- * in shared memory, see cf__shm_slot). The manager claims a worker's next
- * task only once the worker has finished the one before (`done`): then it
- * sets the future RUNNING and publishes "run k", or, if the future was
- * cancelled meanwhile, "skip k" and looks at the next. So
- * cf_future_running() still means a worker has the task and nothing is
- * ahead of it, a queued or waiting task can still be cancelled, and a
- * cancelled one never runs. A worker falling idle takes the oldest task
- * waiting at another (which is told to skip it), so nothing waits behind
- * a long task while a worker idles. Without shared memory (no memfd) a
- * task is sent only to a free worker and claimed as it is sent. A map
- * chunk is one message and one task.
+ * worker starts task k only after it won the claim word of k in shared
+ * memory (PENDING -> RUNNING, see cf__shm_slot); a cancel races it on the
+ * same word (PENDING -> SKIP) through the future's cancel hook, so a
+ * cancelled task never runs and a claimed one cannot be cancelled (the
+ * cancel turns it RUNNING instead). The manager catches up with the claims
+ * (a claimed task turns RUNNING before its result is read: the worker
+ * sends its earlier results, or a CLAIMED frame when the manager sleeps,
+ * after claiming) and drops skipped tasks. So cf_future_running() still
+ * means a worker has started the task, with no round trip through the
+ * manager between two tasks. A task sent to an idle worker is claimed by
+ * the manager as it is sent. A worker falling idle takes the oldest task
+ * waiting at another (taken back by the same compare-and-swap), so
+ * nothing waits behind a long task while a worker idles. Without shared
+ * memory (no memfd) a task is sent only to a free worker and claimed as it
+ * is sent. A map chunk is one message and one task.
  *
  * Hand-offs: a sleeping wake-up costs tens of microseconds on a VM, so
  * the manager busy-waits briefly (new tasks: n_enqueued; results and
  * finished tasks: the workers' shared counters) before it sleeps in
- * poll(), and an idle worker likewise before it sleeps in read() or on the
- * claim futex. Callers write the wake fd only when the manager sleeps.
+ * poll(), and an idle worker likewise before it sleeps in read().
+ * Callers write the wake fd only when the manager sleeps.
  *
  * The manager never blocks on a write: sockets are non-blocking and the
  * unsent rest waits for POLLOUT, while results keep being read, so a large
@@ -49,7 +53,8 @@
  * waitpid(-1).
  *
  * Lock order: cancel_lock, then the pool lock, then a future's lock
- * (set_running only). Futures are completed and cancelled with no pool
+ * (set_running only); a future's lock is held while its cancel hook runs,
+ * which takes no other lock. Futures are completed and cancelled with no pool
  * lock held, since completion runs callbacks.
  */
 #include "internal.h"

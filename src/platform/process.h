@@ -60,13 +60,6 @@ typedef struct cf__shm_slot {
     _Alignas(64) atomic_uint claim[CF__CLAIM_RING];
 } cf__shm_slot;
 
-/* Sleeps while `*word == val`, up to `timeout_ns`; shared between
- * processes. Returns early on wake-ups, signals and spuriously. */
-void cf__futex_wait_shared(atomic_uint *word, unsigned val,
-                           int64_t timeout_ns);
-/* Wakes the sleepers on `word`. */
-void cf__futex_wake_shared(atomic_uint *word);
-
 /* A pool's shared slots (memfd + mmap, so exec'd workers can map it). */
 typedef struct cf__shm {
     int fd; /* >= CF__WORKER_SHM_FD + 1, close-on-exec; -1 if none */

@@ -30,7 +30,6 @@
 #include "../internal.h"
 
 #if defined(__linux__)
-#include <linux/futex.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -143,31 +142,6 @@ int cf__shm_create(size_t n, cf__shm *out)
 #else
     (void)n;
     return CF_ENOTSUP;
-#endif
-}
-
-void cf__futex_wait_shared(atomic_uint *word, unsigned val,
-                           int64_t timeout_ns)
-{
-#if defined(__linux__) && defined(SYS_futex)
-    struct timespec ts = {(time_t)(timeout_ns / 1000000000),
-                          (long)(timeout_ns % 1000000000)};
-    /* Not FUTEX_PRIVATE: the word is in memory shared with the pool. */
-    syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT, val, &ts, NULL, 0);
-#else
-    (void)word;
-    (void)val;
-    struct timespec ts = {0, timeout_ns > 1000000 ? 1000000 : timeout_ns};
-    nanosleep(&ts, NULL);
-#endif
-}
-
-void cf__futex_wake_shared(atomic_uint *word)
-{
-#if defined(__linux__) && defined(SYS_futex)
-    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE, 1, NULL, NULL, 0);
-#else
-    (void)word;
 #endif
 }
 
