@@ -121,6 +121,7 @@ typedef struct wproc {
     const char *lost;      /* why we gave up on it (killed), or NULL */
     cf__shm_slot *slot;    /* shared counters and claim word, or NULL */
     uint_fast64_t seen_from; /* slot->from_worker when last received */
+    bool draining;         /* in w_drain_ring() */
 } wproc;
 
 typedef struct process_pool {
@@ -469,6 +470,8 @@ static int spawn_worker(process_pool *pool, wproc *w)
             atomic_store(&w->slot->claim[i], 0);
         atomic_store(&w->slot->done, 0);
         atomic_store(&w->slot->asleep, 0);
+        atomic_store(&w->slot->ring_head, 0);
+        atomic_store(&w->slot->ring_tail, 0);
         w->seen_from = atomic_load(&w->slot->from_worker);
     }
     int rc = w_send_init(pool, w);
@@ -763,14 +766,29 @@ static void break_pool(process_pool *pool, const char *why)
 /* ------------------------------------------------------------------------ */
 /* Manager: results                                                         */
 
-/* Completes the oldest claimed task of `w` (the one this result is for). */
-static void finish_head(process_pool *pool, wproc *w, void *value,
+/* The claimed task of `w` with submission number `seq`, or NULL. Results
+ * come in order through each channel (shared ring, socket), not across
+ * them. */
+static task *w_find_running(const wproc *w, uint64_t seq)
+{
+    for (task *t = w->run_head; t; t = t->next)
+        if (t->seq == seq)
+            return t;
+    return NULL;
+}
+
+/* Completes the claimed task `t` of `w` (the one this result is for). */
+static void finish_task(process_pool *pool, wproc *w, task *t, void *value,
                         void (*free_value)(void *), int code, char *msg)
 {
-    task *t = w->run_head;
-    w->run_head = t->next;
-    if (!w->run_head)
-        w->run_tail = NULL;
+    task **link = &w->run_head, *prev = NULL;
+    while (*link != t) {
+        prev = *link;
+        link = &prev->next;
+    }
+    *link = t->next;
+    if (w->run_tail == t)
+        w->run_tail = prev;
     w->n_running--;
     if (t->k == w->busy_k)
         w->busy_k = 0;
@@ -781,13 +799,12 @@ static void finish_head(process_pool *pool, wproc *w, void *value,
     task_free(t);
 }
 
-static void handle_result(process_pool *pool, wproc *w, const unsigned char *p,
-                          size_t len)
+static void handle_result(process_pool *pool, wproc *w, task *t,
+                          const unsigned char *p, size_t len)
 {
-    task *t = w->run_head;
     cf__wire_status st;
     if (cf__wire_decode_status(p, len, &st) != CF_OK) {
-        finish_head(pool, w, NULL, NULL, CF_ECODEC,
+        finish_task(pool, w, t, NULL, NULL, CF_ECODEC,
                     cf__strdup("malformed result message"));
         return;
     }
@@ -797,29 +814,28 @@ static void handle_result(process_pool *pool, wproc *w, const unsigned char *p,
             memcpy(msg, st.data, st.len);
             msg[st.len] = '\0';
         }
-        finish_head(pool, w, NULL, NULL, st.code, msg);
+        finish_task(pool, w, t, NULL, NULL, st.code, msg);
         return;
     }
     void *value = NULL;
     int rc = t->codec->decode_result(st.data, st.len, &value);
     if (rc != CF_OK) {
-        finish_head(pool, w, NULL, NULL, rc,
+        finish_task(pool, w, t, NULL, NULL, rc,
                     cf__format("could not decode the task's result: %s",
                                cf_strerror(rc)));
         return;
     }
-    finish_head(pool, w, value, t->codec->free_result, 0, NULL);
+    finish_task(pool, w, t, value, t->codec->free_result, 0, NULL);
 }
 
-static void handle_chunk_result(process_pool *pool, wproc *w,
+static void handle_chunk_result(process_pool *pool, wproc *w, task *t,
                                 const unsigned char *p, size_t len)
 {
-    task *t = w->run_head;
     cf__chunk *c = t->chunk;
     cf__wire_reader r;
     cf__wire_reader_init(&r, p, len);
     if (cf__wire_get_u64(&r) != c->n || r.bad) {
-        finish_head(pool, w, NULL, NULL, CF_ECODEC,
+        finish_task(pool, w, t, NULL, NULL, CF_ECODEC,
                     cf__strdup("malformed map chunk result"));
         return;
     }
@@ -850,7 +866,7 @@ static void handle_chunk_result(process_pool *pool, wproc *w,
         }
         it->free_value = t->codec->free_result;
     }
-    finish_head(pool, w, c, NULL, 0, NULL);
+    finish_task(pool, w, t, c, NULL, 0, NULL);
 }
 
 /* A worker that has run its share (max_tasks_per_child) leaves once
@@ -861,6 +877,8 @@ static void after_task(process_pool *pool, wproc *w)
         w->tasks_run >= pool->max_tasks_per_child)
         w_send_exit(w);
 }
+
+static void w_drain_ring(process_pool *pool, wproc *w);
 
 /* Handles one frame from a worker. Returns false on a protocol error. */
 static bool handle_frame(process_pool *pool, wproc *w,
@@ -886,25 +904,28 @@ static bool handle_frame(process_pool *pool, wproc *w,
         return true;
     }
     case CF__MSG_CLAIMED:
-        if (w->state != W_READY && w->state != W_EXITING)
-            return false;
+        /* A wake-up: results in the ring, or a claim. */
+        w_drain_ring(pool, w);
         w_sync(pool, w);
         return true;
     case CF__MSG_RESULT:
-    case CF__MSG_CHUNK_RESULT:
+    case CF__MSG_CHUNK_RESULT: {
         /* The worker claimed the task before it wrote this. */
-        if (!w->run_head || h->id != w->run_head->seq)
+        task *t = w_find_running(w, h->id);
+        if (!t) {
             w_sync(pool, w);
-        if (!w->run_head || h->id != w->run_head->seq ||
-            (h->type == CF__MSG_CHUNK_RESULT) != (w->run_head->chunk != NULL))
+            t = w_find_running(w, h->id);
+        }
+        if (!t || (h->type == CF__MSG_CHUNK_RESULT) != (t->chunk != NULL))
             return false;
         if (h->type == CF__MSG_RESULT)
-            handle_result(pool, w, p, (size_t)h->len);
+            handle_result(pool, w, t, p, (size_t)h->len);
         else
-            handle_chunk_result(pool, w, p, (size_t)h->len);
+            handle_chunk_result(pool, w, t, p, (size_t)h->len);
         if (w->state == W_READY)
             after_task(pool, w);
         return true;
+    }
     default:
         return false;
     }
@@ -921,9 +942,79 @@ static void shrink_input(wproc *w)
     }
 }
 
-/* Reads everything the socket has and handles complete frames. */
+/* Handles the frames of one ring record. False if they are corrupt or
+ * out of turn (then the worker has been given up). */
+static bool handle_record(process_pool *pool, wproc *w, const unsigned char *p,
+                          size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        cf__wire_header h;
+        if (cf__wire_header_decode(p + off, len - off, &h) != CF_OK ||
+            h.type < CF__MSG_READY ||
+            h.len > len - off - CF__WIRE_HEADER_SIZE) {
+            w_lose(w, "it sent a corrupt message");
+            return false;
+        }
+        const unsigned char *payload = p + off + CF__WIRE_HEADER_SIZE;
+        off += CF__WIRE_HEADER_SIZE + (size_t)h.len;
+        if (!handle_frame(pool, w, &h, payload)) {
+            w_lose(w, "it sent a message out of turn");
+            return false;
+        }
+        if (w->state == W_FREE || w->lost)
+            return false; /* given up meanwhile */
+    }
+    return true;
+}
+
+/* Handles what the worker published in the shared ring (cf__shm_slot). */
+static void w_drain_ring(process_pool *pool, wproc *w)
+{
+    cf__shm_slot *s = w->slot;
+    if (!s || w->draining)
+        return; /* a CLAIMED frame met while draining: nothing to add */
+    w->draining = true;
+    uint64_t tail = atomic_load_explicit(&s->ring_tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&s->ring_head, memory_order_acquire);
+    /* Not stopped by EOF: results published before an exit count. */
+    while (tail != head && w->state != W_FREE && !w->lost) {
+        size_t pos = (size_t)(tail % CF__RING_BYTES);
+        uint64_t len;
+        memcpy(&len, s->ring + pos, 8);
+        if (len == CF__RING_WRAP) {
+            tail += CF__RING_BYTES - pos;
+        } else if (len > CF__RING_BYTES - pos - 8 || head - tail < 8 + len) {
+            w_lose(w, "it sent a corrupt message");
+            break;
+        } else {
+            bool ok = handle_record(pool, w, s->ring + pos + 8, (size_t)len);
+            tail += 8 + ((len + 7) & ~(uint64_t)7);
+            if (!ok)
+                break;
+        }
+        atomic_store_explicit(&s->ring_tail, tail, memory_order_release);
+        if (tail == head)
+            head = atomic_load_explicit(&s->ring_head, memory_order_acquire);
+    }
+    atomic_store_explicit(&s->ring_tail, tail, memory_order_release);
+    w->draining = false;
+}
+
+/* True if the worker published results the pool has not handled. */
+static bool w_ring_ready(const wproc *w)
+{
+    /* seq_cst: set_asleep() relies on it (Dekker with ring_put). */
+    return w->slot && atomic_load(&w->slot->ring_head) !=
+                          atomic_load_explicit(&w->slot->ring_tail,
+                                               memory_order_relaxed);
+}
+
+/* Reads everything the ring and the socket have and handles complete
+ * frames. */
 static void w_receive(process_pool *pool, wproc *w)
 {
+    w_drain_ring(pool, w);
     while (!w->eof) {
         /* Handle complete frames first, so memory stays one frame deep. */
         for (;;) {
@@ -1036,6 +1127,8 @@ static void w_exited(process_pool *pool, wproc *w)
 {
     if (!w->eof)
         w_receive(pool, w); /* results written before the end still count */
+    else
+        w_drain_ring(pool, w);
     pid_t pid = w->proc.pid;
     int status = cf__proc_reap(&w->proc);
     char how[128], what[300], why[640];
@@ -1347,6 +1440,10 @@ static bool receive_signalled(process_pool *pool)
             continue;
         if (w_head_decided(w))
             any = true; /* step() catches up with its claims */
+        if (w_ring_ready(w)) {
+            w_drain_ring(pool, w);
+            any = true;
+        }
         uint_fast64_t v = atomic_load_explicit(&w->slot->from_worker,
                                                memory_order_acquire);
         if (v == w->seen_from)
@@ -1369,7 +1466,7 @@ static bool set_asleep(process_pool *pool, bool asleep)
         if (w->state == W_FREE || !w->slot)
             continue;
         atomic_store(&w->slot->asleep, asleep);
-        claimed |= asleep && w_head_decided(w);
+        claimed |= asleep && (w_head_decided(w) || w_ring_ready(w));
     }
     return claimed;
 }

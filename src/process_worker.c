@@ -61,6 +61,7 @@ typedef struct worker {
     cf_buffer in;  /* bytes received; frames start at in_pos */
     size_t in_pos;
     cf_buffer out; /* results not yet written */
+    unsigned char nudge[CF__WIRE_HEADER_SIZE]; /* a CLAIMED frame */
     bool ready;    /* INIT handled */
     cache_entry cache[CACHE_SLOTS];
     unsigned next_slot;
@@ -277,28 +278,55 @@ enum { KEEP_GOING = 0, STOP_CLEAN = 1, STOP_ERROR = 2 };
 
 static bool flush(worker *w);
 
-/* Sends the results gathered so far and tells the pool so. */
+/* Wakes a sleeping pool: the socket is what its poll() watches. */
+static bool nudge_if_asleep(worker *w)
+{
+    /* seq_cst, after the seq_cst store of ring_head or claim: the pool
+     * stores asleep, then reads those (Dekker), so one of us sees it. */
+    if (!atomic_load(&w->slot->asleep))
+        return true;
+    return cf__fd_write_all(w->fd, w->nudge, sizeof w->nudge);
+}
+
+/* Publishes `len` bytes of frames in the shared ring (see cf__shm_slot).
+ * False if they do not fit now. */
+static bool ring_put(cf__shm_slot *s, const unsigned char *data, size_t len)
+{
+    uint64_t head = atomic_load_explicit(&s->ring_head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&s->ring_tail, memory_order_acquire);
+    size_t need = 8 + ((len + 7) & ~(size_t)7);
+    size_t pos = (size_t)(head % CF__RING_BYTES);
+    size_t skip = need > CF__RING_BYTES - pos ? CF__RING_BYTES - pos : 0;
+    if (need > CF__RING_BYTES || head + skip + need - tail > CF__RING_BYTES)
+        return false;
+    if (skip) {
+        uint64_t wrap = CF__RING_WRAP;
+        memcpy(s->ring + pos, &wrap, 8);
+        pos = 0;
+    }
+    uint64_t n = len;
+    memcpy(s->ring + pos, &n, 8);
+    memcpy(s->ring + pos + 8, data, len);
+    atomic_store(&s->ring_head, head + skip + need); /* seq_cst: see nudge */
+    return true;
+}
+
+/* Sends the results gathered so far and tells the pool so: through the
+ * shared ring if they fit, else the socket. */
 static bool send_results(worker *w)
 {
     if (!w->out.len)
         return true;
+    if (w->slot && ring_put(w->slot, w->out.data, w->out.len)) {
+        w->out.len = 0;
+        return nudge_if_asleep(w);
+    }
     if (!flush(w))
         return false;
     if (w->slot)
         atomic_fetch_add_explicit(&w->slot->from_worker, 1,
                                   memory_order_release);
     return true;
-}
-
-/* Sends an empty CLAIMED frame: the pool's manager sleeps and would not
- * otherwise learn that task `k` started until its result came. */
-static bool send_claimed(worker *w, unsigned k)
-{
-    size_t start;
-    if (cf__wire_begin(&w->out, CF__MSG_CLAIMED, k, &start) != CF_OK)
-        return false;
-    cf__wire_end(&w->out, start);
-    return send_results(w);
 }
 
 /* Claims task `k` (see cf__shm_slot): true if this worker may run it,
@@ -323,8 +351,8 @@ static int claim(worker *w, unsigned k, bool *run)
     if (w->out.len)
         return send_results(w) ? CF_OK : CF_ESYS;
     /* A task the pool claimed for us as it sent it needs no word. */
-    if (mine && atomic_load(&s->asleep))
-        return send_claimed(w, k) ? CF_OK : CF_ESYS;
+    if (mine)
+        return nudge_if_asleep(w) ? CF_OK : CF_ESYS;
     return CF_OK;
 }
 
@@ -460,6 +488,23 @@ static int worker_loop(worker *w)
     }
 }
 
+/* Builds the CLAIMED frame once, so waking the pool never allocates. */
+static bool make_nudge(worker *w)
+{
+    cf_buffer b;
+    cf__buffer_init(&b);
+    size_t start;
+    bool ok = cf__wire_begin(&b, CF__MSG_CLAIMED, 0, &start) == CF_OK;
+    if (ok) {
+        cf__wire_end(&b, start);
+        ok = b.len == sizeof w->nudge;
+        if (ok)
+            memcpy(w->nudge, b.data, sizeof w->nudge);
+    }
+    cf__buffer_destroy(&b);
+    return ok;
+}
+
 int cf__worker_main(int fd, void *shm_slot)
 {
     worker w;
@@ -470,6 +515,8 @@ int cf__worker_main(int fd, void *shm_slot)
         w.seen_to = atomic_load(&w.slot->to_worker);
     cf__buffer_init(&w.in);
     cf__buffer_init(&w.out);
+    if (!make_nudge(&w))
+        return 1;
     worker_thread = true;
     int code = worker_loop(&w);
     worker_thread = false;

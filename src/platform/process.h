@@ -47,10 +47,20 @@
  * - asleep is set by the pool while its manager sleeps in poll(): a worker
  *   that claims a task with no result to send then writes a CLAIMED frame,
  *   so the future turns RUNNING even while the manager sleeps.
+ * - ring is a byte ring of results, one producer (the worker) and one
+ *   consumer (the pool): records [u64 length][frames, padded to 8], never
+ *   split at the end (length CF__RING_WRAP: go on at offset 0).
+ *   ring_head counts bytes published, ring_tail bytes consumed. A worker
+ *   sends results through it without a system call; what does not fit
+ *   goes through the socket, so results may arrive in either order (each
+ *   frame names its task). A worker that publishes while the pool sleeps
+ *   (asleep) also writes a CLAIMED frame to wake it.
  * Each side writes its own cache line (claim[] is shared by design). */
 #define CF__CLAIM_RING 32u
 enum { CF__CLAIM_PENDING = 1, CF__CLAIM_RUNNING = 2, CF__CLAIM_SKIP = 3 };
 #define CF__CLAIM(k, st) (((unsigned)(k) << 2) | (unsigned)(st))
+#define CF__RING_BYTES (64u << 10)
+#define CF__RING_WRAP UINT64_MAX
 
 typedef struct cf__shm_slot {
     _Alignas(64) atomic_uint_fast64_t to_worker; /* written by the pool */
@@ -58,6 +68,9 @@ typedef struct cf__shm_slot {
     _Alignas(64) atomic_uint_fast64_t from_worker; /* by the worker */
     atomic_uint done;
     _Alignas(64) atomic_uint claim[CF__CLAIM_RING];
+    _Alignas(64) atomic_uint_fast64_t ring_head; /* by the worker */
+    _Alignas(64) atomic_uint_fast64_t ring_tail; /* by the pool */
+    _Alignas(64) unsigned char ring[CF__RING_BYTES];
 } cf__shm_slot;
 
 /* A pool's shared slots (memfd + mmap, so exec'd workers can map it). */
