@@ -358,7 +358,20 @@ static int pool_submit_chunk(void *impl, cf_future *f, cf__chunk *chunk,
         return rc;
     t->chunk = chunk;
     int enc = cf__wire_put_u64(&t->msg, chunk->n);
-    for (size_t i = 0; enc == CF_OK && i < chunk->n; i++) {
+    /* Each item is at least its length and, for words, 8 bytes. */
+    if (enc == CF_OK && chunk->n <= SIZE_MAX / 32)
+        enc = cf__buffer_reserve(&t->msg, chunk->n * 16);
+    if (enc == CF_OK && codec == cf_codec_word()) {
+        /* The common case without a call per item. */
+        unsigned char *p = t->msg.data + t->msg.len;
+        for (size_t i = 0; i < chunk->n; i++, p += 16) {
+            cf__wire_store_u64(p, 8);
+            cf__wire_store_u64(p + 8, (uint64_t)(uintptr_t)chunk->args[i]);
+        }
+        t->msg.len += chunk->n * 16;
+    }
+    for (size_t i = 0; enc == CF_OK && codec != cf_codec_word() &&
+                       i < chunk->n; i++) {
         size_t at;
         enc = cf__wire_put_placeholder(&t->msg, &at);
         enc = enc ? enc : codec->encode_arg(chunk->args[i], &t->msg);
@@ -856,7 +869,13 @@ static void handle_chunk_result(process_pool *pool, wproc *w, task *t,
             }
             continue;
         }
-        int rc = t->codec->decode_result(st.data, st.len, &it->value);
+        int rc;
+        if (t->codec == cf_codec_word() && st.len == 8) {
+            it->value = (void *)(uintptr_t)cf__wire_load_u64(st.data);
+            rc = CF_OK;
+        } else {
+            rc = t->codec->decode_result(st.data, st.len, &it->value);
+        }
         if (rc != CF_OK) {
             it->value = NULL;
             it->code = rc;

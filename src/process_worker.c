@@ -147,6 +147,17 @@ static int run_item(cf_fn fn, const cf_codec *codec, const unsigned char *data,
     cf_call call = {.future = NULL, .code = 0, .message = NULL,
                     .cancel_flag = &never_cancelled};
     void *result = fn(arg, &call);
+    if (codec == cf_codec_word() && call.code == 0 && !call.free_result &&
+        cf__buffer_reserve(out, 24) == CF_OK) {
+        /* The common case, written in place: status 0, (length,) word. */
+        unsigned char *p = out->data + out->len;
+        cf__wire_store_u64(p, 0); /* code and padding */
+        if (with_len)
+            cf__wire_store_u64(p + 8, 8);
+        cf__wire_store_u64(p + (with_len ? 16 : 8), (uint64_t)(uintptr_t)result);
+        out->len += with_len ? 24 : 16;
+        return CF_OK;
+    }
     if (codec->free_arg)
         codec->free_arg(arg);
     /* cf_call_set_result_free() wins over the codec's free function. */
@@ -218,6 +229,8 @@ static int handle_task(worker *w, const cf__wire_header *h,
         rc = run_item(fn, codec, t.data, t.len, &w->out, false);
     } else {
         rc = cf__wire_put_u64(&w->out, t.n);
+        if (rc == CF_OK && t.n <= SIZE_MAX / 32)
+            rc = cf__buffer_reserve(&w->out, (size_t)t.n * 24);
         cf__wire_reader items;
         cf__wire_chunk_items(&t, &items);
         for (uint64_t i = 0; rc == CF_OK && i < t.n; i++) {
