@@ -852,8 +852,17 @@ static void handle_chunk_result(process_pool *pool, wproc *w, task *t,
                     cf__strdup("malformed map chunk result"));
         return;
     }
+    bool words = t->codec == cf_codec_word();
     for (size_t i = 0; i < c->n; i++) {
         cf__chunk_item *it = &c->items[i];
+        const unsigned char *q = r.p + r.pos;
+        if (words && r.len - r.pos >= 24 && cf__wire_load_u64(q) == 0 &&
+            cf__wire_load_u64(q + 8) == 8) {
+            /* Success and a word (status 0, length 8): read in place. */
+            it->value = (void *)(uintptr_t)cf__wire_load_u64(q + 16);
+            r.pos += 24;
+            continue;
+        }
         cf__wire_status st;
         if (cf__wire_next_status(&r, &st) != CF_OK) {
             it->code = CF_ECODEC;
