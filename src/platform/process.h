@@ -56,7 +56,7 @@
  *   frame names its task). A worker that publishes while the pool sleeps
  *   (asleep) also writes a CLAIMED frame to wake it.
  * Each side writes its own cache line (claim[] is shared by design). */
-#define CF__CLAIM_RING 32u
+#define CF__CLAIM_RING 64u
 enum { CF__CLAIM_PENDING = 1, CF__CLAIM_RUNNING = 2, CF__CLAIM_SKIP = 3 };
 #define CF__CLAIM(k, st) (((unsigned)(k) << 2) | (unsigned)(st))
 #define CF__RING_BYTES (64u << 10)
