@@ -143,6 +143,7 @@ typedef struct process_pool {
     const cf_codec *codec;
     bool survive;
     pid_t owner;           /* the process that created the pool */
+    unsigned fork_gen;     /* cf__fork_generation() there */
     int wake_fd;
     cf__shm shm;           /* one shared slot per worker (may be absent) */
     cf__thread manager;
@@ -298,7 +299,8 @@ static int check_caller(const process_pool *pool)
 {
     if (cf__process_worker_active())
         return CF_EDEADLK;
-    if (getpid() != pool->owner)
+    /* Not getpid(): a system call on every submit. */
+    if (cf__fork_generation() != pool->fork_gen)
         return CF_EBROKEN_PROCESS_POOL;
     return CF_OK;
 }
@@ -1774,6 +1776,7 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
     if ((rc = cf_executor_new(&process_pool_ops, pool, &pool->ex)) != CF_OK)
         goto fail_executor;
     cf__executor_set_submit_chunk(pool->ex, pool_submit_chunk);
+    pool->fork_gen = cf__fork_generation(); /* the hook is installed now */
     if ((rc = cf__thread_create(&pool->manager, manager_main, pool,
                                 "cfprocmgr")) != CF_OK)
         goto fail_thread;
