@@ -223,7 +223,8 @@ static int codec_to_wire(const cf_codec *codec, cf__wire_codec *out)
 
 /* Builds a task and the head of its message (header, fn, codec). */
 static int task_new(process_pool *pool, cf_future *f, cf_fn fn,
-                    const cf_codec *codec, bool chunk, task **out)
+                    const cf_codec *codec, bool chunk, size_t extra,
+                    task **out)
 {
     cf__wire_ref fn_ref;
     cf__wire_codec wc;
@@ -238,7 +239,8 @@ static int task_new(process_pool *pool, cf_future *f, cf_fn fn,
     t->seq = atomic_fetch_add(&pool->next_seq, 1);
     cf__buffer_init(&t->msg);
     size_t start;
-    int rc = cf__buffer_reserve(&t->msg, 96 + fn_ref.module_len);
+    int rc = extra > SIZE_MAX / 2 ? CF_ENOMEM
+             : cf__buffer_reserve(&t->msg, 96 + fn_ref.module_len + extra);
     rc = rc ? rc : cf__wire_begin(&t->msg, chunk ? CF__MSG_CHUNK
                                                  : CF__MSG_TASK,
                                   t->seq, &start);
@@ -323,7 +325,7 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
     if (!codec)
         codec = pool->codec;
     task *t;
-    if ((rc = task_new(pool, f, fn, codec, false, &t)) != CF_OK)
+    if ((rc = task_new(pool, f, fn, codec, false, 0, &t)) != CF_OK)
         return rc;
     size_t start = 0; /* the frame begins the message */
     int enc = codec->encode_arg(arg, &t->msg);
@@ -361,7 +363,9 @@ static int pool_submit_chunk(void *impl, cf_future *f, cf__chunk *chunk,
     if (!codec)
         codec = pool->codec;
     task *t;
-    if ((rc = task_new(pool, f, chunk->fn, codec, true, &t)) != CF_OK)
+    /* Room for the items, as words take it (others may need more). */
+    size_t room = chunk->n <= SIZE_MAX / 32 ? 8 + chunk->n * 16 : SIZE_MAX;
+    if ((rc = task_new(pool, f, chunk->fn, codec, true, room, &t)) != CF_OK)
         return rc;
     t->chunk = chunk;
     int enc = cf__wire_put_u64(&t->msg, chunk->n);

@@ -33,6 +33,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define CF__WIRE_HEADER_SIZE 24
 
@@ -90,15 +91,23 @@ typedef struct cf__wire_reader {
  * (the same bytes as cf__wire_put_u64 and cf_codec_word()). */
 static inline void cf__wire_store_u64(unsigned char *p, uint64_t v)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(p, &v, 8); /* one unaligned store */
+#else
     for (int i = 0; i < 8; i++)
         p[i] = (unsigned char)(v >> (8 * i));
+#endif
 }
 
 static inline uint64_t cf__wire_load_u64(const unsigned char *p)
 {
     uint64_t v = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&v, p, 8);
+#else
     for (int i = 0; i < 8; i++)
         v |= (uint64_t)p[i] << (8 * i);
+#endif
     return v;
 }
 
