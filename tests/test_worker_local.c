@@ -1,7 +1,7 @@
 /* test_worker_local.c - inside a process-pool worker, a task may build and
  * use executors of its own, while its parent's stay off limits. */
+#include "reltest.h" /* first: it sets _GNU_SOURCE; RELTEST_TSAN */
 #include "harness.h"
-#include "reltest.h" /* RELTEST_TSAN */
 
 #include <stdint.h>
 
