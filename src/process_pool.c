@@ -1502,7 +1502,9 @@ static bool set_asleep(process_pool *pool, bool asleep)
     bool claimed = false;
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
-        if (w->state == W_FREE || !w->slot)
+        /* Nothing more is read from a worker at EOF or given up: its
+         * end comes through poll(). */
+        if (w->state == W_FREE || !w->slot || w->eof)
             continue;
         atomic_store(&w->slot->asleep, asleep);
         claimed |= asleep && (w_head_decided(w) || w_ring_ready(w));
