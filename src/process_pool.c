@@ -34,16 +34,21 @@
  * memory (no memfd) a task is sent only to a free worker and claimed as it
  * is sent. A map chunk is one message and one task.
  *
+ * Results come back through a byte ring in the worker's shared slot, with
+ * no system call on either side while the manager is awake (the socket
+ * carries what does not fit; a result names its task, so the two channels
+ * need no common order). Tasks go out on the socket, in batches.
+ *
  * Hand-offs: a sleeping wake-up costs tens of microseconds on a VM, so
- * the manager busy-waits briefly (new tasks: n_enqueued; results and
- * finished tasks: the workers' shared counters) before it sleeps in
+ * the manager busy-waits briefly (new tasks: n_enqueued; results, claims
+ * and finished tasks: the workers' shared slots) before it sleeps in
  * poll(), and an idle worker likewise before it sleeps in read().
  * Callers write the wake fd only when the manager sleeps.
  *
  * The manager never blocks on a write: sockets are non-blocking and the
  * unsent rest waits for POLLOUT, while results keep being read, so a large
  * payload in each direction cannot deadlock. A worker's exit is seen on its
- * pidfd (or, without pidfds, its socket's EOF); the socket is drained first
+ * pidfd (or, without pidfds, its socket's EOF); its ring and socket are drained first
  * so results written just before death count. An exit while a task was
  * claimed at the worker breaks the pool (or, with survive_worker_death,
  * fails that task only and sends the tasks waiting there elsewhere); an
