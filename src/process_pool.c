@@ -48,9 +48,10 @@
  * The manager never blocks on a write: sockets are non-blocking and the
  * unsent rest waits for POLLOUT, while results keep being read, so a large
  * payload in each direction cannot deadlock. A worker's exit is seen on its
- * pidfd (or, without pidfds, its socket's EOF); its ring and socket are drained first
- * so results written just before death count. An exit while a task was
- * claimed at the worker breaks the pool (or, with survive_worker_death,
+ * pidfd (or, without pidfds, its socket's EOF); its ring and socket are
+ * drained first so results written just before death count. An exit
+ * while a task was claimed at the worker breaks the pool (or, with
+ * survive_worker_death,
  * fails that task only and sends the tasks waiting there elsewhere); an
  * exit we did not ask for breaks it too. A worker we cannot talk to any
  * more (failed send or receive, corrupt stream, no memory for its result)
