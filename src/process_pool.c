@@ -49,14 +49,13 @@
  * unsent rest waits for POLLOUT, while results keep being read, so a large
  * payload in each direction cannot deadlock. A worker's exit is seen on its
  * pidfd (or, without pidfds, its socket's EOF); its ring and socket are
- * drained first so results written just before death count. An exit
- * while a task was claimed at the worker breaks the pool (or, with
- * survive_worker_death,
- * fails that task only and sends the tasks waiting there elsewhere); an
- * exit we did not ask for breaks it too. A worker we cannot talk to any
- * more (failed send or receive, corrupt stream, no memory for its result)
- * is killed and reported the same way. Workers are reaped by pid, never
- * waitpid(-1).
+ * drained first so results written just before death count. An exit while
+ * a task was claimed at the worker breaks the pool (or, with
+ * survive_worker_death, fails that task only and sends the tasks waiting
+ * there elsewhere); an exit we did not ask for breaks it too. A worker we
+ * cannot talk to any more (failed send or receive, corrupt stream, no
+ * memory for its result) is killed and reported the same way. Workers are
+ * reaped by pid, never waitpid(-1).
  *
  * Lock order: cancel_lock, then the pool lock, then a future's lock
  * (set_running only); a future's lock is held while its cancel hook runs,
