@@ -94,8 +94,11 @@ enum wstate {
 /* ... unless this many bytes are still unsent to it. */
 #define WINDOW_BYTES (256u << 10)
 
+typedef struct process_pool process_pool;
+
 typedef struct task {
     struct task *next;
+    process_pool *pool;    /* takes it back when freed */
     cf_future *f;          /* the pool's reference */
     cf__chunk *chunk;      /* map chunk (owned by the map iterator) or NULL */
     cf_fn fn;
@@ -134,7 +137,13 @@ typedef struct wproc {
     bool draining;         /* in w_drain_ring() */
 } wproc;
 
-typedef struct process_pool {
+/* Freed tasks kept for reuse, with their message buffers: the manager
+ * frees what submitting threads allocated, and malloc's arena lock then
+ * makes the two sleep and wake each other (measured with map). */
+#define SPARE_TASKS 128
+#define SPARE_MSG_BYTES (16u << 10) /* at most 2 MiB kept */
+
+struct process_pool {
     /* Immutable after creation. */
     cf_executor *ex;
     int max_workers;
@@ -178,7 +187,11 @@ typedef struct process_pool {
     int terminate_sent;    /* signal already sent to the workers */
     uint_fast64_t seen_enqueued; /* n_enqueued when step() last looked */
     char *broken_msg;      /* why the pool broke (set once, then read-only) */
-} process_pool;
+
+    cf__spinlock spare_lock;
+    task *spares;          /* guarded by spare_lock */
+    size_t n_spares;       /* guarded by spare_lock */
+};
 
 static const cf_executor_ops process_pool_ops;
 
@@ -189,9 +202,57 @@ static void task_free(task *t)
 {
     if (!t)
         return;
-    cf__buffer_destroy(&t->msg);
     cf_future_release(t->f);
+    process_pool *pool = t->pool;
+    if (t->msg.cap <= SPARE_MSG_BYTES) {
+        cf__spin_lock(&pool->spare_lock);
+        bool keep = pool->n_spares < SPARE_TASKS;
+        if (keep) {
+            t->next = pool->spares;
+            pool->spares = t;
+            pool->n_spares++;
+        }
+        cf__spin_unlock(&pool->spare_lock);
+        if (keep)
+            return;
+    }
+    cf__buffer_destroy(&t->msg);
     free(t);
+}
+
+/* A cleared task, reused or new; its message buffer may have room. */
+static task *task_alloc(process_pool *pool)
+{
+    cf__spin_lock(&pool->spare_lock);
+    task *t = pool->spares;
+    if (t) {
+        pool->spares = t->next;
+        pool->n_spares--;
+    }
+    cf__spin_unlock(&pool->spare_lock);
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t)
+            return NULL;
+        cf__buffer_init(&t->msg);
+    }
+    cf_buffer msg = t->msg;
+    memset(t, 0, sizeof *t);
+    t->msg = msg;
+    t->msg.len = 0;
+    t->pool = pool;
+    return t;
+}
+
+static void free_spares(process_pool *pool)
+{
+    while (pool->spares) {
+        task *t = pool->spares;
+        pool->spares = t->next;
+        cf__buffer_destroy(&t->msg);
+        free(t);
+    }
+    pool->n_spares = 0;
 }
 
 static void describe_task(const task *t, char *buf, size_t n)
@@ -236,13 +297,12 @@ static int task_new(process_pool *pool, cf_future *f, cf_fn fn,
     if (cf__addr_to_ref(cf__fn_addr((cf__any_fn)fn), &fn_ref) != CF_OK ||
         codec_to_wire(codec, &wc) != CF_OK)
         return CF_EINVAL;
-    task *t = calloc(1, sizeof *t);
+    task *t = task_alloc(pool);
     if (!t)
         return CF_ENOMEM;
     t->fn = fn;
     t->codec = codec;
     t->seq = atomic_fetch_add(&pool->next_seq, 1);
-    cf__buffer_init(&t->msg);
     size_t start;
     int rc = extra > SIZE_MAX / 2 ? CF_ENOMEM
              : cf__buffer_reserve(&t->msg, 96 + fn_ref.module_len + extra);
@@ -252,8 +312,7 @@ static int task_new(process_pool *pool, cf_future *f, cf_fn fn,
     rc = rc ? rc : cf__wire_put_ref(&t->msg, &fn_ref);
     rc = rc ? rc : cf__wire_put_codec(&t->msg, &wc);
     if (rc != CF_OK) {
-        cf__buffer_destroy(&t->msg);
-        free(t);
+        task_free(t);
         return rc;
     }
     t->f = f;
@@ -574,7 +633,10 @@ static void run_push(process_pool *pool, wproc *w, task *t)
     w->n_running++;
     w->busy_k = t->k;
     w->tasks_run++;
-    cf__buffer_destroy(&t->msg); /* claimed: it will not move again */
+    /* Claimed: it will not move again. A modest buffer is kept for the
+     * task's next use (task_free). */
+    if (t->msg.cap > SPARE_MSG_BYTES)
+        cf__buffer_destroy(&t->msg);
 }
 
 static task *wait_pop(process_pool *pool, wproc *w)
@@ -1677,6 +1739,7 @@ static void pool_destroy(void *impl)
     process_pool *pool = impl;
     if (getpid() == pool->owner)
         join_manager(pool);
+    free_spares(pool);
     cf__fd_close(pool->wake_fd);
     cf__shm_destroy(&pool->shm);
     cf__cond_destroy(&pool->changed);
@@ -1774,6 +1837,7 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
     process_pool *pool = calloc(1, sizeof *pool);
     if (!pool)
         return CF_ENOMEM;
+    atomic_init(&pool->spare_lock.held, false);
     if ((rc = configure(pool, opts)) != CF_OK)
         goto fail_config;
     if ((rc = cf__wake_open(&pool->wake_fd)) != CF_OK)
