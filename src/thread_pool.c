@@ -17,9 +17,9 @@
  * wakes, and makes a system call only if a worker sleeps; a busy pool, or
  * one whose idle workers still search, costs a submit neither (see the
  * worker states below). No lost wake-up: a worker counts itself asleep
- * before its last look at the queue, a submit links its future before it
- * reads that count, all sequentially consistent, and the event re-checks
- * its sequence number.
+ * before its last look at the queue, a submit publishes its future (the
+ * tail exchange) before it reads that count, all sequentially consistent,
+ * and the event re-checks its sequence number.
  *
  * Idle threads are reused before new ones start (Python 3.8+): a submit
  * starts a thread only when no worker is idle and fewer than max_workers
