@@ -330,13 +330,20 @@ static void wake_manager(process_pool *pool)
         cf__wake_signal(pool->wake_fd);
 }
 
+/* Why the pool takes no new work now: CF_OK (it does),
+ * CF_EBROKEN_PROCESS_POOL or CF_ESHUTDOWN. pool lock held. */
+static int refusal_locked(const process_pool *pool)
+{
+    return pool->broken     ? CF_EBROKEN_PROCESS_POOL
+           : pool->shutdown ? CF_ESHUTDOWN
+                            : CF_OK;
+}
+
 /* Queues a built task. On error the task is not queued (caller frees). */
 static int enqueue(process_pool *pool, task *t)
 {
     cf__mutex_lock(&pool->lock);
-    int rc = pool->broken     ? CF_EBROKEN_PROCESS_POOL
-             : pool->shutdown ? CF_ESHUTDOWN
-                              : CF_OK;
+    int rc = refusal_locked(pool);
     if (rc == CF_OK) {
         cf_future_retain(t->f);
         t->next = NULL;
@@ -371,6 +378,23 @@ static int check_caller(const process_pool *pool)
     return CF_OK;
 }
 
+/* Frees a task that was never queued; its future stays the caller's. */
+static void discard_task(task *t)
+{
+    t->f = NULL; /* not retained yet: enqueue() takes the reference */
+    task_free(t);
+}
+
+/* Closes the task's frame and queues it; on error it is discarded. */
+static int send_task(process_pool *pool, task *t)
+{
+    cf__wire_end(&t->msg, 0); /* the frame begins the message */
+    int rc = enqueue(pool, t);
+    if (rc != CF_OK)
+        discard_task(t);
+    return rc;
+}
+
 /* An argument that cannot be encoded fails that task's future only. */
 static void fail_encode(cf_future *f, int rc, const char *what)
 {
@@ -386,31 +410,22 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
     int rc = check_caller(pool);
     if (rc != CF_OK)
         return rc;
-    if (!codec)
-        codec = pool->codec;
+    codec = codec ? codec : pool->codec;
     task *t;
     if ((rc = task_new(pool, f, fn, codec, false, 0, &t)) != CF_OK)
         return rc;
-    size_t start = 0; /* the frame begins the message */
     int enc = codec->encode_arg(arg, &t->msg);
     if (enc != CF_OK) {
         /* Refuse a submit that would fail anyway on a broken pool. */
-        t->f = NULL;
-        task_free(t);
+        discard_task(t);
         cf__mutex_lock(&pool->lock);
-        rc = pool->broken ? CF_EBROKEN_PROCESS_POOL
-             : pool->shutdown ? CF_ESHUTDOWN : CF_OK;
+        rc = refusal_locked(pool);
         cf__mutex_unlock(&pool->lock);
         if (rc == CF_OK)
             fail_encode(f, enc, "task's argument");
         return rc;
     }
-    cf__wire_end(&t->msg, start);
-    if ((rc = enqueue(pool, t)) != CF_OK) {
-        t->f = NULL;
-        task_free(t);
-    }
-    return rc;
+    return send_task(pool, t);
 }
 
 /* Native map chunks: the items cross as one CHUNK message. The chunk stays
@@ -424,8 +439,7 @@ static int pool_submit_chunk(void *impl, cf_future *f, cf__chunk *chunk,
     int rc = check_caller(pool);
     if (rc != CF_OK)
         return rc;
-    if (!codec)
-        codec = pool->codec;
+    codec = codec ? codec : pool->codec;
     task *t;
     /* Room for the items, as words take it (others may need more). */
     size_t room = chunk->n <= SIZE_MAX / 32 ? 8 + chunk->n * 16 : SIZE_MAX;
@@ -454,17 +468,11 @@ static int pool_submit_chunk(void *impl, cf_future *f, cf__chunk *chunk,
             cf__wire_patch_u64(&t->msg, at, t->msg.len - at - 8);
     }
     if (enc != CF_OK) {
-        t->f = NULL;
-        task_free(t);
+        discard_task(t);
         fail_encode(f, enc, "map chunk's arguments");
         return CF_OK;
     }
-    cf__wire_end(&t->msg, 0);
-    if ((rc = enqueue(pool, t)) != CF_OK) {
-        t->f = NULL;
-        task_free(t);
-    }
-    return rc;
+    return send_task(pool, t);
 }
 
 /* ------------------------------------------------------------------------ */
