@@ -166,6 +166,23 @@ static slot ring_pop(cf_map *m)
  * CF_OK, CF_EEND (no input left) or CF_ENOMEM. */
 static int pull_chunk(cf_map *m, cf__chunk **out)
 {
+    if (!m->next) {
+        /* An array: the chunk's size is known, fill it in place. */
+        size_t k = m->n_args - m->next_arg;
+        if (k > m->chunksize)
+            k = m->chunksize;
+        if (k == 0) {
+            m->input_done = true;
+            return CF_EEND;
+        }
+        cf__chunk *c = cf__chunk_new(m->fn, k);
+        if (!c)
+            return CF_ENOMEM;
+        memcpy(c->args, m->args + m->next_arg, k * sizeof *c->args);
+        m->next_arg += k;
+        *out = c;
+        return CF_OK;
+    }
     size_t cap = m->chunksize < 64 ? m->chunksize : 64, k = 0;
     void **args = malloc(cap * sizeof *args);
     if (!args)

@@ -61,7 +61,6 @@ typedef struct thread_pool {
     _Alignas(64) cf__spinlock pop_lock;
     _Atomic(cf_future *) head; /* written under pop_lock, read by searchers */
     worker_slot *slots;   /* max_workers; guarded by pop_lock */
-    atomic_int n_idle;      /* workers searching (spinning) or sleeping */
     atomic_int n_searching; /* workers spinning: they find work unaided */
 
     /* Sleepers, on a line that changes only when a worker falls asleep or
@@ -265,8 +264,8 @@ static void break_pool(thread_pool *p, int code)
 /* Workers                                                                  */
 
 /* Worker states: busy (running a task), searching (spinning on the queue)
- * or sleeping. n_idle counts searching and sleeping workers, for the
- * decision to start a thread. A sleeper needs waking only when nobody
+ * or sleeping. Idle workers (searching plus sleeping, see idle_workers())
+ * count for the decision to start a thread. A sleeper needs waking only when nobody
  * searches, since a searcher takes the task without a system call; so a
  * submit reads n_sleeping (which changes rarely) and only when it is
  * nonzero n_searching (which a worker keeping up with its submitter
@@ -282,9 +281,16 @@ static bool should_wake(thread_pool *p)
            atomic_load(&p->n_searching) == 0;
 }
 
+/* Searching plus sleeping workers. A worker falling asleep or waking
+ * raises one count before it lowers the other, so the sum may read one too
+ * high for a moment but never too low: zero means no worker is idle. */
+static int idle_workers(thread_pool *p)
+{
+    return atomic_load(&p->n_searching) + atomic_load(&p->n_sleeping);
+}
+
 static void become_searching(thread_pool *p)
 {
-    atomic_fetch_add(&p->n_idle, 1);
     atomic_fetch_add(&p->n_searching, 1);
 }
 
@@ -293,7 +299,6 @@ static void become_searching(thread_pool *p)
 static void found_work(thread_pool *p)
 {
     atomic_fetch_sub(&p->n_searching, 1);
-    atomic_fetch_sub(&p->n_idle, 1);
     if (should_wake(p) && has_work(p))
         cf__event_signal_one(&p->work);
 }
@@ -354,7 +359,6 @@ static bool exit_if_no_work(thread_pool *p)
         return false;
     }
     atomic_fetch_sub(&p->n_searching, 1);
-    atomic_fetch_sub(&p->n_idle, 1);
     p->n_alive--;
     cf__cond_broadcast(&p->threads_done);
     cf__mutex_unlock(&p->lock);
@@ -461,7 +465,7 @@ static int grow(thread_pool *p, cf_future *f)
     /* Re-check under the lock: an idle worker may have taken the task
      * already (it was counted idle until then), and a task no longer
      * queued needs no new thread. */
-    if (atomic_load(&p->n_idle) == 0 && has_work(p) && !p->shutdown &&
+    if (idle_workers(p) == 0 && has_work(p) && !p->shutdown &&
         atomic_load(&p->n_threads) < p->max_workers) {
         rc = start_worker(p);
         if (rc != CF_OK && p->n_alive == 0) {
@@ -545,7 +549,7 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
     /* Once the pool is full, a submit never reads the busy idle count. */
     if (atomic_load_explicit(&p->n_threads, memory_order_relaxed) <
             p->max_workers &&
-        atomic_load(&p->n_idle) == 0)
+        idle_workers(p) == 0)
         return grow(p, f);
     return CF_OK;
 }
@@ -682,7 +686,6 @@ static void init_queue(thread_pool *p)
     atomic_init(&p->head, &p->stub);
     atomic_init(&p->closed, false);
     atomic_init(&p->pop_lock.held, false);
-    atomic_init(&p->n_idle, 0);
     atomic_init(&p->n_sleeping, 0);
     atomic_init(&p->n_searching, 0);
     atomic_init(&p->n_threads, 0);
