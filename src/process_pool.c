@@ -1587,6 +1587,20 @@ static bool set_asleep(process_pool *pool, bool asleep)
     return claimed;
 }
 
+/* True if a worker without a pidfd has reached EOF (or was given up by
+ * w_lose(), as when a send to it fails during step()'s dispatch) and waits
+ * to be reaped: poll() has nothing to wake the manager for it, so the
+ * manager must not sleep before step() reaps it. */
+static bool reap_pending(const process_pool *pool)
+{
+    for (int i = 0; i < pool->max_workers; i++) {
+        const wproc *w = &pool->workers[i];
+        if (w->state != W_FREE && w->eof && w->proc.pidfd < 0)
+            return true;
+    }
+    return false;
+}
+
 /* Budget of the manager's busy-wait before it sleeps in poll(): a sleeping
  * wake-up costs tens of microseconds on a virtual machine, while a worker
  * answers a small task in a few. */
@@ -1599,6 +1613,8 @@ static bool set_asleep(process_pool *pool, bool asleep)
 static void wait_and_handle(process_pool *pool)
 {
     int n;
+    if (reap_pending(pool))
+        return; /* step() reaps it now */
     int64_t until = 0;
     for (unsigned i = 0; cf__spin_continue(i, &until, MANAGER_SPIN_NS); i++) {
         if (queue_moved(pool) || receive_signalled(pool))
