@@ -247,6 +247,44 @@ static void crash_during_shutdown(void *arg)
     cf_executor_free(ex);
 }
 
+/* Survive mode without pidfds: a send that fails while the manager hands a
+ * task to a worker gives that worker up; the manager must reap it (no pidfd
+ * will wake poll() for it) and every future must still end. */
+static void survive_workload(void *arg)
+{
+    const config *cfg = arg;
+    cf_executor *ex;
+    ASSERT_OK(cf_process_pool_new(
+        &(cf_process_pool_options){.max_workers = 1,
+                                   .start_method = cfg->method,
+                                   .survive_worker_death = true},
+        &ex));
+    for (int i = 0; i < 4; i++) {
+        cf_future *f;
+        int sub = cf_executor_submit(ex, task_double, (void *)(intptr_t)i, &f);
+        if (sub == CF_EBROKEN_PROCESS_POOL)
+            break; /* a worker lost before it was ready breaks even this mode */
+        ASSERT_OK(sub);
+        void *v;
+        int rc = cf_future_result(f, 20, &v);
+        if (rc == CF_OK)
+            ASSERT_EQ((intptr_t)v, 2 * i);
+        else
+            ASSERT_CODE(rc, CF_EBROKEN_PROCESS_POOL); /* never a hang */
+        cf_future_release(f);
+    }
+    cf_executor_free(ex);
+}
+
+TEST_TIMEOUT(survive_without_pidfd_send_fails, 120)
+{
+    fault_without_pidfd(true);
+    report("survive, no pidfd, send EPIPE",
+           sweep(FAULT_SEND, FAULT_ONCE, EPIPE, survive_workload,
+                 (void *)&FORK, 2000));
+    fault_without_pidfd(false);
+}
+
 TEST_TIMEOUT(without_pidfd, 120)
 {
     fault_without_pidfd(true);
