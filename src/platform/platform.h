@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* ------------------------------------------------------------------------ */
@@ -144,5 +145,14 @@ void cf__thread_join(cf__thread t);
 
 /* CPUs this process may run on (affinity mask), at least 1. */
 int cf__cpu_count(void);
+
+/* ------------------------------------------------------------------------ */
+/* Pages                                                                    */
+
+/* Maps `size` bytes of zeroed, private memory aligned to `size` (a power of
+ * two, a multiple of the page size). With `huge`, asks for transparent huge
+ * pages where the OS has them (a hint: ignored elsewhere). NULL on failure. */
+void *cf__pages_map_aligned(size_t size, bool huge);
+void cf__pages_unmap(void *p, size_t size);
 
 #endif /* CF_PLATFORM_H */
