@@ -80,7 +80,7 @@ static void run_callbacks(cf_future *f, cf__callback *cb)
 
 cf_future *cf__future_alloc(void)
 {
-    cf_future *f = malloc(sizeof *f);
+    cf_future *f = cf__future_mem_alloc();
     if (!f)
         return NULL;
     f->next = NULL;
@@ -138,7 +138,7 @@ void cf_future_release(cf_future *f)
         free(cb);
         cb = next;
     }
-    free(f);
+    cf__future_mem_free(f);
 }
 
 /* ------------------------------------------------------------------------ */

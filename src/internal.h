@@ -75,6 +75,24 @@ void cf__future_set_cancel_hook(cf_future *f, bool (*hook)(cf_future *f),
  * out of memory. */
 cf_future *cf__future_alloc(void);
 
+/* Memory for one cf_future (future_slab.c): per-thread slabs, or malloc
+ * with CF_FUTURE_ALLOC=malloc and under AddressSanitizer. Any thread may
+ * free what another allocated. */
+void *cf__future_mem_alloc(void);
+void cf__future_mem_free(void *p);
+
+/* What the slabs hold now, for tests and benchmarks. */
+typedef struct cf__future_mem_stats {
+    bool slabs;            /* false: futures come from malloc */
+    size_t slab_size;      /* bytes per slab */
+    size_t slots_per_slab; /* futures per slab */
+    size_t mapped;         /* slabs mapped: owned, abandoned or spare */
+    size_t abandoned;      /* no owner, some slots still out */
+    size_t spares;         /* empty, kept for reuse */
+    size_t takes;          /* times a thread took a slab, ever */
+} cf__future_mem_stats;
+void cf__future_mem_get_stats(cf__future_mem_stats *out);
+
 /* Completes `f` from RUNNING or PENDING (for executors that fail a future
  * that never ran: broken pool). `message` is taken over (may be NULL).
  * Returns CF_OK or CF_ESTATE (then `message` is freed). Wakes waiters and
