@@ -19,6 +19,7 @@
  */
 #include "internal.h"
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,18 +59,16 @@ struct cf_map {
 /* ------------------------------------------------------------------------ */
 /* Chunks                                                                   */
 
+/* One block: the chunk, its items, then its args. */
 cf__chunk *cf__chunk_new(cf_fn fn, size_t n)
 {
-    if (n > (SIZE_MAX - sizeof(cf__chunk)) / sizeof(cf__chunk_item))
+    size_t each = sizeof(cf__chunk_item) + sizeof(void *);
+    if (n > (SIZE_MAX - sizeof(cf__chunk)) / each)
         return NULL;
-    cf__chunk *c = calloc(1, sizeof *c + n * sizeof(cf__chunk_item));
+    cf__chunk *c = calloc(1, sizeof *c + n * each);
     if (!c)
         return NULL;
-    c->args = malloc((n ? n : 1) * sizeof *c->args);
-    if (!c->args) {
-        free(c);
-        return NULL;
-    }
+    c->args = (void **)(void *)(c->items + n);
     c->fn = fn;
     c->n = n;
     return c;
@@ -85,8 +84,25 @@ void cf__chunk_free(void *chunk)
             c->items[i].free_value(c->items[i].value);
         free(c->items[i].message);
     }
-    free(c->args);
     free(c);
+}
+
+/* True if the chunk's future finished with its args array: the executor
+ * wrote the results over the args and left the items alone (the process
+ * pool's WORDS_RESULT), so they hold nothing to free or read. */
+static bool in_args(const cf_future *f, const cf__chunk *c)
+{
+    return cf__state_done(cf__future_state(f)) &&
+           cf__future_outcome(f) == CF_OK && f->result == (void *)c->args;
+}
+
+/* Frees a chunk whose future `f` is done. */
+static void chunk_done_free(const cf_future *f, cf__chunk *c)
+{
+    if (c && in_args(f, c))
+        free(c); /* nothing in the items */
+    else
+        cf__chunk_free(c);
 }
 
 /* The task that runs a chunk on executors without native chunks. */
@@ -111,8 +127,7 @@ static void *run_chunk(void *arg, cf_call *call)
 
 static int free_chunk_when_done(cf_future *f, void *chunk)
 {
-    (void)f;
-    cf__chunk_free(chunk);
+    chunk_done_free(f, chunk);
     return 0;
 }
 
@@ -253,7 +268,7 @@ static int submit_next(cf_map *m)
                                                    free_chunk_when_done,
                                                    s.chunk) != CF_OK) {
             cf_future_result(s.future, CF_FOREVER, NULL);
-            cf__chunk_free(s.chunk);
+            chunk_done_free(s.future, s.chunk);
         }
         cf_future_release(s.future);
     }
@@ -290,18 +305,19 @@ static void drop_slot(slot s)
         if (cf_future_add_done_callback(s.future, free_chunk_when_done,
                                         s.chunk) != CF_OK) {
             cf_future_result(s.future, CF_FOREVER, NULL);
-            cf__chunk_free(s.chunk);
+            chunk_done_free(s.future, s.chunk);
         }
     } else {
-        cf__chunk_free(s.chunk);
+        chunk_done_free(s.future, s.chunk);
     }
     cf_future_release(s.future);
 }
 
 static void release_held(cf_map *m)
 {
+    if (m->held_chunk)
+        chunk_done_free(m->held, m->held_chunk);
     cf_future_release(m->held);
-    cf__chunk_free(m->held_chunk);
     m->held = NULL;
     m->held_chunk = NULL;
 }
@@ -411,7 +427,10 @@ static int next_item(cf_map *m, void **result, cf_error *error)
     size_t i = m->item++;
     bool last = m->item == c->n;
     int rc = cf__future_outcome(f);
-    if (rc == CF_OK) {
+    if (rc == CF_OK && f->result == (void *)c->args) {
+        if (result)
+            *result = c->args[i]; /* every item a word (see in_args) */
+    } else if (rc == CF_OK) {
         const cf__chunk_item *it = &c->items[i];
         rc = it->code == 0 ? CF_OK : it->code < 0 ? it->code : CF_ETASK;
         if (rc == CF_OK && result)
@@ -430,6 +449,29 @@ static int next_item(cf_map *m, void **result, cf_error *error)
     return rc;
 }
 
+/* How long cf_map_next() polls for the next slot, giving its CPU away
+ * between polls, before it waits like cf_future_result(). The slots of a
+ * map usually come one after another, a few microseconds apart, from
+ * workers that need the CPU this thread would otherwise spin on (or sleep
+ * and be woken from, at tens of microseconds a wake-up on a VM). */
+#define MAP_YIELD_NS 200000
+
+/* Waits for the future of the oldest slot; false once the deadline has
+ * passed. A map with a timeout waits as cf_future_result() does. */
+static bool wait_slot(cf_map *m, cf_future *f)
+{
+    int64_t until = 0;
+    for (unsigned i = 0; m->deadline == CF__NO_DEADLINE &&
+                         !cf__state_done(cf__future_state(f));
+         i++) {
+        if (!cf__spin_continue(i, &until, MAP_YIELD_NS))
+            break;
+        if ((i & 7) == 7)
+            sched_yield();
+    }
+    return cf__future_wait_done(f, m->deadline);
+}
+
 int cf_map_next(cf_map *m, void **result, cf_error *error)
 {
     if (!m)
@@ -446,8 +488,7 @@ int cf_map_next(cf_map *m, void **result, cf_error *error)
             return CF_EEND;
         }
         cf_future *f = m->ring[m->head].future;
-        if (!cf__state_done(cf__future_state(f)) &&
-            !cf__future_wait_done(f, m->deadline))
+        if (!cf__state_done(cf__future_state(f)) && !wait_slot(m, f))
             return CF_ETIMEDOUT;
         m->current = ring_pop(m);
         m->item = 0;

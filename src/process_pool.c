@@ -289,7 +289,7 @@ static int codec_to_wire(const cf_codec *codec, cf__wire_codec *out)
 
 /* Builds a task and the head of its message (header, fn, codec). */
 static int task_new(process_pool *pool, cf_future *f, cf_fn fn,
-                    const cf_codec *codec, bool chunk, size_t extra,
+                    const cf_codec *codec, uint32_t type, size_t extra,
                     task **out)
 {
     cf__wire_ref fn_ref;
@@ -306,9 +306,7 @@ static int task_new(process_pool *pool, cf_future *f, cf_fn fn,
     size_t start;
     int rc = extra > SIZE_MAX / 2 ? CF_ENOMEM
              : cf__buffer_reserve(&t->msg, 96 + fn_ref.module_len + extra);
-    rc = rc ? rc : cf__wire_begin(&t->msg, chunk ? CF__MSG_CHUNK
-                                                 : CF__MSG_TASK,
-                                  t->seq, &start);
+    rc = rc ? rc : cf__wire_begin(&t->msg, type, t->seq, &start);
     rc = rc ? rc : cf__wire_put_ref(&t->msg, &fn_ref);
     rc = rc ? rc : cf__wire_put_codec(&t->msg, &wc);
     if (rc != CF_OK) {
@@ -412,7 +410,7 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
         return rc;
     codec = codec ? codec : pool->codec;
     task *t;
-    if ((rc = task_new(pool, f, fn, codec, false, 0, &t)) != CF_OK)
+    if ((rc = task_new(pool, f, fn, codec, CF__MSG_TASK, 0, &t)) != CF_OK)
         return rc;
     int enc = codec->encode_arg(arg, &t->msg);
     if (enc != CF_OK) {
@@ -428,10 +426,13 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
     return send_task(pool, t);
 }
 
-/* Native map chunks: the items cross as one CHUNK message. The chunk stays
- * owned by the map iterator; the pool writes the outcomes into it only
- * while the future is RUNNING, and completes the future with the chunk as
- * its (unowned) result. */
+/* Native map chunks: the items cross as one CHUNK message, or, with the
+ * word codec, as a WORDS message (8 bytes an item each way). The chunk
+ * stays owned by the map iterator; the pool writes the outcomes into it
+ * only while the future is RUNNING, and completes the future either with
+ * the chunk (outcomes in its items) or, when a WORDS_RESULT came back
+ * (every item a plain word), with the chunk's args array, overwritten by
+ * the results in order (its items untouched). */
 static int pool_submit_chunk(void *impl, cf_future *f, cf__chunk *chunk,
                              const cf_codec *codec)
 {
@@ -440,27 +441,28 @@ static int pool_submit_chunk(void *impl, cf_future *f, cf__chunk *chunk,
     if (rc != CF_OK)
         return rc;
     codec = codec ? codec : pool->codec;
+    bool words = codec == cf_codec_word();
     task *t;
     /* Room for the items, as words take it (others may need more). */
-    size_t room = chunk->n <= SIZE_MAX / 32 ? 8 + chunk->n * 16 : SIZE_MAX;
-    if ((rc = task_new(pool, f, chunk->fn, codec, true, room, &t)) != CF_OK)
+    size_t each = words ? 8 : 16;
+    size_t room = chunk->n <= SIZE_MAX / 32 ? 8 + chunk->n * each : SIZE_MAX;
+    if ((rc = task_new(pool, f, chunk->fn, codec,
+                       words ? CF__MSG_WORDS : CF__MSG_CHUNK, room, &t)) !=
+        CF_OK)
         return rc;
     t->chunk = chunk;
     int enc = cf__wire_put_u64(&t->msg, chunk->n);
-    /* Each item is at least its length and, for words, 8 bytes. */
+    /* Each item is at least its length and 8 bytes (a word alone). */
     if (enc == CF_OK && chunk->n <= SIZE_MAX / 32)
-        enc = cf__buffer_reserve(&t->msg, chunk->n * 16);
-    if (enc == CF_OK && codec == cf_codec_word()) {
-        /* The common case without a call per item. */
+        enc = cf__buffer_reserve(&t->msg, chunk->n * each);
+    if (enc == CF_OK && words) {
+        /* The common case: the words, with no call per item. */
         unsigned char *p = t->msg.data + t->msg.len;
-        for (size_t i = 0; i < chunk->n; i++, p += 16) {
-            cf__wire_store_u64(p, 8);
-            cf__wire_store_u64(p + 8, (uint64_t)(uintptr_t)chunk->args[i]);
-        }
-        t->msg.len += chunk->n * 16;
+        for (size_t i = 0; i < chunk->n; i++, p += 8)
+            cf__wire_store_u64(p, (uint64_t)(uintptr_t)chunk->args[i]);
+        t->msg.len += chunk->n * 8;
     }
-    for (size_t i = 0; enc == CF_OK && codec != cf_codec_word() &&
-                       i < chunk->n; i++) {
+    for (size_t i = 0; enc == CF_OK && !words && i < chunk->n; i++) {
         size_t at;
         enc = cf__wire_put_placeholder(&t->msg, &at);
         enc = enc ? enc : codec->encode_arg(chunk->args[i], &t->msg);
@@ -983,6 +985,25 @@ static void handle_chunk_result(process_pool *pool, wproc *w, task *t,
     finish_task(pool, w, t, c, NULL, 0, NULL);
 }
 
+/* A WORDS_RESULT: every item of a WORDS chunk gave a plain word. The
+ * words go over the chunk's args (see pool_submit_chunk). */
+static void handle_words_result(process_pool *pool, wproc *w, task *t,
+                                const unsigned char *p, size_t len)
+{
+    cf__chunk *c = t->chunk;
+    uint64_t n;
+    const unsigned char *words;
+    if (cf__wire_decode_words_result(p, len, &n, &words) != CF_OK ||
+        n != c->n) {
+        finish_task(pool, w, t, NULL, NULL, CF_ECODEC,
+                    cf__strdup("malformed map chunk result"));
+        return;
+    }
+    for (size_t i = 0; i < c->n; i++)
+        c->args[i] = (void *)(uintptr_t)cf__wire_load_u64(words + 8 * i);
+    finish_task(pool, w, t, c->args, NULL, 0, NULL);
+}
+
 /* A worker that has run its share (max_tasks_per_child) leaves once
  * nothing of it is left. */
 static void after_task(process_pool *pool, wproc *w)
@@ -1023,17 +1044,22 @@ static bool handle_frame(process_pool *pool, wproc *w,
         w_sync(pool, w);
         return true;
     case CF__MSG_RESULT:
-    case CF__MSG_CHUNK_RESULT: {
+    case CF__MSG_CHUNK_RESULT:
+    case CF__MSG_WORDS_RESULT: {
         /* The worker claimed the task before it wrote this. */
         task *t = w_find_running(w, h->id);
         if (!t) {
             w_sync(pool, w);
             t = w_find_running(w, h->id);
         }
-        if (!t || (h->type == CF__MSG_CHUNK_RESULT) != (t->chunk != NULL))
+        if (!t || (h->type != CF__MSG_RESULT) != (t->chunk != NULL) ||
+            (h->type == CF__MSG_WORDS_RESULT &&
+             t->codec != cf_codec_word()))
             return false;
         if (h->type == CF__MSG_RESULT)
             handle_result(pool, w, t, p, (size_t)h->len);
+        else if (h->type == CF__MSG_WORDS_RESULT)
+            handle_words_result(pool, w, t, p, (size_t)h->len);
         else
             handle_chunk_result(pool, w, t, p, (size_t)h->len);
         if (w->state == W_READY)

@@ -132,6 +132,41 @@ static int put_outcome(cf_buffer *out, const cf_codec *codec, int code,
     return rc;
 }
 
+/* Encodes the outcome of an item that has run: `call` as `fn` left it. */
+static int put_called(const cf_codec *codec, cf_call *call, void *arg,
+                      void *result, cf_buffer *out, bool with_len)
+{
+    if (codec == cf_codec_word() && call->code == 0 && !call->free_result &&
+        cf__buffer_reserve(out, 24) == CF_OK) {
+        /* The common case, written in place: status 0, (length,) word. */
+        unsigned char *p = out->data + out->len;
+        cf__wire_store_u64(p, 0); /* code and padding */
+        if (with_len)
+            cf__wire_store_u64(p + 8, 8);
+        cf__wire_store_u64(p + (with_len ? 16 : 8), (uint64_t)(uintptr_t)result);
+        out->len += with_len ? 24 : 16;
+        return CF_OK;
+    }
+    int rc;
+    if (codec->free_arg)
+        codec->free_arg(arg);
+    /* cf_call_set_result_free() wins over the codec's free function. */
+    void (*free_result)(void *) =
+        call->free_result ? call->free_result : codec->free_result;
+    if (call->code != 0) {
+        rc = put_outcome(out, codec, call->code,
+                         call->message ? call->message
+                                       : cf_strerror(call->code),
+                         NULL, with_len);
+        free(call->message);
+    } else {
+        rc = put_outcome(out, codec, 0, NULL, result, with_len);
+    }
+    if (free_result && result)
+        free_result(result);
+    return rc;
+}
+
 /* Runs one item: decode the argument, call, encode the outcome. */
 static int run_item(cf_fn fn, const cf_codec *codec, const unsigned char *data,
                     size_t len, cf_buffer *out, bool with_len)
@@ -151,33 +186,60 @@ static int run_item(cf_fn fn, const cf_codec *codec, const unsigned char *data,
     cf_call call = {.future = NULL, .code = 0, .message = NULL,
                     .cancel_flag = &never_cancelled};
     void *result = fn(arg, &call);
-    if (codec == cf_codec_word() && call.code == 0 && !call.free_result &&
-        cf__buffer_reserve(out, 24) == CF_OK) {
-        /* The common case, written in place: status 0, (length,) word. */
-        unsigned char *p = out->data + out->len;
-        cf__wire_store_u64(p, 0); /* code and padding */
-        if (with_len)
-            cf__wire_store_u64(p + 8, 8);
-        cf__wire_store_u64(p + (with_len ? 16 : 8), (uint64_t)(uintptr_t)result);
-        out->len += with_len ? 24 : 16;
-        return CF_OK;
+    return put_called(codec, &call, arg, result, out, with_len);
+}
+
+/* Turns the first k results of a WORDS_RESULT frame begun at `start`
+ * (words from `base` on) into the items of a CHUNK_RESULT, in place. */
+static int widen_words(cf_buffer *out, size_t start, size_t base, size_t k)
+{
+    out->len = base + 8 * k;
+    if (cf__buffer_reserve(out, 16 * k) != CF_OK)
+        return CF_ENOMEM;
+    /* Last first: item j moves from 8j to 24j, over words already moved. */
+    for (size_t j = k; j-- > 0;) {
+        uint64_t v = cf__wire_load_u64(out->data + base + 8 * j);
+        unsigned char *q = out->data + base + 24 * j;
+        cf__wire_store_u64(q, 0);
+        cf__wire_store_u64(q + 8, 8);
+        cf__wire_store_u64(q + 16, v);
     }
-    if (codec->free_arg)
-        codec->free_arg(arg);
-    /* cf_call_set_result_free() wins over the codec's free function. */
-    void (*free_result)(void *) =
-        call.free_result ? call.free_result : codec->free_result;
-    if (call.code != 0) {
-        rc = put_outcome(out, codec, call.code,
-                         call.message ? call.message : cf_strerror(call.code),
-                         NULL, with_len);
-        free(call.message);
-    } else {
-        rc = put_outcome(out, codec, 0, NULL, result, with_len);
+    out->len = base + 24 * k;
+    cf__wire_set_type(out, start, CF__MSG_CHUNK_RESULT);
+    return CF_OK;
+}
+
+/* Runs a WORDS chunk (`n` words at `args`) into the frame begun at
+ * `start`: one word per item while every item succeeds with a plain word;
+ * from the first one that does not, the frame becomes a CHUNK_RESULT. */
+static int run_words(cf_fn fn, const unsigned char *args, size_t n,
+                     cf_buffer *out, size_t start)
+{
+    const cf_codec *word = cf_codec_word();
+    int rc = cf__wire_put_u64(out, n);
+    if (rc == CF_OK)
+        rc = cf__buffer_reserve(out, n * 8);
+    if (rc != CF_OK)
+        return rc;
+    size_t base = out->len;
+    for (size_t i = 0; i < n; i++) {
+        void *arg = (void *)(uintptr_t)cf__wire_load_u64(args + 8 * i);
+        cf_call call = {.future = NULL, .code = 0, .message = NULL,
+                        .cancel_flag = &never_cancelled};
+        void *result = fn(arg, &call);
+        if (call.code == 0 && !call.free_result) {
+            cf__wire_store_u64(out->data + base + 8 * i,
+                               (uint64_t)(uintptr_t)result);
+            continue;
+        }
+        rc = widen_words(out, start, base, i);
+        rc = rc ? rc : put_called(word, &call, arg, result, out, true);
+        for (size_t j = i + 1; rc == CF_OK && j < n; j++)
+            rc = run_item(fn, word, args + 8 * j, 8, out, true);
+        return rc;
     }
-    if (free_result && result)
-        free_result(result);
-    return rc;
+    out->len = base + n * 8;
+    return CF_OK;
 }
 
 static int fail_init(cf_buffer *out, int code, const char *msg)
@@ -202,17 +264,22 @@ static void describe_ref(const cf__wire_ref *ref, char *buf, size_t n)
 static int handle_task(worker *w, const cf__wire_header *h,
                        const unsigned char *p)
 {
-    bool chunk = h->type == CF__MSG_CHUNK;
+    bool words = h->type == CF__MSG_WORDS;
+    bool chunk = h->type == CF__MSG_CHUNK || words;
     cf__wire_task t;
-    if (cf__wire_decode_task(p, h->len, chunk, &t) != CF_OK)
+    if ((words ? cf__wire_decode_words(p, h->len, &t)
+               : cf__wire_decode_task(p, h->len, chunk, &t)) != CF_OK)
         return CF_ECODEC; /* a corrupt stream: nothing sane to answer */
     cf_fn fn = (cf_fn)cf__addr_fn(resolve(w, &t.fn));
     const cf_codec *codec = resolve_codec(w, &t.codec);
     size_t start;
-    /* A chunk always answers with a CHUNK_RESULT; one that cannot run at
-     * all fails every item with the same message. */
-    int rc = cf__wire_begin(&w->out, chunk ? CF__MSG_CHUNK_RESULT
-                                           : CF__MSG_RESULT, h->id, &start);
+    /* A chunk answers with a CHUNK_RESULT (a WORDS chunk may answer with
+     * a WORDS_RESULT); one that cannot run at all fails every item with
+     * the same message. */
+    int rc = cf__wire_begin(&w->out, words && fn ? CF__MSG_WORDS_RESULT
+                                     : chunk   ? CF__MSG_CHUNK_RESULT
+                                               : CF__MSG_RESULT,
+                            h->id, &start);
     if (rc != CF_OK)
         return rc;
     if (!fn || !codec) {
@@ -231,6 +298,10 @@ static int handle_task(worker *w, const cf__wire_header *h,
         }
     } else if (!chunk) {
         rc = run_item(fn, codec, t.data, t.len, &w->out, false);
+    } else if (words) {
+        rc = t.n <= SIZE_MAX / 32 ? run_words(fn, t.data, (size_t)t.n,
+                                              &w->out, start)
+                                  : CF_ENOMEM;
     } else {
         rc = cf__wire_put_u64(&w->out, t.n);
         if (rc == CF_OK && t.n <= SIZE_MAX / 32)
@@ -391,7 +462,8 @@ static int handle_frame(worker *w, const cf__wire_header *h,
         rc = handle_init(w, payload, h->len);
         return rc == CF_OK ? KEEP_GOING : STOP_ERROR;
     case CF__MSG_TASK:
-    case CF__MSG_CHUNK: {
+    case CF__MSG_CHUNK:
+    case CF__MSG_WORDS: {
         if (!w->ready)
             return STOP_ERROR;
         unsigned k = ++w->k;

@@ -67,6 +67,11 @@ void cf__wire_set_id(cf_buffer *buf, size_t start, uint64_t id)
     store_u64(buf->data + start + 16, id);
 }
 
+void cf__wire_set_type(cf_buffer *buf, size_t start, uint32_t type)
+{
+    store_u32(buf->data + start, type);
+}
+
 int cf__wire_put_u32(cf_buffer *buf, uint32_t v)
 {
     unsigned char b[4];
@@ -135,11 +140,13 @@ static bool known_type(uint32_t type)
     case CF__MSG_TASK:
     case CF__MSG_CHUNK:
     case CF__MSG_EXIT:
+    case CF__MSG_WORDS:
     case CF__MSG_READY:
     case CF__MSG_INIT_FAILED:
     case CF__MSG_RESULT:
     case CF__MSG_CHUNK_RESULT:
     case CF__MSG_CLAIMED:
+    case CF__MSG_WORDS_RESULT:
         return true;
     default:
         return false;
@@ -256,6 +263,33 @@ int cf__wire_decode_task(const void *p, size_t len, bool chunk,
             return CF_ECODEC;
     }
     return items.pos == items.len ? CF_OK : CF_ECODEC;
+}
+
+int cf__wire_decode_words(const void *p, size_t len, cf__wire_task *out)
+{
+    cf__wire_reader r;
+    cf__wire_reader_init(&r, p, len);
+    cf__wire_get_ref(&r, &out->fn);
+    cf__wire_get_codec(&r, &out->codec);
+    out->n = cf__wire_get_u64(&r);
+    if (r.bad || out->codec.kind != CF__CODEC_WORD ||
+        out->n != (r.len - r.pos) / 8 || (r.len - r.pos) % 8 != 0)
+        return CF_ECODEC;
+    out->data = r.p + r.pos;
+    out->len = r.len - r.pos;
+    return CF_OK;
+}
+
+int cf__wire_decode_words_result(const void *p, size_t len, uint64_t *n,
+                                 const unsigned char **words)
+{
+    if (len < 8 || (len - 8) % 8 != 0)
+        return CF_ECODEC;
+    *n = load_u64(p);
+    if (*n != (len - 8) / 8)
+        return CF_ECODEC;
+    *words = (const unsigned char *)p + 8;
+    return CF_OK;
 }
 
 void cf__wire_chunk_items(const cf__wire_task *t, cf__wire_reader *r)

@@ -14,12 +14,15 @@
  *   INIT   u32 has_init | [ref initializer] | u64 initarg
  *   TASK   ref fn | codec | arg bytes (the rest)
  *   CHUNK  ref fn | codec | u64 n | n x (u64 len | bytes)
+ *   WORDS  ref fn | codec (WORD) | u64 n | n x u64: a chunk of words
  *   EXIT   (empty): finish and exit 0
  * Payloads (worker -> parent):
  *   READY        u64 pid: the initializer (if any) succeeded
  *   INIT_FAILED  i32 code | u32 0 | message (the rest)
  *   RESULT       i32 code | u32 0 | result bytes if code == 0, else message
  *   CHUNK_RESULT u64 n | n x (i32 code | u32 0 | u64 len | bytes)
+ *   WORDS_RESULT u64 n | n x u64: every item of a WORDS chunk succeeded
+ *                with a word and nothing to free (else CHUNK_RESULT)
  * where
  *   ref   = u32 module name length | name bytes | u64 offset
  *           (a function or object: the module that holds it, "" for the
@@ -45,11 +48,13 @@ enum cf__wire_type {
     CF__MSG_TASK = 2,
     CF__MSG_CHUNK = 3,
     CF__MSG_EXIT = 4,
+    CF__MSG_WORDS = 5,
     CF__MSG_READY = 16,
     CF__MSG_INIT_FAILED = 17,
     CF__MSG_RESULT = 18,
     CF__MSG_CHUNK_RESULT = 19,
     CF__MSG_CLAIMED = 20, /* empty: "I claimed a task", to wake the pool */
+    CF__MSG_WORDS_RESULT = 21,
 };
 
 enum cf__codec_kind {
@@ -121,6 +126,8 @@ int cf__wire_begin(cf_buffer *buf, uint32_t type, uint64_t id, size_t *start);
 void cf__wire_end(cf_buffer *buf, size_t start);
 /* Rewrites the id of the frame at `start` (ids are given at dispatch). */
 void cf__wire_set_id(cf_buffer *buf, size_t start, uint64_t id);
+/* Rewrites the type of the frame at `start`. */
+void cf__wire_set_type(cf_buffer *buf, size_t start, uint32_t type);
 
 int cf__wire_put_u32(cf_buffer *buf, uint32_t v);
 int cf__wire_put_u64(cf_buffer *buf, uint64_t v);
@@ -156,9 +163,9 @@ typedef struct cf__wire_init {
 typedef struct cf__wire_task {
     cf__wire_ref fn;
     cf__wire_codec codec;
-    const unsigned char *data; /* TASK: the argument; CHUNK: the items */
+    const unsigned char *data; /* TASK: the argument; CHUNK, WORDS: items */
     size_t len;
-    uint64_t n; /* CHUNK: item count */
+    uint64_t n; /* CHUNK, WORDS: item count */
 } cf__wire_task;
 
 typedef struct cf__wire_status {
@@ -171,6 +178,11 @@ typedef struct cf__wire_status {
 int cf__wire_decode_init(const void *p, size_t len, cf__wire_init *out);
 int cf__wire_decode_task(const void *p, size_t len, bool chunk,
                          cf__wire_task *out);
+/* A WORDS chunk: `data` holds n little-endian words (8 * n bytes). */
+int cf__wire_decode_words(const void *p, size_t len, cf__wire_task *out);
+/* A WORDS_RESULT: `*words` points at n little-endian words. */
+int cf__wire_decode_words_result(const void *p, size_t len, uint64_t *n,
+                                 const unsigned char **words);
 int cf__wire_decode_status(const void *p, size_t len, cf__wire_status *out);
 
 /* Iterates a CHUNK's items: call with `r` set up by cf__wire_chunk_items()

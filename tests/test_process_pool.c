@@ -326,6 +326,60 @@ TEST_TIMEOUT(map_chunk_items_fail_one_by_one, 60)
     cf_executor_free(ex);
 }
 
+/* Word chunks travel as WORDS messages and come back as plain words
+ * until an item fails or sets a free function: then the worker turns the
+ * whole reply into per-item outcomes. Exercise that switch at the first,
+ * a middle and the last item of a chunk, and a chunk with none. */
+static void ignore_word(void *p)
+{
+    (void)p; /* the result is a plain word, not memory */
+}
+
+static void *task_mixed(void *arg, cf_call *call)
+{
+    intptr_t x = (intptr_t)arg;
+    if (x % 100 == 0 && x < 200)
+        return cf_fail(call, 5, "first %ld", (long)x);
+    if (x % 100 == 99)
+        return cf_fail(call, 6, "last %ld", (long)x);
+    if (x == 42 || x == 142)
+        cf_call_set_result_free(call, ignore_word);
+    return (void *)(x * 3);
+}
+
+TEST_TIMEOUT(map_word_chunks_switch_to_outcomes_per_item, 60)
+{
+    enum { N = 350 };
+    void **args = malloc(N * sizeof *args);
+    ASSERT(args != NULL);
+    for (intptr_t i = 0; i < N; i++)
+        args[i] = (void *)i;
+    cf_executor *ex = pool_new(2, CF_START_EXEC);
+    cf_map_options mo = {.chunksize = 100};
+    cf_map *m;
+    ASSERT_OK(cf_executor_map(ex, task_mixed, args, N, &mo, &m));
+    free(args); /* read during the call only */
+    for (intptr_t i = 0; i < N; i++) {
+        void *v = NULL;
+        cf_error e = {0};
+        int rc = cf_map_next(m, &v, &e);
+        if ((i % 100 == 0 && i < 200) || i % 100 == 99) {
+            ASSERT_CODE(rc, CF_ETASK);
+            ASSERT_EQ(e.code, i % 100 == 0 ? 5 : 6);
+            char want[32];
+            snprintf(want, sizeof want, "%s %ld",
+                     i % 100 == 0 ? "first" : "last", (long)i);
+            ASSERT_STR_EQ(e.message, want);
+        } else {
+            ASSERT_OK(rc);
+            ASSERT_EQ((intptr_t)v, i * 3);
+        }
+    }
+    ASSERT_CODE(cf_map_next(m, NULL, NULL), CF_EEND);
+    cf_map_free(m);
+    cf_executor_free(ex);
+}
+
 TEST_TIMEOUT(map_timeout_then_results, 60)
 {
     tmpdir d;
