@@ -571,9 +571,17 @@ static int spawn_worker(process_pool *pool, wproc *w)
         atomic_store(&w->slot->ring_head, 0);
         atomic_store(&w->slot->ring_tail, 0);
         w->seen_from = atomic_load(&w->slot->from_worker);
+        /* Touch the ring's pages now: a first touch costs microseconds
+         * on a VM, which results streaming through it should not pay. */
+        memset(w->slot->ring, 0, CF__RING_BYTES);
     }
     int rc = w_send_init(pool, w);
     rc = rc ? rc : cf__buffer_reserve(&w->in, 64u << 10);
+    rc = rc ? rc : cf__buffer_reserve(&w->out, 64u << 10);
+    if (rc == CF_OK) { /* likewise */
+        memset(w->in.data, 0, w->in.cap);
+        memset(w->out.data + w->out.len, 0, w->out.cap - w->out.len);
+    }
     if (rc == CF_OK)
         rc = pool->method == CF_START_FORK
                  ? cf__proc_spawn_fork(cf__worker_main_forked, w->slot,

@@ -611,8 +611,19 @@ int cf__worker_main(int fd, void *shm_slot)
         w.seen_to = atomic_load(&w.slot->to_worker);
     cf__buffer_init(&w.in);
     cf__buffer_init(&w.out);
-    if (!make_nudge(&w))
+    if (!make_nudge(&w) || cf__buffer_reserve(&w.in, 64u << 10) != CF_OK ||
+        cf__buffer_reserve(&w.out, 64u << 10) != CF_OK) {
+        cf__buffer_destroy(&w.in);
+        cf__buffer_destroy(&w.out);
         return 1;
+    }
+    /* Touch the pages tasks and results go through now, not while they
+     * stream (a first touch costs microseconds on a VM). The pool reads
+     * nothing of the ring before ring_head moves. */
+    memset(w.in.data, 0, w.in.cap);
+    memset(w.out.data, 0, w.out.cap);
+    if (w.slot)
+        memset(w.slot->ring, 0, CF__RING_BYTES);
     worker_thread = true;
     int code = worker_loop(&w);
     worker_thread = false;
