@@ -216,8 +216,10 @@ int cf__buffer_reserve(cf_buffer *buf, size_t extra);
 /* ------------------------------------------------------------------------ */
 /* Executors                                                                */
 
-/* A chunk of map items run as one task. Its future's result is the chunk
- * itself, owned by the future (free_result = cf__chunk_free). */
+/* A chunk of map items run as one task, owned by the map iterator (see
+ * map.c). Its outcomes are in `items`, which the executor allocates with
+ * cf__chunk_items() when it has some to store (a native chunk whose
+ * results all came back as words has none: see cf__submit_chunk_fn). */
 typedef struct cf__chunk_item {
     void *value;
     void (*free_value)(void *); /* NULL: nothing to free */
@@ -228,16 +230,20 @@ typedef struct cf__chunk_item {
 typedef struct cf__chunk {
     cf_fn fn;
     size_t n;
-    void **args;          /* n arguments (owned array) */
-    cf__chunk_item items[]; /* n outcomes */
+    void **args;            /* n arguments, in the chunk's own block */
+    cf__chunk_item *items;  /* n outcomes, or NULL */
 } cf__chunk;
 
 cf__chunk *cf__chunk_new(cf_fn fn, size_t n);
 void cf__chunk_free(void *chunk);
+/* Allocates the chunk's items (zeroed) if it has none. CF_OK or CF_ENOMEM. */
+int cf__chunk_items(cf__chunk *chunk);
 
 /* Optional hook for executors that run a chunk natively (the process pool
- * ships a chunk as one message). Completes `f` with a cf__chunk whose items
- * hold the outcomes, or fails `f` as a whole. Same contract as ops->submit. */
+ * ships a chunk as one message). Completes `f` with the chunk, its items
+ * holding the outcomes, or with the chunk's args array, the results
+ * written over the arguments when every item succeeded with nothing to
+ * free; or fails `f` as a whole. Same contract as ops->submit. */
 typedef int (*cf__submit_chunk_fn)(void *impl, cf_future *f, cf__chunk *chunk,
                                    const cf_codec *codec);
 

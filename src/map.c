@@ -59,19 +59,29 @@ struct cf_map {
 /* ------------------------------------------------------------------------ */
 /* Chunks                                                                   */
 
-/* One block: the chunk, its items, then its args. */
+/* One block: the chunk, then its args. The items come only when needed
+ * (cf__chunk_items): a native chunk of words never needs them, and the
+ * memory a map touches as it takes its input is the memory it pays page
+ * faults for. */
 cf__chunk *cf__chunk_new(cf_fn fn, size_t n)
 {
-    size_t each = sizeof(cf__chunk_item) + sizeof(void *);
-    if (n > (SIZE_MAX - sizeof(cf__chunk)) / each)
+    if (n > (SIZE_MAX - sizeof(cf__chunk)) / sizeof(void *))
         return NULL;
-    cf__chunk *c = calloc(1, sizeof *c + n * each);
+    cf__chunk *c = malloc(sizeof *c + n * sizeof(void *));
     if (!c)
         return NULL;
-    c->args = (void **)(void *)(c->items + n);
     c->fn = fn;
     c->n = n;
+    c->args = (void **)(void *)(c + 1);
+    c->items = NULL;
     return c;
+}
+
+int cf__chunk_items(cf__chunk *c)
+{
+    if (!c->items && c->n)
+        c->items = calloc(c->n, sizeof *c->items);
+    return c->items || !c->n ? CF_OK : CF_ENOMEM;
 }
 
 void cf__chunk_free(void *chunk)
@@ -79,30 +89,13 @@ void cf__chunk_free(void *chunk)
     cf__chunk *c = chunk;
     if (!c)
         return;
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; c->items && i < c->n; i++) {
         if (c->items[i].free_value && c->items[i].value)
             c->items[i].free_value(c->items[i].value);
         free(c->items[i].message);
     }
+    free(c->items);
     free(c);
-}
-
-/* True if the chunk's future finished with its args array: the executor
- * wrote the results over the args and left the items alone (the process
- * pool's WORDS_RESULT), so they hold nothing to free or read. */
-static bool in_args(const cf_future *f, const cf__chunk *c)
-{
-    return cf__state_done(cf__future_state(f)) &&
-           cf__future_outcome(f) == CF_OK && f->result == (void *)c->args;
-}
-
-/* Frees a chunk whose future `f` is done. */
-static void chunk_done_free(const cf_future *f, cf__chunk *c)
-{
-    if (c && in_args(f, c))
-        free(c); /* nothing in the items */
-    else
-        cf__chunk_free(c);
 }
 
 /* The task that runs a chunk on executors without native chunks. */
@@ -127,7 +120,8 @@ static void *run_chunk(void *arg, cf_call *call)
 
 static int free_chunk_when_done(cf_future *f, void *chunk)
 {
-    chunk_done_free(f, chunk);
+    (void)f;
+    cf__chunk_free(chunk);
     return 0;
 }
 
@@ -229,8 +223,11 @@ static int pull_chunk(cf_map *m, cf__chunk **out)
 static int submit_chunk(cf_map *m, cf__chunk *c, cf_future **out)
 {
     cf_executor *ex = m->ex;
-    if (!ex->submit_chunk)
-        return cf_executor_submit_ex(ex, run_chunk, c, m->codec, out);
+    if (!ex->submit_chunk) {
+        int rc = cf__chunk_items(c); /* run_chunk() fills them */
+        return rc ? rc : cf_executor_submit_ex(ex, run_chunk, c, m->codec,
+                                               out);
+    }
     cf_future *f = cf__future_alloc();
     if (!f)
         return CF_ENOMEM;
@@ -268,7 +265,7 @@ static int submit_next(cf_map *m)
                                                    free_chunk_when_done,
                                                    s.chunk) != CF_OK) {
             cf_future_result(s.future, CF_FOREVER, NULL);
-            chunk_done_free(s.future, s.chunk);
+            cf__chunk_free(s.chunk);
         }
         cf_future_release(s.future);
     }
@@ -305,18 +302,17 @@ static void drop_slot(slot s)
         if (cf_future_add_done_callback(s.future, free_chunk_when_done,
                                         s.chunk) != CF_OK) {
             cf_future_result(s.future, CF_FOREVER, NULL);
-            chunk_done_free(s.future, s.chunk);
+            cf__chunk_free(s.chunk);
         }
     } else {
-        chunk_done_free(s.future, s.chunk);
+        cf__chunk_free(s.chunk);
     }
     cf_future_release(s.future);
 }
 
 static void release_held(cf_map *m)
 {
-    if (m->held_chunk)
-        chunk_done_free(m->held, m->held_chunk);
+    cf__chunk_free(m->held_chunk);
     cf_future_release(m->held);
     m->held = NULL;
     m->held_chunk = NULL;
@@ -429,7 +425,7 @@ static int next_item(cf_map *m, void **result, cf_error *error)
     int rc = cf__future_outcome(f);
     if (rc == CF_OK && f->result == (void *)c->args) {
         if (result)
-            *result = c->args[i]; /* every item a word (see in_args) */
+            *result = c->args[i]; /* results over the args: all words */
     } else if (rc == CF_OK) {
         const cf__chunk_item *it = &c->items[i];
         rc = it->code == 0 ? CF_OK : it->code < 0 ? it->code : CF_ETASK;

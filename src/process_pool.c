@@ -430,9 +430,9 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
  * word codec, as a WORDS message (8 bytes an item each way). The chunk
  * stays owned by the map iterator; the pool writes the outcomes into it
  * only while the future is RUNNING, and completes the future either with
- * the chunk (outcomes in its items) or, when a WORDS_RESULT came back
- * (every item a plain word), with the chunk's args array, overwritten by
- * the results in order (its items untouched). */
+ * the chunk (outcomes in its items, allocated then) or, when a
+ * WORDS_RESULT came back (every item a plain word), with the chunk's args
+ * array, overwritten by the results in order (no items at all). */
 static int pool_submit_chunk(void *impl, cf_future *f, cf__chunk *chunk,
                              const cf_codec *codec)
 {
@@ -946,6 +946,11 @@ static void handle_chunk_result(process_pool *pool, wproc *w, task *t,
     if (cf__wire_get_u64(&r) != c->n || r.bad) {
         finish_task(pool, w, t, NULL, NULL, CF_ECODEC,
                     cf__strdup("malformed map chunk result"));
+        return;
+    }
+    if (cf__chunk_items(c) != CF_OK) {
+        finish_task(pool, w, t, NULL, NULL, CF_ENOMEM,
+                    cf__strdup("no memory for the map chunk's outcomes"));
         return;
     }
     bool words = t->codec == cf_codec_word();
