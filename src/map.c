@@ -43,6 +43,7 @@ struct cf_map {
     void *ctx;
     bool input_done;
     int submit_error; /* a failed submit ends the input; reported in order */
+    bool slow;        /* the last slot waited for came late (wait_slot) */
 
     /* In-flight slots, FIFO. */
     slot *ring;
@@ -447,25 +448,35 @@ static int next_item(cf_map *m, void **result, cf_error *error)
 
 /* How long cf_map_next() polls for the next slot, giving its CPU away
  * between polls, before it waits like cf_future_result(). The slots of a
- * map usually come one after another, a few microseconds apart, from
- * workers that need the CPU this thread would otherwise spin on (or sleep
- * and be woken from, at tens of microseconds a wake-up on a VM). */
+ * map of small tasks come a few microseconds apart, from workers that
+ * need the CPU this thread would otherwise spin on (or sleep and be woken
+ * from, at tens of microseconds a wake-up on a VM). Once a slot took
+ * longer than that, the map waits at once until one comes quickly again,
+ * so long tasks do not pay for the polling. */
 #define MAP_YIELD_NS 200000
 
 /* Waits for the future of the oldest slot; false once the deadline has
  * passed. A map with a timeout waits as cf_future_result() does. */
 static bool wait_slot(cf_map *m, cf_future *f)
 {
+    if (m->deadline != CF__NO_DEADLINE)
+        return cf__future_wait_done(f, m->deadline);
+    if (m->slow) {
+        int64_t start = cf__now_ns();
+        cf__future_wait_done(f, CF__NO_DEADLINE);
+        m->slow = cf__now_ns() - start >= MAP_YIELD_NS;
+        return true;
+    }
     int64_t until = 0;
-    for (unsigned i = 0; m->deadline == CF__NO_DEADLINE &&
-                         !cf__state_done(cf__future_state(f));
-         i++) {
-        if (!cf__spin_continue(i, &until, MAP_YIELD_NS))
-            break;
+    for (unsigned i = 0; !cf__state_done(cf__future_state(f)); i++) {
+        if (!cf__spin_continue(i, &until, MAP_YIELD_NS)) {
+            m->slow = true;
+            return cf__future_wait_done(f, CF__NO_DEADLINE);
+        }
         if ((i & 7) == 7)
             sched_yield();
     }
-    return cf__future_wait_done(f, m->deadline);
+    return true;
 }
 
 int cf_map_next(cf_map *m, void **result, cf_error *error)
