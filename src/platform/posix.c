@@ -206,6 +206,11 @@ void cf__thread_join(cf__thread t)
         die("pthread_join", err);
 }
 
+void cf__yield(void)
+{
+    sched_yield();
+}
+
 int cf__cpu_count(void)
 {
 #if defined(__linux__)
