@@ -28,18 +28,59 @@ static size_t hash_ptr(const void *p)
     return (size_t)x;
 }
 
+typedef struct address_run {
+    uintptr_t first, last;
+} address_run;
+
+static int by_first_address(const void *a, const void *b)
+{
+    uintptr_t x = ((const address_run *)a)->first;
+    uintptr_t y = ((const address_run *)b)->first;
+    return (x > y) - (x < y);
+}
+
+/* True if fs[0..n) are provably distinct without a table. Futures made one
+ * after another sit at rising addresses within a slab (future_slab.c), and
+ * jump where a new slab starts: so split the array into strictly rising
+ * runs; if the runs are few and their address ranges do not overlap, no
+ * future appears twice. Two sequential passes and a sort of the runs,
+ * instead of a hash table many times the array's size. */
+static bool distinct_by_runs(cf_future *const *fs, size_t n)
+{
+    enum { MAX_RUNS = 4096 };
+    size_t n_runs = 1;
+    for (size_t i = 1; i < n; i++)
+        if ((uintptr_t)fs[i - 1] >= (uintptr_t)fs[i] && ++n_runs > MAX_RUNS)
+            return false;
+    if (n_runs == 1)
+        return true;
+    address_run *runs = malloc(n_runs * sizeof *runs);
+    if (!runs)
+        return false;
+    size_t r = 0;
+    runs[0].first = (uintptr_t)fs[0];
+    for (size_t i = 1; i < n; i++)
+        if ((uintptr_t)fs[i - 1] >= (uintptr_t)fs[i]) {
+            runs[r++].last = (uintptr_t)fs[i - 1];
+            runs[r].first = (uintptr_t)fs[i];
+        }
+    runs[r].last = (uintptr_t)fs[n - 1];
+    qsort(runs, n_runs, sizeof *runs, by_first_address);
+    bool disjoint = true;
+    for (size_t i = 1; i < n_runs && disjoint; i++)
+        disjoint = runs[i].first > runs[i - 1].last;
+    free(runs);
+    return disjoint;
+}
+
 /* Copies the distinct futures of fs[0..n) to `uniq` in first-seen order and
  * returns how many, or (size_t)-1 when out of memory. */
 static size_t dedup(cf_future *const *fs, size_t n, cf_future **uniq)
 {
-    /* Futures allocated one after another usually sit at rising addresses:
-     * strictly rising means distinct, and one sequential pass proves it. */
-    size_t rising = 1;
-    while (rising < n && (uintptr_t)fs[rising - 1] < (uintptr_t)fs[rising])
-        rising++;
-    if (rising >= n) {
-        if (n)
-            memcpy(uniq, fs, n * sizeof *fs);
+    if (n == 0)
+        return 0;
+    if (distinct_by_runs(fs, n)) {
+        memcpy(uniq, fs, n * sizeof *fs);
         return n;
     }
     if (n <= 8) { /* small sets: a scan beats a table */

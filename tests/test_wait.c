@@ -298,6 +298,53 @@ TEST(wait_counts_duplicates_once_in_large_sets)
         cf_future_release(distinct[i]);
 }
 
+static int by_address(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (cf_future *const *)a;
+    uintptr_t y = (uintptr_t) * (cf_future *const *)b;
+    return (x > y) - (x < y);
+}
+
+static size_t distinct_in_wait(cf_future **fs, size_t n)
+{
+    size_t n_done = 0;
+    ASSERT_OK(cf_wait(fs, n, 0, CF_ALL_COMPLETED, NULL, &n_done, NULL, NULL));
+    return n_done;
+}
+
+/* Runs of rising addresses (how futures from slabs arrive) prove an array
+ * distinct only if the runs' ranges do not overlap: a duplicate hidden in
+ * a second run must still be found. */
+TEST(wait_counts_duplicates_across_rising_runs)
+{
+    enum { N = 40 };
+    cf_future *f[N], *fs[2 * N];
+    for (int i = 0; i < N; i++)
+        f[i] = future_done_with(NULL);
+    qsort(f, N, sizeof *f, by_address); /* f rises, whatever the allocator */
+    /* Two rising runs, high half first: disjoint ranges, all distinct. */
+    memcpy(fs, f + N / 2, N / 2 * sizeof *fs);
+    memcpy(fs + N / 2, f, N / 2 * sizeof *fs);
+    ASSERT_EQ(distinct_in_wait(fs, N), N);
+    /* Overlapping runs: f[0..29], then f[10..39]: 40 distinct of 60. */
+    memcpy(fs, f, 30 * sizeof *fs);
+    memcpy(fs + 30, f + 10, 30 * sizeof *fs);
+    ASSERT_EQ(distinct_in_wait(fs, 60), N);
+    /* Interleaved runs with disjoint elements but overlapping ranges:
+     * evens, then odds: all distinct (the table path decides). */
+    for (int i = 0; i < N / 2; i++) {
+        fs[i] = f[2 * i];
+        fs[N / 2 + i] = f[2 * i + 1];
+    }
+    ASSERT_EQ(distinct_in_wait(fs, N), N);
+    /* One future repeated at the end of a run of its own. */
+    memcpy(fs, f, N * sizeof *fs);
+    fs[N] = f[N / 2];
+    ASSERT_EQ(distinct_in_wait(fs, N + 1), N);
+    for (int i = 0; i < N; i++)
+        cf_future_release(f[i]);
+}
+
 TEST(wait_all_completed_on_duplicates_returns_after_one_completion)
 {
     /* If each copy were counted, one completion could never satisfy it. */
