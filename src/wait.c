@@ -48,6 +48,8 @@ static int by_first_address(const void *a, const void *b)
 static bool distinct_by_runs(cf_future *const *fs, size_t n)
 {
     enum { MAX_RUNS = 4096 };
+    if (n == 0)
+        return true;
     size_t n_runs = 1;
     for (size_t i = 1; i < n; i++)
         if ((uintptr_t)fs[i - 1] >= (uintptr_t)fs[i] && ++n_runs > MAX_RUNS)
@@ -77,10 +79,9 @@ static bool distinct_by_runs(cf_future *const *fs, size_t n)
  * returns how many, or (size_t)-1 when out of memory. */
 static size_t dedup(cf_future *const *fs, size_t n, cf_future **uniq)
 {
-    if (n == 0)
-        return 0;
     if (distinct_by_runs(fs, n)) {
-        memcpy(uniq, fs, n * sizeof *fs);
+        if (n)
+            memcpy(uniq, fs, n * sizeof *fs);
         return n;
     }
     if (n <= 8) { /* small sets: a scan beats a table */
@@ -361,7 +362,10 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out)
     if (!it || !out)
         return CF_EINVAL;
     if (it->ready_pos < it->n_ready) {
-        *out = cf_future_retain(it->futures[it->ready[it->ready_pos++]]);
+        /* No node points at a ready future: hand the caller the
+         * iterator's own reference (free() skips it) instead of taking
+         * another, which would touch the future's line twice more. */
+        *out = it->futures[it->ready[it->ready_pos++]];
         it->yielded++;
         return CF_OK;
     }
@@ -392,15 +396,18 @@ void cf_as_completed_free(cf_as_completed *it)
     if (!it)
         return;
     /* `ready` lists, in rising order, the futures whose node was never
-     * installed (or whose install found them done); every other node is
-     * removed under its future's lock, even when it was notified: the
-     * completer may still be signalling our event. */
+     * installed (or whose install found them done); the first ready_pos of
+     * them were handed out with our reference. Every other node is removed
+     * under its future's lock, even when it was notified: the completer may
+     * still be signalling our event. */
     size_t r = 0;
     for (size_t i = 0; i < it->n; i++) {
-        if (r < it->n_ready && it->ready[r] == i)
-            r++;
-        else
+        if (r < it->n_ready && it->ready[r] == i) {
+            if (r++ < it->ready_pos)
+                continue; /* the caller owns that reference now */
+        } else {
             cf__wait_node_remove(&it->nodes[i]);
+        }
         cf_future_release(it->futures[i]);
     }
     cf__event_destroy(&it->w.event);
