@@ -132,21 +132,29 @@ static int put_outcome(cf_buffer *out, const cf_codec *codec, int code,
     return rc;
 }
 
+/* The common outcome, written in place: status 0, (length,) word. False
+ * if the item's outcome is not that (or there is no room). */
+static inline bool put_word(const cf_codec *codec, const cf_call *call,
+                            void *result, cf_buffer *out, bool with_len)
+{
+    if (codec != cf_codec_word() || call->code != 0 || call->free_result ||
+        cf__buffer_reserve(out, 24) != CF_OK)
+        return false;
+    unsigned char *p = out->data + out->len;
+    cf__wire_store_u64(p, 0); /* code and padding */
+    if (with_len)
+        cf__wire_store_u64(p + 8, 8);
+    cf__wire_store_u64(p + (with_len ? 16 : 8), (uint64_t)(uintptr_t)result);
+    out->len += with_len ? 24 : 16;
+    return true;
+}
+
 /* Encodes the outcome of an item that has run: `call` as `fn` left it. */
 static int put_called(const cf_codec *codec, cf_call *call, void *arg,
                       void *result, cf_buffer *out, bool with_len)
 {
-    if (codec == cf_codec_word() && call->code == 0 && !call->free_result &&
-        cf__buffer_reserve(out, 24) == CF_OK) {
-        /* The common case, written in place: status 0, (length,) word. */
-        unsigned char *p = out->data + out->len;
-        cf__wire_store_u64(p, 0); /* code and padding */
-        if (with_len)
-            cf__wire_store_u64(p + 8, 8);
-        cf__wire_store_u64(p + (with_len ? 16 : 8), (uint64_t)(uintptr_t)result);
-        out->len += with_len ? 24 : 16;
+    if (put_word(codec, call, result, out, with_len))
         return CF_OK;
-    }
     int rc;
     if (codec->free_arg)
         codec->free_arg(arg);
@@ -186,6 +194,8 @@ static int run_item(cf_fn fn, const cf_codec *codec, const unsigned char *data,
     cf_call call = {.future = NULL, .code = 0, .message = NULL,
                     .cancel_flag = &never_cancelled};
     void *result = fn(arg, &call);
+    if (put_word(codec, &call, result, out, with_len))
+        return CF_OK;
     return put_called(codec, &call, arg, result, out, with_len);
 }
 
