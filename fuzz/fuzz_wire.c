@@ -70,6 +70,19 @@ static void decode_payload(const unsigned char *p, size_t n)
             check_span(d, len);
         }
     }
+    /* As a WORDS chunk and a WORDS_RESULT: n words, exactly. */
+    cf__wire_task w;
+    if (cf__wire_decode_words(p, n, &w) == CF_OK) {
+        check_ref(&w.fn);
+        CHECK(w.len == 8 * w.n);
+        check_span(w.data, w.len);
+    }
+    uint64_t n_words;
+    const unsigned char *words;
+    if (cf__wire_decode_words_result(p, n, &n_words, &words) == CF_OK) {
+        CHECK(n_words <= n / 8);
+        check_span(words, 8 * n_words);
+    }
     cf__wire_status st;
     if (cf__wire_decode_status(p, n, &st) == CF_OK)
         check_span(st.data, st.len);

@@ -19,7 +19,6 @@
  */
 #include "internal.h"
 
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -474,7 +473,7 @@ static bool wait_slot(cf_map *m, cf_future *f)
             return cf__future_wait_done(f, CF__NO_DEADLINE);
         }
         if ((i & 7) == 7)
-            sched_yield();
+            cf__yield();
     }
     return true;
 }

@@ -39,7 +39,6 @@
  */
 #include "internal.h"
 
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,7 +175,7 @@ static cf_future *pop_available(thread_pool *p)
         if (spins < 64)
             cf__cpu_relax();
         else
-            sched_yield();
+            cf__yield();
     }
     return NULL;
 }
