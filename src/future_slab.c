@@ -31,7 +31,10 @@
  *    unlinks it and keeps it as a spare (at most MAX_SPARES) or unmaps it,
  *    so memory goes back after a burst. Adoption skips RECLAIMING slabs.
  *  - A thread's exit abandons its slab (a pthread key destructor); fork()
- *    is guarded by atfork handlers on the global mutex.
+ *    is guarded by atfork handlers on the global mutex. In a fork child,
+ *    the slabs owned by the parent's other threads stay owned by threads
+ *    that do not exist there: the child never reuses their slots (at most
+ *    one slab per such thread, like the rest of their memory).
  *
  * CF_FUTURE_ALLOC=malloc in the environment (read once, at the first
  * future) makes every future a plain malloc, as GLib's G_SLICE=always-malloc
