@@ -149,12 +149,11 @@ static inline bool put_word(const cf_codec *codec, const cf_call *call,
     return true;
 }
 
-/* Encodes the outcome of an item that has run: `call` as `fn` left it. */
+/* Encodes the outcome of an item that has run, `call` as `fn` left it,
+ * when put_word() could not: a failure, a result to free, another codec. */
 static int put_called(const cf_codec *codec, cf_call *call, void *arg,
                       void *result, cf_buffer *out, bool with_len)
 {
-    if (put_word(codec, call, result, out, with_len))
-        return CF_OK;
     int rc;
     if (codec->free_arg)
         codec->free_arg(arg);
