@@ -198,6 +198,17 @@ static const cf_executor_ops process_pool_ops;
 /* ------------------------------------------------------------------------ */
 /* Tasks                                                                    */
 
+/* Appends `t` to a FIFO list of tasks linked through next. */
+static void task_append(task **head, task **tail, task *t)
+{
+    t->next = NULL;
+    if (*tail)
+        (*tail)->next = t;
+    else
+        *head = t;
+    *tail = t;
+}
+
 static void task_free(task *t)
 {
     if (!t)
@@ -344,12 +355,7 @@ static int enqueue(process_pool *pool, task *t)
     int rc = refusal_locked(pool);
     if (rc == CF_OK) {
         cf_future_retain(t->f);
-        t->next = NULL;
-        if (pool->tail)
-            pool->tail->next = t;
-        else
-            pool->head = t;
-        pool->tail = t;
+        task_append(&pool->head, &pool->tail, t);
         pool->n_queued++;
         atomic_fetch_add(&pool->n_enqueued, 1);
     }
@@ -642,12 +648,7 @@ static bool task_take_back(task *t)
 static void run_push(process_pool *pool, wproc *w, task *t)
 {
     (void)pool;
-    t->next = NULL;
-    if (w->run_tail)
-        w->run_tail->next = t;
-    else
-        w->run_head = t;
-    w->run_tail = t;
+    task_append(&w->run_head, &w->run_tail, t);
     w->n_running++;
     w->busy_k = t->k;
     w->tasks_run++;
@@ -715,13 +716,8 @@ static int w_append(wproc *w, task *t)
 
 static void wait_push(process_pool *pool, wproc *w, task *t)
 {
-    t->next = NULL;
     cf__mutex_lock(&pool->lock);
-    if (w->wait_tail)
-        w->wait_tail->next = t;
-    else
-        w->wait_head = t;
-    w->wait_tail = t;
+    task_append(&w->wait_head, &w->wait_tail, t);
     w->n_waiting++;
     cf__mutex_unlock(&pool->lock);
 }
