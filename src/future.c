@@ -61,10 +61,18 @@ static void report_callback_error(cf_future *f, int code)
     fn(f, code, arg);
 }
 
-/* Runs and frees a detached callback list, in order. A failing callback is
- * reported and the rest still run. */
-static void run_callbacks(cf_future *f, cf__callback *cb)
+/* Runs and frees a detached callback list (newest first, as added), in
+ * the order the callbacks were added. A failing callback is reported and
+ * the rest still run. */
+static void run_callbacks(cf_future *f, cf__callback *newest)
 {
+    cf__callback *cb = NULL;
+    while (newest) { /* reverse: almost always zero or one callback */
+        cf__callback *next = newest->next;
+        newest->next = cb;
+        cb = newest;
+        newest = next;
+    }
     while (cb) {
         cf__callback *next = cb->next;
         int rc = cb->fn(f, cb->arg);
@@ -84,21 +92,16 @@ cf_future *cf__future_alloc(void)
     if (!f)
         return NULL;
     f->next = NULL;
-    f->fn = NULL;
-    f->arg = NULL;
-    f->executor_data = NULL;
-    f->result = NULL;
-    f->free_result = NULL;
-    f->message = NULL;
-    f->code = 0;
+    f->start.task.fn = NULL;
+    f->start.task.arg = NULL;
+    f->end.lists.waiters = NULL;
+    f->end.lists.callbacks = NULL;
     atomic_init(&f->state, CF__PENDING);
     atomic_init(&f->refs, 1);
     atomic_init(&f->cancel_requested, false);
     atomic_init(&f->lock.held, false);
-    f->waiters = NULL;
-    f->callbacks = NULL;
-    f->callbacks_tail = NULL;
-    f->cancel_hook = NULL;
+    f->has_cancel_hook = false;
+    f->failed = false;
     return f;
 }
 
@@ -127,16 +130,21 @@ void cf_future_release(cf_future *f)
     /* acq_rel: the last releaser must see every write made by the others. */
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return;
-    if (f->free_result && f->result)
-        f->free_result(f->result);
-    free(f->message);
-    /* A future released while pending may still carry callbacks that will
-     * now never run; free them. No waiter can be left: waiters hold refs. */
-    cf__callback *cb = f->callbacks;
-    while (cb) {
-        cf__callback *next = cb->next;
-        free(cb);
-        cb = next;
+    int state = atomic_load_explicit(&f->state, memory_order_relaxed);
+    if (state == CF__FINISHED && f->failed) {
+        free(f->end.failure.message);
+    } else if (state == CF__FINISHED) {
+        if (f->end.value.free_result && f->end.value.result)
+            f->end.value.free_result(f->end.value.result);
+    } else if (state != CF__CANCELLED) {
+        /* Released while pending: its callbacks will now never run; free
+         * them. No waiter can be left: waiters hold references. */
+        cf__callback *cb = f->end.lists.callbacks;
+        while (cb) {
+            cf__callback *next = cb->next;
+            free(cb);
+            cb = next;
+        }
     }
     cf__future_mem_free(f);
 }
@@ -163,8 +171,8 @@ static int complete(cf_future *f, unsigned from_mask, int to, void *result,
 {
     cf__spin_lock(&f->lock);
     int state = atomic_load_explicit(&f->state, memory_order_relaxed);
-    if (to == CF__CANCELLED && state == CF__PENDING && f->cancel_hook &&
-        !f->cancel_hook(f)) {
+    if (to == CF__CANCELLED && state == CF__PENDING && f->has_cancel_hook &&
+        !f->start.cancel_hook.fn(f)) {
         /* Started already where only the hook could see it. */
         atomic_compare_exchange_strong_explicit(&f->state, &state, CF__RUNNING,
                                                 memory_order_acq_rel,
@@ -172,25 +180,36 @@ static int complete(cf_future *f, unsigned from_mask, int to, void *result,
         cf__spin_unlock(&f->lock);
         return state == CF__PENDING ? CF__RUNNING : state;
     }
-    do {
+    if (!(from_mask & (1u << state))) {
+        cf__spin_unlock(&f->lock);
+        return state;
+    }
+    /* The lists give way to the outcome, which must be visible before the
+     * done state is. Only the start of a task races with us (PENDING to
+     * RUNNING, without the lock), so the CAS may need a second try; if the
+     * new state is not one we complete from, the lists go back. */
+    cf__wait_node *waiters = f->end.lists.waiters;
+    cf__callback *callbacks = f->end.lists.callbacks;
+    for (;;) {
+        f->failed = code != 0;
+        if (code != 0) {
+            f->end.failure.message = message;
+            f->end.failure.code = code;
+        } else {
+            f->end.value.result = result;
+            f->end.value.free_result = free_result;
+        }
+        if (atomic_compare_exchange_weak_explicit(&f->state, &state, to,
+                                                  memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            break;
         if (!(from_mask & (1u << state))) {
+            f->end.lists.waiters = waiters;
+            f->end.lists.callbacks = callbacks;
             cf__spin_unlock(&f->lock);
             return state;
         }
-        /* The outcome must be visible before the done state is. Writing it
-         * here is safe: only the thread that wins the CAS below completes,
-         * and no one else writes these fields (we hold the lock against
-         * other completers; readers wait for a done state). */
-        f->result = result;
-        f->free_result = free_result;
-        f->code = code;
-        f->message = message;
-    } while (!atomic_compare_exchange_weak_explicit(
-        &f->state, &state, to, memory_order_acq_rel, memory_order_relaxed));
-    cf__wait_node *waiters = f->waiters;
-    cf__callback *callbacks = f->callbacks;
-    f->waiters = NULL;
-    f->callbacks = f->callbacks_tail = NULL;
+    }
     notify_waiters(f, waiters);
     cf__spin_unlock(&f->lock);
     run_callbacks(f, callbacks);
@@ -203,8 +222,9 @@ void cf__future_set_cancel_hook(cf_future *f, bool (*hook)(cf_future *f),
                                 void *data)
 {
     cf__spin_lock(&f->lock);
-    f->cancel_hook = hook;
-    f->executor_data = data;
+    f->has_cancel_hook = hook != NULL;
+    f->start.cancel_hook.fn = hook;
+    f->start.cancel_hook.data = data;
     cf__spin_unlock(&f->lock);
 }
 
@@ -306,9 +326,10 @@ int cf__future_outcome(const cf_future *f)
     int state = cf__future_state(f);
     if (state == CF__CANCELLED)
         return CF_ECANCELLED;
-    if (f->code == 0)
+    int code = cf__future_code(f);
+    if (code == 0)
         return CF_OK;
-    return f->code < 0 ? f->code : CF_ETASK;
+    return code < 0 ? code : CF_ETASK;
 }
 
 /* Waits for `f` per `timeout`. Returns CF_OK once done, or an error. */
@@ -332,7 +353,7 @@ int cf_future_result(cf_future *f, double timeout, void **out)
         return rc;
     rc = cf__future_outcome(f);
     if (rc == CF_OK && out)
-        *out = f->result;
+        *out = cf__future_result(f);
     return rc;
 }
 
@@ -344,10 +365,11 @@ int cf_future_exception(cf_future *f, double timeout, cf_error *out)
     if (cf__future_state(f) == CF__CANCELLED)
         return CF_ECANCELLED;
     if (out) {
-        out->code = f->code;
-        out->message = f->code == 0 ? ""
-                       : f->message ? f->message
-                                    : cf_strerror(f->code);
+        const char *message = cf__future_message(f);
+        out->code = cf__future_code(f);
+        out->message = out->code == 0 ? ""
+                       : message      ? message
+                                      : cf_strerror(out->code);
     }
     return CF_OK;
 }
@@ -365,11 +387,8 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg)
     cf__spin_lock(&f->lock);
     if (!cf__state_done(atomic_load_explicit(&f->state,
                                              memory_order_relaxed))) {
-        if (f->callbacks_tail)
-            f->callbacks_tail->next = cb;
-        else
-            f->callbacks = cb;
-        f->callbacks_tail = cb;
+        cb->next = f->end.lists.callbacks;
+        f->end.lists.callbacks = cb;
         cf__spin_unlock(&f->lock);
         return CF_OK;
     }
@@ -393,10 +412,10 @@ bool cf__wait_node_install(cf_future *f, cf__wait_node *node)
         cf__spin_unlock(&f->lock);
         return false;
     }
-    node->next = f->waiters;
-    if (f->waiters)
-        f->waiters->prev = node;
-    f->waiters = node;
+    node->next = f->end.lists.waiters;
+    if (node->next)
+        node->next->prev = node;
+    f->end.lists.waiters = node;
     node->linked = true;
     cf__spin_unlock(&f->lock);
     return true;
@@ -410,7 +429,7 @@ void cf__wait_node_remove(cf__wait_node *node)
         if (node->prev)
             node->prev->next = node->next;
         else
-            f->waiters = node->next;
+            f->end.lists.waiters = node->next;
         if (node->next)
             node->next->prev = node->prev;
         node->linked = false;

@@ -1,7 +1,7 @@
 /* internal.h - private declarations shared by the files of src/ (cf__ names).
  *
  * Design: a future is one allocation that is also the task's queue node, so
- * submitting costs one malloc. Its state is an atomic read without a lock by
+ * submitting costs one allocation (a slab slot). Its state is an atomic read without a lock by
  * the predicates and the result fast path; transitions, the waiter list and
  * the callback list are guarded by a one-byte spinlock in the future (held
  * for a few instructions, never across user code). Lock order: future lock,
@@ -32,42 +32,84 @@ typedef struct cf__wait_node cf__wait_node;
 typedef struct cf__callback cf__callback;
 
 struct cf_future {
-    /* The task, for executors that queue the future itself. Owned by the
-     * executor the future was submitted to; untouched by future.c. `next`
-     * is atomic because the thread pool links it without a lock. */
+    /* The thread pool's queue link, owned by the executor the future was
+     * submitted to; untouched by future.c. Atomic because the pool links
+     * it without a lock. */
     _Atomic(cf_future *) next;
-    cf_fn fn;
-    void *arg;
-    void *executor_data; /* a spare word for the executor */
 
-    /* The outcome. Written once, before `state` is released as FINISHED,
-     * and read only after `state` is acquired as FINISHED. */
-    void *result;
-    void (*free_result)(void *);
-    char *message; /* failure message (malloc'd) or NULL */
-    int code;      /* 0: success; else the failure's code */
+    /* Two unions keep a future at 56 bytes: a million pending futures are
+     * 56 MB of memory that must be fresh, and touching it is most of what
+     * submitting costs.
+     *
+     * `start`: task words while PENDING, for an executor that queues the
+     * future itself (the thread pool reads them after it moved the future
+     * to RUNNING); or, when has_cancel_hook is set, the cancel hook (see
+     * cf__future_set_cancel_hook), guarded by lock. An executor uses one or
+     * the other. */
+    union {
+        struct {
+            cf_fn fn;
+            void *arg;
+        } task;
+        struct {
+            bool (*fn)(cf_future *f);
+            void *data;
+        } cancel_hook;
+    } start;
+
+    /* `end`: the waiter and callback lists while the future is not done,
+     * guarded by lock; its outcome once it is. The completer detaches the
+     * lists, writes the outcome and publishes the done state in one step
+     * under the lock (a waiter or callback added under the lock sees the
+     * future done, or is on the lists detached). Outcome readers acquire a
+     * done `state` first; `failed` says which outcome it is. */
+    union {
+        struct {
+            cf__wait_node *waiters;
+            cf__callback *callbacks; /* newest first */
+        } lists;
+        struct {
+            void *result;
+            void (*free_result)(void *);
+        } value;
+        struct {
+            char *message; /* malloc'd, or NULL */
+            int code;      /* never 0 */
+        } failure;
+    } end;
 
     _Atomic int state;            /* enum cf__state */
     atomic_uint refs;             /* references; the last one frees */
     atomic_bool cancel_requested; /* cf_call_cancel_requested() */
-    cf__spinlock lock;            /* guards the transitions and lists below */
-    cf__wait_node *waiters;       /* guarded by lock; detached on completion */
-    cf__callback *callbacks;      /* guarded by lock; FIFO via tail */
-    cf__callback *callbacks_tail; /* guarded by lock */
-    /* Optional, set by an executor through cf__future_set_cancel_hook();
-     * guarded by lock. NULL for almost every future. */
-    bool (*cancel_hook)(cf_future *f);
+    cf__spinlock lock;            /* guards transitions, lists, hook */
+    bool has_cancel_hook;         /* guarded by lock */
+    bool failed;                  /* part of the outcome, like `end` */
 };
+
+/* A done future's outcome (call only once cf__future_state() is done). */
+static inline int cf__future_code(const cf_future *f)
+{
+    return f->failed ? f->end.failure.code : 0;
+}
+static inline const char *cf__future_message(const cf_future *f)
+{
+    return f->failed ? f->end.failure.message : NULL;
+}
+static inline void *cf__future_result(const cf_future *f)
+{
+    return f->failed ? NULL : f->end.value.result;
+}
 
 /* Cancel hook: for an executor whose task may be started by someone who
  * cannot take this future's lock (a worker process claiming it in shared
  * memory). Cancelling a PENDING future that has a hook calls it under the
- * future's lock, with `f->executor_data` as the executor's data; it
- * returns true if the cancel may proceed (the task will never start), or
- * false if the task has already started: the future then turns RUNNING
+ * future's lock, with `f->start.cancel_hook.data` as the executor's data;
+ * it returns true if the cancel may proceed (the task will never start),
+ * or false if the task has already started: the future then turns RUNNING
  * instead and the cancel fails. Only the cancel path looks at it, so
  * futures without a hook pay nothing. Setting it (NULL clears) takes the
- * lock, so after it returns an older hook is no longer running. */
+ * lock, so after it returns an older hook is no longer running. An
+ * executor that sets a hook keeps nothing in start.task. */
 void cf__future_set_cancel_hook(cf_future *f, bool (*hook)(cf_future *f),
                                 void *data);
 
@@ -93,8 +135,10 @@ typedef struct cf__future_mem_stats {
 } cf__future_mem_stats;
 void cf__future_mem_get_stats(cf__future_mem_stats *out);
 
+
 /* Completes `f` from RUNNING or PENDING (for executors that fail a future
  * that never ran: broken pool). `message` is taken over (may be NULL).
+ * A failure (code != 0) carries no result: pass NULL, NULL.
  * Returns CF_OK or CF_ESTATE (then `message` is freed). Wakes waiters and
  * runs callbacks in this thread, outside the lock. */
 int cf__future_finish(cf_future *f, void *result, void (*free_result)(void *),

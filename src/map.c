@@ -423,7 +423,7 @@ static int next_item(cf_map *m, void **result, cf_error *error)
     size_t i = m->item++;
     bool last = m->item == c->n;
     int rc = cf__future_outcome(f);
-    if (rc == CF_OK && f->result == (void *)c->args) {
+    if (rc == CF_OK && cf__future_result(f) == (void *)c->args) {
         if (result)
             *result = c->args[i]; /* results over the args: all words */
     } else if (rc == CF_OK) {
@@ -434,7 +434,8 @@ static int next_item(cf_map *m, void **result, cf_error *error)
         else if (rc != CF_OK)
             set_error(error, it->code, it->message);
     } else if (rc != CF_ECANCELLED) {
-        set_error(error, f->code, f->message); /* the whole chunk failed */
+        /* the whole chunk failed */
+        set_error(error, cf__future_code(f), cf__future_message(f));
     }
     if (last) {
         m->held = f;
@@ -508,8 +509,8 @@ int cf_map_next(cf_map *m, void **result, cf_error *error)
     m->held = f;
     int rc = cf__future_outcome(f);
     if (rc == CF_OK && result)
-        *result = f->result;
+        *result = cf__future_result(f);
     else if (rc != CF_OK && rc != CF_ECANCELLED)
-        set_error(error, f->code, f->message);
+        set_error(error, cf__future_code(f), cf__future_message(f));
     return rc;
 }

@@ -624,7 +624,7 @@ static bool w_free(const wproc *w)
  * and the worker race on the claim word, one compare-and-swap each. */
 static bool task_cancel_hook(cf_future *f)
 {
-    task *t = f->executor_data;
+    task *t = f->start.cancel_hook.data;
     unsigned seen = CF__CLAIM(t->k, CF__CLAIM_PENDING);
     if (atomic_compare_exchange_strong(t->claim, &seen,
                                        CF__CLAIM(t->k, CF__CLAIM_SKIP)))

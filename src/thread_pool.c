@@ -340,7 +340,7 @@ static bool run(thread_pool *p, cf_future *f)
     if (cf_future_set_running_or_notify_cancel(f) != CF_OK)
         return false; /* cancelled while queued */
     cf__outcome outcome;
-    cf__invoke(f, f->fn, f->arg, &outcome);
+    cf__invoke(f, f->start.task.fn, f->start.task.arg, &outcome);
     bool searching = !has_work(p);
     if (searching)
         become_searching(p);
@@ -529,8 +529,8 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
     if (atomic_load(&p->closed))
         return atomic_load(&p->broken) ? CF_EBROKEN_THREAD_POOL
                                        : CF_ESHUTDOWN;
-    f->fn = fn;
-    f->arg = arg;
+    f->start.task.fn = fn;
+    f->start.task.arg = arg;
     /* The queue's reference. The future was allocated by this submit and
      * nobody else can see it yet, so a plain store does what an atomic
      * increment would, without its cost. */

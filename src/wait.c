@@ -181,7 +181,7 @@ static int check_futures(cf_future *const *fs, size_t n)
 /* A future that finished with a failure (not a cancel): FIRST_EXCEPTION. */
 static bool failed(const cf_future *f)
 {
-    return cf__future_state(f) == CF__FINISHED && f->code != 0;
+    return cf__future_state(f) == CF__FINISHED && f->failed;
 }
 
 /* ------------------------------------------------------------------------ */

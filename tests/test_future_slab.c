@@ -380,7 +380,7 @@ static int exhaust_address_space(void *arg)
     struct rlimit lim;
     if (getrlimit(RLIMIT_AS, &lim) != 0)
         return 2;
-    size_t cap = 1u << 20;
+    size_t cap = 4u << 20; /* more futures than the limit has room for */
     cf_future **fs = malloc(cap * sizeof *fs);
     if (!fs)
         return 3;

@@ -643,7 +643,7 @@ static bool hook_answer;
 
 static bool count_hook(cf_future *f)
 {
-    ASSERT_PTR_EQ(f->executor_data, &hook_calls);
+    ASSERT_PTR_EQ(f->start.cancel_hook.data, &hook_calls);
     hook_calls++;
     return hook_answer;
 }
@@ -690,6 +690,20 @@ TEST(cancel_hook_decides_a_pending_cancel)
     ASSERT(!cf_future_cancel(f));
     ASSERT_OK(cf_future_set_result(f, NULL));
     ASSERT(!cf_future_cancel(f));
+    ASSERT_EQ(hook_calls, 0);
+    cf_future_release(f);
+    /* Done: the hook's words hold the outcome now, and setting or clearing
+     * a hook late leaves it alone. */
+    static char owned[] = "owned";
+    ASSERT_OK(cf_future_new(&f));
+    cf__future_set_cancel_hook(f, count_hook, &hook_calls);
+    ASSERT_OK(cf_future_set_running_or_notify_cancel(f));
+    ASSERT_OK(cf_future_set_result(f, owned));
+    cf__future_set_cancel_hook(f, NULL, NULL);
+    cf__future_set_cancel_hook(f, count_hook, &hook_calls);
+    ASSERT(!cf_future_cancel(f));
+    ASSERT_OK(cf_future_result(f, 0, &v));
+    ASSERT_PTR_EQ(v, owned);
     ASSERT_EQ(hook_calls, 0);
     cf_future_release(f);
 }
