@@ -34,10 +34,12 @@
  *   otherwise. Comments say "Blocks." where a call may sleep.
  * - Options structs. A zero field means the documented default, so `{0}` and
  *   NULL both mean "all defaults". Fields are only ever appended.
- * - Memory. Futures come from per-thread 2 MiB slabs, not one malloc each:
- *   a freed future's memory serves the next one, from a thread's second slab
- *   on as a transparent huge page (one page fault per ~20,000 futures), and
- *   emptied slabs go back to the OS (two are kept as spares). Any thread may
+ * - Memory. A future is 56 bytes in a per-thread 2 MiB slab, not one malloc
+ *   each: a freed future's memory serves the next one, from a thread's
+ *   second slab on as a transparent huge page (one page fault per ~37,000
+ *   futures) while huge pages come cheaply (one that takes over 1 ms to
+ *   fault in sends new slabs to small pages for a second), and emptied
+ *   slabs go back to the OS (two are kept as spares). Any thread may
  *   release a future another made. CF_FUTURE_ALLOC=malloc in the environment
  *   (read at the first future; the default in AddressSanitizer builds) makes
  *   each future its own malloc, so leak checkers such as valgrind see them.

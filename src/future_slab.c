@@ -4,11 +4,12 @@
  * Why not malloc: a program that submits a million tasks holds a million
  * futures at once. malloc hands each one out from a heap that grows 4 KiB
  * page by 4 KiB page, and the first touch of every page is a fault: ~80 ns
- * per future on our VMs, more than the rest of a submit. A slab is 2 MiB
- * aligned to 2 MiB; from a thread's second slab on it is advised as a
- * transparent huge page, one fault per ~20,000 futures. A thread's first
- * slab stays on small pages, so a program with a handful of futures
- * touches a page or two, not 2 MiB.
+ * per 104-byte future on our VMs, more than the rest of a submit. A slab is
+ * 2 MiB aligned to 2 MiB; from a thread's second slab on it is advised as a
+ * transparent huge page, one fault per ~37,000 futures, while the kernel
+ * supplies huge pages cheaply (see `huge` below). A thread's first slab
+ * stays on small pages, so a program with a handful of futures touches a
+ * page or two, not 2 MiB.
  *
  * Design (after mimalloc's pages and their thread-free lists):
  *  - A slot finds its slab by masking its address. The slab header holds
@@ -111,6 +112,23 @@ static struct {
     size_t n_abandoned, n_spares, n_mapped;
     size_t n_takes; /* slabs taken by threads, ever */
 } slabs = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, 0, 0, 0};
+
+/* Huge pages, while they are cheap. When the kernel has a free 2 MiB block
+ * at hand, a huge slab costs one fault and ~0.1 ms of zeroing instead of
+ * 512 faults. When it has none, it may compact memory first, or, in a VM
+ * whose host took back the guest's free memory, fault every 4 KiB of the
+ * block in again on the host: 4-7 ms a slab on our VMs, five times what small
+ * pages cost there. So a fresh huge slab is populated at once and the CPU
+ * time it took is measured; a slab slower than huge.slow_ns sends new slabs
+ * to small pages for huge.backoff_ns, after which huge pages get another
+ * try. The limit, 1 ms for 2 MiB, is ten times what a cheap huge page
+ * costs and about what 512 small pages cost on a VM. */
+static struct {
+    _Atomic int64_t small_until; /* monotonic ns: small pages until then */
+    _Atomic int64_t slow_ns;
+    _Atomic int64_t backoff_ns;
+    atomic_size_t n_huge, n_slow; /* huge slabs mapped; found slow */
+} huge = {0, 1000000, 1000000000, 0, 0};
 
 enum { MODE_UNSET, MODE_SLAB, MODE_MALLOC };
 static atomic_int mode;
@@ -297,20 +315,42 @@ static slab *adopt_locked(slab_cache *c)
     return NULL;
 }
 
-static slab *new_slab_locked(slab_cache *c)
+static slab *spare_locked(void)
 {
-    if (slabs.spares) {
-        slab *b = slabs.spares;
+    slab *b = slabs.spares;
+    if (b) {
         slabs.spares = b->next;
         slabs.n_spares--;
-        return b;
     }
-    slab *b = cf__pages_map_aligned(SLAB_SIZE, c->n_taken > 0);
+    return b;
+}
+
+/* Maps a slab, without the global lock: a huge one is populated here (see
+ * `huge`). A thread's first slab stays on small pages. */
+static slab *map_slab(const slab_cache *c)
+{
+    bool want_huge =
+        c->n_taken > 0 &&
+        cf__now_ns() >= atomic_load_explicit(&huge.small_until,
+                                             memory_order_relaxed);
+    bool got_huge = want_huge;
+    slab *b = cf__pages_map_aligned(SLAB_SIZE, &got_huge);
     if (!b)
         return NULL;
+    if (got_huge) {
+        atomic_fetch_add_explicit(&huge.n_huge, 1, memory_order_relaxed);
+        int64_t cost = cf__pages_populate(b, SLAB_SIZE);
+        if (cost > atomic_load_explicit(&huge.slow_ns, memory_order_relaxed)) {
+            atomic_fetch_add_explicit(&huge.n_slow, 1, memory_order_relaxed);
+            atomic_store_explicit(
+                &huge.small_until,
+                cf__now_ns() + atomic_load_explicit(&huge.backoff_ns,
+                                                    memory_order_relaxed),
+                memory_order_relaxed);
+        }
+    }
     atomic_init(&b->remote, 0);
     atomic_init(&b->carved, 0);
-    slabs.n_mapped++;
     return b;
 }
 
@@ -322,12 +362,19 @@ static bool take_slab(slab_cache *c)
         abandon_locked(c);
     slab *b = adopt_locked(c);
     if (!b)
-        b = new_slab_locked(c);
+        b = spare_locked();
     if (b)
         slabs.n_takes++;
     pthread_mutex_unlock(&slabs.lock);
-    if (!b)
-        return false;
+    if (!b) {
+        b = map_slab(c);
+        if (!b)
+            return false;
+        pthread_mutex_lock(&slabs.lock);
+        slabs.n_mapped++;
+        slabs.n_takes++;
+        pthread_mutex_unlock(&slabs.lock);
+    }
     c->owned = b;
     c->n_taken++;
     if (!c->exit_armed) {
@@ -477,4 +524,13 @@ void cf__future_mem_get_stats(cf__future_mem_stats *out)
     out->spares = slabs.n_spares;
     out->takes = slabs.n_takes;
     pthread_mutex_unlock(&slabs.lock);
+    out->huge = atomic_load_explicit(&huge.n_huge, memory_order_relaxed);
+    out->huge_slow = atomic_load_explicit(&huge.n_slow, memory_order_relaxed);
+}
+
+void cf__future_mem_tune_huge(int64_t slow_ns, int64_t backoff_ns)
+{
+    atomic_store(&huge.slow_ns, slow_ns);
+    atomic_store(&huge.backoff_ns, backoff_ns);
+    atomic_store(&huge.small_until, 0);
 }

@@ -132,8 +132,13 @@ typedef struct cf__future_mem_stats {
     size_t abandoned;      /* no owner, some slots still out */
     size_t spares;         /* empty, kept for reuse */
     size_t takes;          /* times a thread took a slab, ever */
+    size_t huge;           /* slabs mapped as huge pages, ever */
+    size_t huge_slow;      /* of those, found too slow (see future_slab.c) */
 } cf__future_mem_stats;
 void cf__future_mem_get_stats(cf__future_mem_stats *out);
+/* For tests: a huge slab that takes more than `slow_ns` of CPU to populate
+ * sends new slabs to small pages for `backoff_ns`; restarts the backoff. */
+void cf__future_mem_tune_huge(int64_t slow_ns, int64_t backoff_ns);
 
 
 /* Completes `f` from RUNNING or PENDING (for executors that fail a future

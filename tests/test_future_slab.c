@@ -96,6 +96,42 @@ TEST_TIMEOUT(memory_returns_after_a_burst, 60)
     free(fs);
 }
 
+/* Huge pages only while they are cheap: a huge slab that took longer than
+ * the limit to populate sends new slabs to small pages until the backoff
+ * ends. A zero limit makes every huge slab slow. */
+TEST_TIMEOUT(slow_huge_pages_send_slabs_to_small_pages, 60)
+{
+    use_slabs();
+    size_t per_slab = stats().slots_per_slab;
+    cf__future_mem_tune_huge(0, INT64_C(3600000000000));
+    /* Slab 1 (a thread's first: small), slab 2 (huge, found slow), and the
+     * first future of slab 3. */
+    size_t n = 2 * per_slab + 1;
+    cf_future **fs = alloc_futures(n);
+    if (stats().huge == 0) {
+        printf("skipped: no transparent huge pages here\n");
+        release_futures(fs, 0, n);
+        free(fs);
+        return;
+    }
+    ASSERT_EQ(stats().huge, 1);
+    ASSERT_EQ(stats().huge_slow, 1);
+    cf_future **more = alloc_futures(per_slab); /* slab 4: small too */
+    ASSERT(stats().mapped >= 4);
+    ASSERT_EQ(stats().huge, 1);
+    /* Backoff over, no limit: huge pages again, and none slow. */
+    cf__future_mem_tune_huge(INT64_MAX, 0);
+    cf_future **again = alloc_futures(per_slab);
+    ASSERT_EQ(stats().huge, 2);
+    ASSERT_EQ(stats().huge_slow, 1);
+    release_futures(fs, 0, n);
+    release_futures(more, 0, per_slab);
+    release_futures(again, 0, per_slab);
+    free(fs);
+    free(more);
+    free(again);
+}
+
 typedef struct burst {
     size_t n;
     cf_future **fs;

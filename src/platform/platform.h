@@ -165,9 +165,15 @@ int cf__cpu_count(void);
 /* Pages                                                                    */
 
 /* Maps `size` bytes of zeroed, private memory aligned to `size` (a power of
- * two, a multiple of the page size). With `huge`, asks for transparent huge
- * pages where the OS has them (a hint: ignored elsewhere). NULL on failure. */
-void *cf__pages_map_aligned(size_t size, bool huge);
+ * two, a multiple of the page size). With `*huge` true, asks for
+ * transparent huge pages, and leaves `*huge` true only if the OS took the
+ * advice (it may still serve small pages). NULL on failure. */
+void *cf__pages_map_aligned(size_t size, bool *huge);
 void cf__pages_unmap(void *p, size_t size);
+
+/* Backs every page of [p, p + size), fresh from cf__pages_map_aligned and
+ * not yet in use, with memory now, as writing to it would. Returns the CPU time this thread spent doing it, in ns (time the
+ * thread was preempted does not count). */
+int64_t cf__pages_populate(void *p, size_t size);
 
 #endif /* CF_PLATFORM_H */
