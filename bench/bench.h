@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #ifdef __cplusplus
@@ -30,6 +31,18 @@ static inline int64_t bench_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* CPU time the whole process (every thread) has spent in the kernel, in
+ * ns: page faults and the zeroing of fresh memory, futex and yield calls.
+ * W1 reports it per task, to show how much of a run the kernel took. */
+static inline int64_t bench_sys_ns(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (int64_t)ru.ru_stime.tv_sec * 1000000000 +
+           (int64_t)ru.ru_stime.tv_usec * 1000;
 }
 
 /* Prints a message and exits: a benchmark that failed must not report. */

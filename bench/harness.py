@@ -92,7 +92,7 @@ def groups():
                      "libgomp runs new ones inline on the creator"),
                 Case("CPython threads", ["py", "w1", n1_py, w],
                      f"ThreadPoolExecutor, N={n1_py}"),
-            ], extra=("tasks_per_s",)))
+            ], extra=("tasks_per_s", "sys_ns_per_task")))
 
     out.append(Group(
         "W2 latency: submit one empty task, wait for its result (1 worker)",

@@ -13,6 +13,7 @@ Run with Debian's python3. Prints one line, as the C programs do:
 """
 import concurrent.futures as cf
 import math
+import resource
 import sys
 import threading
 import time
@@ -65,13 +66,15 @@ def latency_line(name, samples):
 def w1(n, workers):
     with cf.ThreadPoolExecutor(max_workers=workers) as ex:
         cf.wait([ex.submit(noop) for _ in range(1000)])  # warm up
+        k0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         t0 = now()
         fs = [ex.submit(noop) for _ in range(n)]
         cf.wait(fs, return_when=cf.ALL_COMPLETED)
         del fs
         ns = (now() - t0) / n
+        sys_ns = (resource.getrusage(resource.RUSAGE_SELF).ru_stime - k0) * 1e9 / n
     print(f"w1 cpython_thread workers={workers} n={n} ns_per_task={ns:.1f} "
-          f"tasks_per_s={1e9 / ns:.0f}")
+          f"tasks_per_s={1e9 / ns:.0f} sys_ns_per_task={sys_ns:.1f}")
 
 
 def w2(n):
