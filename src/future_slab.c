@@ -117,12 +117,12 @@ static struct {
  * at hand, a huge slab costs one fault and ~0.1 ms of zeroing instead of
  * 512 faults. When it has none, it may compact memory first, or, in a VM
  * whose host took back the guest's free memory, fault every 4 KiB of the
- * block in again on the host: 4-7 ms a slab on our VMs, five times what small
- * pages cost there. So a fresh huge slab is populated at once and the CPU
- * time it took is measured; a slab slower than huge.slow_ns sends new slabs
- * to small pages for huge.backoff_ns, after which huge pages get another
- * try. The limit, 1 ms for 2 MiB, is ten times what a cheap huge page
- * costs and about what 512 small pages cost on a VM. */
+ * block in again on the host: 4-7 ms a slab on our VMs, five times what
+ * small pages cost there. So a fresh huge slab is populated at once and
+ * the CPU time it took is measured; a slab slower than huge.slow_ns sends
+ * new slabs to small pages for huge.backoff_ns, after which huge pages get
+ * another try. The limit, 1 ms for 2 MiB, is ten times what a cheap huge
+ * page costs and about what 512 small pages cost on a VM. */
 static struct {
     _Atomic int64_t small_until; /* monotonic ns: small pages until then */
     _Atomic int64_t slow_ns;
@@ -329,15 +329,14 @@ static slab *spare_locked(void)
  * `huge`). A thread's first slab stays on small pages. */
 static slab *map_slab(const slab_cache *c)
 {
-    bool want_huge =
-        c->n_taken > 0 &&
-        cf__now_ns() >= atomic_load_explicit(&huge.small_until,
-                                             memory_order_relaxed);
-    bool got_huge = want_huge;
-    slab *b = cf__pages_map_aligned(SLAB_SIZE, &got_huge);
+    /* In: huge pages wanted; out: advised as huge pages. */
+    bool is_huge = c->n_taken > 0 &&
+                   cf__now_ns() >= atomic_load_explicit(&huge.small_until,
+                                                        memory_order_relaxed);
+    slab *b = cf__pages_map_aligned(SLAB_SIZE, &is_huge);
     if (!b)
         return NULL;
-    if (got_huge) {
+    if (is_huge) {
         atomic_fetch_add_explicit(&huge.n_huge, 1, memory_order_relaxed);
         int64_t cost = cf__pages_populate(b, SLAB_SIZE);
         if (cost > atomic_load_explicit(&huge.slow_ns, memory_order_relaxed)) {

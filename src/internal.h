@@ -1,10 +1,10 @@
 /* internal.h - private declarations shared by the files of src/ (cf__ names).
  *
- * Design: a future is one allocation that is also the task's queue node, so
- * submitting costs one allocation (a slab slot). Its state is an atomic read without a lock by
- * the predicates and the result fast path; transitions, the waiter list and
- * the callback list are guarded by a one-byte spinlock in the future (held
- * for a few instructions, never across user code). Lock order: future lock,
+ * Design: a future is one allocation (a slab slot) that is also the task's
+ * queue node. Its state is an atomic read without a lock by the predicates
+ * and the result fast path; transitions, the waiter list and the callback
+ * list are guarded by a one-byte spinlock in the future (held for a few
+ * instructions, never across user code). Lock order: future lock,
  * then waiter lock; executor locks are never held while taking a future lock
  * except through cf__future_* calls documented as safe for that.
  */
@@ -139,7 +139,6 @@ void cf__future_mem_get_stats(cf__future_mem_stats *out);
 /* For tests: a huge slab that takes more than `slow_ns` of CPU to populate
  * sends new slabs to small pages for `backoff_ns`; restarts the backoff. */
 void cf__future_mem_tune_huge(int64_t slow_ns, int64_t backoff_ns);
-
 
 /* Completes `f` from RUNNING or PENDING (for executors that fail a future
  * that never ran: broken pool). `message` is taken over (may be NULL).

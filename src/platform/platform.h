@@ -172,8 +172,9 @@ void *cf__pages_map_aligned(size_t size, bool *huge);
 void cf__pages_unmap(void *p, size_t size);
 
 /* Backs every page of [p, p + size), fresh from cf__pages_map_aligned and
- * not yet in use, with memory now, as writing to it would. Returns the CPU time this thread spent doing it, in ns (time the
- * thread was preempted does not count). */
+ * not yet in use, with memory now, as writing to it would. Returns the CPU
+ * time this thread spent doing it, in ns (time the thread was preempted
+ * does not count). */
 int64_t cf__pages_populate(void *p, size_t size);
 
 #endif /* CF_PLATFORM_H */
