@@ -45,6 +45,17 @@ static inline int64_t bench_sys_ns(void)
            (int64_t)ru.ru_stime.tv_usec * 1000;
 }
 
+/* Prints W1's line: `elapsed_ns` and `sys_ns` (bench_sys_ns() differences)
+ * cover the timed section of `n` tasks. */
+static inline void bench_report_w1(const char *contender, int workers, long n,
+                                   int64_t elapsed_ns, int64_t sys_ns)
+{
+    double ns = (double)elapsed_ns / (double)n;
+    printf("w1 %s workers=%d n=%ld ns_per_task=%.1f tasks_per_s=%.0f"
+           " sys_ns_per_task=%.1f\n",
+           contender, workers, n, ns, 1e9 / ns, (double)sys_ns / (double)n);
+}
+
 /* Prints a message and exits: a benchmark that failed must not report. */
 static inline void bench_die(const char *fmt, ...)
 {

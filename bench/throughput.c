@@ -44,10 +44,7 @@ int main(int argc, char **argv)
 
     if (n_done != (size_t)n)
         bench_die("%zu of %ld futures done", n_done, n);
-    double ns = (double)(t1 - t0) / (double)n;
-    printf("w1 cfutures workers=%d n=%ld ns_per_task=%.1f tasks_per_s=%.0f"
-           " sys_ns_per_task=%.1f\n",
-           workers, n, ns, 1e9 / ns, (double)(k1 - k0) / (double)n);
+    bench_report_w1("cfutures", workers, n, t1 - t0, k1 - k0);
     free(fs);
     cf_executor_free(ex);
     return 0;

@@ -70,10 +70,7 @@ static void run_w1(long n, int workers)
     wait_all();
     int64_t t1 = bench_now_ns();
     int64_t k1 = bench_sys_ns();
-    double ns = (double)(t1 - t0) / (double)n;
-    printf("w1 glib workers=%d n=%ld ns_per_task=%.1f tasks_per_s=%.0f"
-           " sys_ns_per_task=%.1f\n",
-           workers, n, ns, 1e9 / ns, (double)(k1 - k0) / (double)n);
+    bench_report_w1("glib", workers, n, t1 - t0, k1 - k0);
     g_thread_pool_free(pool, FALSE, TRUE);
 }
 

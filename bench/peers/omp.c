@@ -17,8 +17,7 @@ static volatile long sink;
 
 static void run_w1(long n, int workers)
 {
-    double ns = 0;
-    int64_t k0 = 0, k1 = 0;
+    int64_t t0 = 0, t1 = 0, k0 = 0, k1 = 0;
 #pragma omp parallel num_threads(workers + 1)
 #pragma omp single
     {
@@ -26,18 +25,16 @@ static void run_w1(long n, int workers)
         sink++; /* warm up */
 #pragma omp taskwait
         k0 = bench_sys_ns();
-        int64_t t0 = bench_now_ns();
+        t0 = bench_now_ns();
         for (long i = 0; i < n; i++) {
 #pragma omp task
             (void)sink;
         }
 #pragma omp taskwait
-        ns = (double)(bench_now_ns() - t0) / (double)n;
+        t1 = bench_now_ns();
         k1 = bench_sys_ns();
     }
-    printf("w1 openmp workers=%d n=%ld ns_per_task=%.1f tasks_per_s=%.0f"
-           " sys_ns_per_task=%.1f\n",
-           workers, n, ns, 1e9 / ns, (double)(k1 - k0) / (double)n);
+    bench_report_w1("openmp", workers, n, t1 - t0, k1 - k0);
 }
 
 static void run_w2(long n)

@@ -61,10 +61,7 @@ static void run_w1(long n, int workers)
     int64_t k1 = bench_sys_ns();
     if (completed != n)
         bench_die("uv: %ld of %ld completed", completed, n);
-    double ns = (double)(t1 - t0) / (double)n;
-    printf("w1 libuv workers=%d n=%ld ns_per_task=%.1f tasks_per_s=%.0f"
-           " sys_ns_per_task=%.1f\n",
-           workers, n, ns, 1e9 / ns, (double)(k1 - k0) / (double)n);
+    bench_report_w1("libuv", workers, n, t1 - t0, k1 - k0);
     free(reqs);
 }
 
