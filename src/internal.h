@@ -316,6 +316,11 @@ void cf__executor_set_submit_chunk(cf_executor *ex, cf__submit_chunk_fn fn);
  * waited shutdown from inside a task: it would wait for itself). */
 extern _Thread_local const void *cf__current_pool;
 
+/* For tests: called (when set) by a thread-pool submit that found the pool
+ * open and is about to start a worker, with no lock held: the window in
+ * which a shutdown may slip between the two. NULL in normal use. */
+extern void (*_Atomic cf__thread_pool_before_grow)(cf_executor *ex);
+
 /* Counts fork()s into children: an executor records it at creation and
  * compares on submit, so a pool inherited by a child refuses work
  * (its threads or workers exist only in the parent) instead of hanging. */

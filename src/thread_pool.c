@@ -103,6 +103,8 @@ typedef struct worker_start {
 
 static atomic_uint pool_counter;
 
+void (*_Atomic cf__thread_pool_before_grow)(cf_executor *ex);
+
 /* ------------------------------------------------------------------------ */
 /* The queue                                                                */
 
@@ -455,41 +457,6 @@ static bool abandon_queue(thread_pool *p, cf_future *own, int rc)
     return found;
 }
 
-/* Starts a worker if none is idle and the pool may grow. Returns CF_OK, or
- * the start error if `f` (already queued) was withdrawn. */
-static int grow(thread_pool *p, cf_future *f)
-{
-    int rc = CF_OK;
-    cf__mutex_lock(&p->lock);
-    /* Re-check under the lock: an idle worker may have taken the task
-     * already (it was counted idle until then), and a task no longer
-     * queued needs no new thread. */
-    if (idle_workers(p) == 0 && has_work(p) && !p->shutdown &&
-        atomic_load(&p->n_threads) < p->max_workers) {
-        rc = start_worker(p);
-        if (rc != CF_OK && p->n_alive == 0) {
-            if (abandon_queue(p, f, rc)) {
-                cf__mutex_unlock(&p->lock);
-                cf_future_release(f); /* the queue's reference */
-                return rc;
-            }
-        }
-        rc = CF_OK; /* live workers will run it */
-    }
-    cf__mutex_unlock(&p->lock);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Executor operations                                                      */
-
-/* True in a child of fork(): the pool's threads live in the parent, and
- * its locks may have been held there at the fork. */
-static bool inherited(const thread_pool *p)
-{
-    return p->fork_generation != cf__fork_generation();
-}
-
 /* A submit pushed `f` while the pool was closing. If a worker is still
  * alive it will see `f` before it may exit (both decide under the lock).
  * If none is, nothing would run `f`: drain the queue here, withdraw `f`
@@ -517,6 +484,47 @@ static int submit_raced_close(thread_pool *p, cf_future *f)
         queued = next;
     }
     return withdrawn ? rc : CF_OK; /* someone else cancelled ours */
+}
+
+/* Starts a worker if none is idle and the pool may grow. Returns CF_OK, or
+ * the error for `f` (already queued) if it was withdrawn. */
+static int grow(thread_pool *p, cf_future *f)
+{
+    int rc = CF_OK;
+    cf__mutex_lock(&p->lock);
+    if (p->shutdown) {
+        /* Shut down since this submit saw the pool open: no worker may
+         * start now, and if none ever started, nothing would run `f`. */
+        cf__mutex_unlock(&p->lock);
+        return submit_raced_close(p, f);
+    }
+    /* Re-check under the lock: an idle worker may have taken the task
+     * already (it was counted idle until then), and a task no longer
+     * queued needs no new thread. */
+    if (idle_workers(p) == 0 && has_work(p) &&
+        atomic_load(&p->n_threads) < p->max_workers) {
+        rc = start_worker(p);
+        if (rc != CF_OK && p->n_alive == 0) {
+            if (abandon_queue(p, f, rc)) {
+                cf__mutex_unlock(&p->lock);
+                cf_future_release(f); /* the queue's reference */
+                return rc;
+            }
+        }
+        rc = CF_OK; /* live workers will run it */
+    }
+    cf__mutex_unlock(&p->lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Executor operations                                                      */
+
+/* True in a child of fork(): the pool's threads live in the parent, and
+ * its locks may have been held there at the fork. */
+static bool inherited(const thread_pool *p)
+{
+    return p->fork_generation != cf__fork_generation();
 }
 
 static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
@@ -548,8 +556,13 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
     /* Once the pool is full, a submit never reads the busy idle count. */
     if (atomic_load_explicit(&p->n_threads, memory_order_relaxed) <
             p->max_workers &&
-        idle_workers(p) == 0)
+        idle_workers(p) == 0) {
+        void (*hook)(cf_executor *) = atomic_load_explicit(
+            &cf__thread_pool_before_grow, memory_order_relaxed);
+        if (hook)
+            hook(p->executor);
         return grow(p, f);
+    }
     return CF_OK;
 }
 

@@ -5,6 +5,8 @@
 
 #include <math.h>
 
+#include "internal.h"
+
 TEST(shutdown_is_idempotent)
 {
     cf_executor *ex = pool_new(2);
@@ -33,6 +35,27 @@ TEST(submit_after_shutdown_is_eshutdown)
     ASSERT_CODE(cf_executor_submit(ex, task_identity, NULL, &f), CF_ESHUTDOWN);
     ASSERT_CODE(cf_executor_submit_ex(ex, task_identity, NULL, NULL, &f),
                 CF_ESHUTDOWN);
+    ASSERT_PTR_EQ(f, (cf_future *)0x1);
+    cf_executor_free(ex);
+}
+
+/* A submit that found the pool open, then a shutdown before that submit
+ * could start the pool's first worker: the shutdown saw no worker to wait
+ * for, so the future must be withdrawn (CF_ESHUTDOWN), not left queued
+ * with nothing to run it. The hook runs the shutdown inside that window. */
+static void shut_down_inside_submit(cf_executor *ex)
+{
+    atomic_store(&cf__thread_pool_before_grow, NULL); /* once */
+    ASSERT_OK(cf_executor_shutdown(ex, true, false));
+}
+
+TEST(shutdown_before_the_first_worker_starts_strands_nothing)
+{
+    cf_executor *ex = pool_new(2);
+    atomic_store(&cf__thread_pool_before_grow, shut_down_inside_submit);
+    cf_future *f = (cf_future *)0x1;
+    ASSERT_CODE(cf_executor_submit(ex, task_identity, NULL, &f), CF_ESHUTDOWN);
+    ASSERT(atomic_load(&cf__thread_pool_before_grow) == NULL); /* it ran */
     ASSERT_PTR_EQ(f, (cf_future *)0x1);
     cf_executor_free(ex);
 }
