@@ -16,7 +16,7 @@
  * the files named on its command line (any compiler; used in CI on the
  * seed corpus).
  */
-#include "wire.h"
+#include "processes/wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>

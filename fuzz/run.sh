@@ -15,7 +15,7 @@ root=$(dirname "$here")
 out=${CF_FUZZ_DIR:-$root/build-rel-fuzz}
 mkdir -p "$out/corpus"
 flags="-g -O1 -std=c11 -D_GNU_SOURCE -I$root/include -I$root/src"
-srcs="$here/fuzz_wire.c $root/src/wire.c $root/src/codec.c"
+srcs="$here/fuzz_wire.c $root/src/processes/wire.c $root/src/processes/codec.c"
 
 if [ "${1:-}" = "--replay" ]; then
     ${CC:-cc} $flags -DCF_FUZZ_STANDALONE -fsanitize=address,undefined \

@@ -15,7 +15,7 @@
 #include <limits.h>
 #include <math.h>
 
-#include "wire.h"
+#include "processes/wire.h"
 
 /* Under ASan, let a hopeless allocation return NULL as libc's does, so
  * the library's own CF_ENOMEM path is what gets tested. */

@@ -1,10 +1,10 @@
 /* test_codec.c - byte buffers, the built-in codecs, and the process pool's
- * wire format (src/wire.c): round trips, and decoders that refuse every
+ * wire format (src/processes/wire.c): round trips, and decoders that refuse every
  * truncated or corrupted input without reading past it.
  */
 #include "harness.h"
-#include "internal.h"
-#include "wire.h"
+#include "core/core.h"
+#include "processes/wire.h"
 
 TEST(buffer_append_grows)
 {

@@ -15,7 +15,7 @@
 #include <stdatomic.h>
 #include <sys/resource.h>
 
-#include "internal.h"
+#include "core/core.h"
 
 static cf__future_mem_stats stats(void)
 {

@@ -5,7 +5,7 @@
  */
 #include "procpool_test.h"
 
-#include "internal.h" /* cf__future_set_cancel_hook */
+#include "core/core.h" /* cf__future_set_cancel_hook */
 
 #include <sys/resource.h>
 #include <sys/wait.h>

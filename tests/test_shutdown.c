@@ -5,7 +5,7 @@
 
 #include <math.h>
 
-#include "internal.h"
+#include "core/core.h"
 
 TEST(shutdown_is_idempotent)
 {

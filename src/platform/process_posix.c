@@ -27,7 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../internal.h"
+#include "cfutures.h"
 
 #if defined(__linux__)
 #include <sys/eventfd.h>
@@ -71,9 +71,11 @@ int cf__proc_self_exe(char **out)
     if (n <= 0 || (size_t)n >= sizeof buf - 1)
         return CF_ESYS;
     buf[n] = '\0';
-    char *s = cf__strdup(buf);
+    /* malloc, not strdup: the fault tests wrap malloc to count memory. */
+    char *s = malloc((size_t)n + 1);
     if (!s)
         return CF_ENOMEM;
+    memcpy(s, buf, (size_t)n + 1);
     *out = s;
     return CF_OK;
 }
@@ -114,11 +116,10 @@ static int make_socketpair(int sv[2])
 /* ------------------------------------------------------------------------ */
 /* Shared slots                                                             */
 
-int cf__shm_create(size_t n, cf__shm *out)
+int cf__shm_create(size_t size, cf__shm *out)
 {
     *out = (cf__shm){-1, NULL, 0};
 #if defined(__linux__) && defined(MFD_CLOEXEC)
-    size_t size = n * sizeof(cf__shm_slot);
     int fd = memfd_create("cfutures-pool", MFD_CLOEXEC);
     if (fd < 0)
         return errno_to_cf(errno);
@@ -140,15 +141,15 @@ int cf__shm_create(size_t n, cf__shm *out)
     *out = (cf__shm){high, p, size};
     return CF_OK;
 #else
-    (void)n;
+    (void)size;
     return CF_ENOTSUP;
 #endif
 }
 
 void cf__shm_destroy(cf__shm *shm)
 {
-    if (shm->slots)
-        munmap(shm->slots, shm->size);
+    if (shm->base)
+        munmap(shm->base, shm->size);
     cf__fd_close(shm->fd);
     *shm = (cf__shm){-1, NULL, 0};
 }
@@ -216,7 +217,7 @@ int cf__proc_spawn_exec(const char *exe, const cf__shm *shm, int slot,
     int rc = make_socketpair(sv);
     if (rc != CF_OK)
         return rc;
-    bool shared = shm && shm->slots;
+    bool shared = shm && shm->base;
     char var[96];
     snprintf(var, sizeof var, CF__WORKER_ENV "=%d:%ld:%d:%d", CF__WORKER_FD,
              (long)getpid(), shared ? CF__WORKER_SHM_FD : -1,
@@ -269,8 +270,8 @@ static void close_all_but(int keep)
             close(fd);
 }
 
-int cf__proc_spawn_fork(int (*child_main)(int fd, cf__shm_slot *slot),
-                        cf__shm_slot *slot, cf__proc *out)
+int cf__proc_spawn_fork(int (*child_main)(int fd, void *ctx), void *ctx,
+                        cf__proc *out)
 {
     int sv[2];
     int rc = make_socketpair(sv);
@@ -291,7 +292,7 @@ int cf__proc_spawn_fork(int (*child_main)(int fd, cf__shm_slot *slot),
         close_all_but(sv[1]);
         if (!cf__worker_process_setup(sv[1], parent))
             _exit(1);
-        _exit(child_main(sv[1], slot)); /* the mapping is inherited */
+        _exit(child_main(sv[1], ctx)); /* mappings are inherited */
     }
     close(sv[1]);
     out->pid = pid;
@@ -424,21 +425,24 @@ void cf__wake_drain(int fd)
 /* ------------------------------------------------------------------------ */
 /* Worker side                                                              */
 
-/* Maps the pool's shared slots from `shm_fd` and returns slot `slot`, or
- * NULL (then the worker just never busy-waits). */
-static cf__shm_slot *map_slot(int shm_fd, int slot)
+/* Maps all of the pool's shared memory from `shm_fd` ({-1, NULL, 0} if
+ * there is none or it cannot be mapped: the worker then never busy-waits). */
+static cf__shm map_shm(int shm_fd)
 {
     struct stat st;
-    if (shm_fd < 0 || slot < 0 || fstat(shm_fd, &st) != 0 ||
-        (size_t)st.st_size < ((size_t)slot + 1) * sizeof(cf__shm_slot))
-        return NULL;
+    cf__shm shm = {-1, NULL, 0};
+    if (shm_fd < 0 || fstat(shm_fd, &st) != 0 || st.st_size <= 0)
+        return shm;
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
                    MAP_SHARED, shm_fd, 0);
-    /* The mapping lives as long as the worker: never unmapped. */
-    return p == MAP_FAILED ? NULL : (cf__shm_slot *)p + slot;
+    if (p != MAP_FAILED) {
+        shm.base = p; /* the mapping lives as long as the worker */
+        shm.size = (size_t)st.st_size;
+    }
+    return shm;
 }
 
-bool cf__worker_env_take(int *fd, pid_t *parent, cf__shm_slot **slot)
+bool cf__worker_env_take(int *fd, pid_t *parent, cf__shm *shm, int *slot)
 {
     const char *v = getenv(CF__WORKER_ENV);
     if (!v)
@@ -453,7 +457,8 @@ bool cf__worker_env_take(int *fd, pid_t *parent, cf__shm_slot **slot)
         return false;
     *fd = f;
     *parent = (pid_t)ppid;
-    *slot = map_slot(shm_fd, index);
+    *shm = map_shm(index >= 0 ? shm_fd : -1);
+    *slot = shm->base ? index : -1;
     return true;
 }
 
@@ -505,7 +510,7 @@ ptrdiff_t cf__fd_read_some(int fd, void *buf, size_t len)
 
 struct find_addr {
     uintptr_t addr;
-    cf__wire_ref *ref;
+    cf__code_ref *ref;
     bool found;
 };
 
@@ -530,7 +535,7 @@ static int find_addr_cb(struct dl_phdr_info *info, size_t size, void *data)
     return 0;
 }
 
-int cf__addr_to_ref(const void *addr, cf__wire_ref *ref)
+int cf__addr_to_ref(const void *addr, cf__code_ref *ref)
 {
     struct find_addr fa = {(uintptr_t)addr, ref, false};
     dl_iterate_phdr(find_addr_cb, &fa);
@@ -538,7 +543,7 @@ int cf__addr_to_ref(const void *addr, cf__wire_ref *ref)
 }
 
 struct find_module {
-    const cf__wire_ref *ref;
+    const cf__code_ref *ref;
     uintptr_t result;
     bool found;
 };
@@ -565,7 +570,7 @@ static int find_module_cb(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
-void *cf__ref_to_addr(const cf__wire_ref *ref)
+void *cf__ref_to_addr(const cf__code_ref *ref)
 {
     struct find_module fm = {ref, 0, false};
     dl_iterate_phdr(find_module_cb, &fm);
@@ -591,7 +596,7 @@ void cf__addr_describe(const void *addr, char *buf, size_t n)
         snprintf(buf, n, "%s", info.dli_sname);
         return;
     }
-    cf__wire_ref ref;
+    cf__code_ref ref;
     if (cf__addr_to_ref(addr, &ref) == CF_OK) {
         /* No exported symbol (a static function, or a program linked
          * without -rdynamic): the module and offset still let

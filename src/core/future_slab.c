@@ -42,7 +42,7 @@
  * does, so leak checkers see each one. AddressSanitizer builds default to
  * it: ASan then finds a use of a released future.
  */
-#include "internal.h"
+#include "core/core.h"
 
 #include <pthread.h>
 #include <stdlib.h>

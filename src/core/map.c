@@ -17,7 +17,7 @@
  * Values returned by cf_map_next() are borrowed: the iterator keeps the
  * future (or chunk) they live in until the next call.
  */
-#include "internal.h"
+#include "core/core.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -6,7 +6,7 @@
  * are written byte by byte in little-endian order: no alignment or host
  * byte order assumptions, which also keeps UBSan quiet on odd offsets.
  */
-#include "wire.h"
+#include "processes/wire.h"
 
 #include <string.h>
 

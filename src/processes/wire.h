@@ -32,7 +32,8 @@
 #ifndef CF_WIRE_H
 #define CF_WIRE_H
 
-#include "internal.h"
+#include "core/core.h"
+#include "platform/process.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -70,13 +71,8 @@ typedef struct cf__wire_header {
     uint64_t id;
 } cf__wire_header;
 
-/* Where a function or object lives: module name (not NUL-terminated; empty
- * for the main program) and offset from the module's load address. */
-typedef struct cf__wire_ref {
-    const char *module;
-    size_t module_len;
-    uint64_t offset;
-} cf__wire_ref;
+/* Where a function or object lives (platform/process.h). */
+typedef cf__code_ref cf__wire_ref;
 
 typedef struct cf__wire_codec {
     uint32_t kind;    /* enum cf__codec_kind */

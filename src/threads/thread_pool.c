@@ -37,7 +37,7 @@
  * under a pool lock: a worker releases the future it ran only after it has
  * dropped pop_lock.
  */
-#include "internal.h"
+#include "core/core.h"
 
 #include <stdio.h>
 #include <stdlib.h>

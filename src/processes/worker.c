@@ -19,7 +19,7 @@
  * socket, and PR_SET_PDEATHSIG). cf__process_worker_active() is true on its
  * thread, so a task calling back into an executor gets CF_EDEADLK.
  */
-#include "internal.h"
+#include "core/core.h"
 
 #include <sched.h>
 #include <stdio.h>
@@ -28,18 +28,14 @@
 #include <unistd.h>
 
 #include "platform/process.h"
-#include "wire.h"
+#include "processes/shm_slot.h"
+#include "processes/wire.h"
+#include "processes/worker.h"
 
 #if defined(__GLIBC__)
 #include <stdio_ext.h>
 #endif
 
-static _Thread_local bool worker_thread;
-
-bool cf__process_worker_active(void)
-{
-    return worker_thread;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Resolving functions and codecs                                           */
@@ -633,9 +629,9 @@ int cf__worker_main(int fd, void *shm_slot)
     memset(w.out.data, 0, w.out.cap);
     if (w.slot)
         memset(w.slot->ring, 0, CF__RING_BYTES);
-    worker_thread = true;
+    cf__in_process_worker = true;
     int code = worker_loop(&w);
-    worker_thread = false;
+    cf__in_process_worker = false;
     cf__buffer_destroy(&w.in);
     cf__buffer_destroy(&w.out);
     for (int i = 0; i < CACHE_SLOTS; i++)
@@ -647,7 +643,7 @@ int cf__worker_main(int fd, void *shm_slot)
 
 /* A forked worker starts with copies of the parent's unwritten stdio
  * buffers: drop them, or they would be printed twice. */
-int cf__worker_main_forked(int fd, cf__shm_slot *slot)
+int cf__worker_main_forked(int fd, void *slot)
 {
 #if defined(__GLIBC__)
     __fpurge(stdout);
@@ -658,11 +654,14 @@ int cf__worker_main_forked(int fd, cf__shm_slot *slot)
 
 __attribute__((constructor)) static void worker_entry(void)
 {
-    int fd;
+    int fd, index;
     pid_t parent;
-    cf__shm_slot *slot;
-    if (!cf__worker_env_take(&fd, &parent, &slot))
+    cf__shm shm;
+    if (!cf__worker_env_take(&fd, &parent, &shm, &index))
         return;
+    cf__shm_slot *slot = NULL;
+    if (index >= 0 && shm.size / sizeof *slot > (size_t)index)
+        slot = (cf__shm_slot *)shm.base + index;
     if (!cf__worker_process_setup(fd, parent))
         _exit(1);
     _exit(cf__worker_main(fd, slot));

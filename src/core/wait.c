@@ -12,7 +12,7 @@
  * Lock order: future lock, then waiter lock (notifications); the waiting
  * thread never holds both.
  */
-#include "internal.h"
+#include "core/core.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -7,13 +7,14 @@
  * `with`-style free. Implementations own their queues and order a submit
  * that races a shutdown under their own locks: only they can.
  */
-#include "internal.h"
+#include "core/core.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 _Thread_local const void *cf__current_pool;
+_Thread_local bool cf__in_process_worker;
 
 /* Fork generation: a child of fork() gets a new one, so executors created
  * before the fork know they were inherited (their threads and workers live

@@ -62,7 +62,7 @@
  * which takes no other lock. Futures are completed and cancelled with no pool
  * lock held, since completion runs callbacks.
  */
-#include "internal.h"
+#include "core/core.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -74,7 +74,9 @@
 #include <time.h>
 
 #include "platform/process.h"
-#include "wire.h"
+#include "processes/shm_slot.h"
+#include "processes/wire.h"
+#include "processes/worker.h"
 
 enum wstate {
     W_FREE = 0, /* slot unused */
@@ -568,7 +570,7 @@ static int spawn_worker(process_pool *pool, wproc *w)
     cf__buffer_init(&w->out);
     cf__buffer_init(&w->in);
     /* The slot's previous worker has been reaped: no other writer. */
-    w->slot = pool->shm.slots ? &pool->shm.slots[index] : NULL;
+    w->slot = pool->shm.base ? (cf__shm_slot *)pool->shm.base + index : NULL;
     if (w->slot) {
         for (unsigned i = 0; i < CF__CLAIM_RING; i++)
             atomic_store(&w->slot->claim[i], 0);
@@ -1858,7 +1860,8 @@ static int configure(process_pool *pool, const cf_process_pool_options *o)
     }
     /* Without shared slots (no memfd) the pool works the same, only
      * without busy-waiting on the workers. */
-    cf__shm_create((size_t)pool->max_workers, &pool->shm);
+    cf__shm_create((size_t)pool->max_workers * sizeof(cf__shm_slot),
+                   &pool->shm);
     pool->workers = calloc((size_t)pool->max_workers, sizeof *pool->workers);
     pool->pfds = calloc(1 + 2 * (size_t)pool->max_workers,
                         sizeof *pool->pfds);

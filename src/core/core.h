@@ -1,4 +1,4 @@
-/* internal.h - private declarations shared by the files of src/ (cf__ names).
+/* core.h - the core's private declarations (cf__ names), shared by src/.
  *
  * Design: a future is one allocation (a slab slot) that is also the task's
  * queue node. Its state is an atomic read without a lock by the predicates
@@ -8,8 +8,8 @@
  * then waiter lock; executor locks are never held while taking a future lock
  * except through cf__future_* calls documented as safe for that.
  */
-#ifndef CF_INTERNAL_H
-#define CF_INTERNAL_H
+#ifndef CF_CORE_H
+#define CF_CORE_H
 
 #include "cfutures.h"
 
@@ -330,17 +330,17 @@ unsigned cf__fork_generation(void);
 void cf__fork_hook_install(void);
 
 /* ------------------------------------------------------------------------ */
-/* Process pool (owned by process_pool.c / process_worker.c)                */
+/* Worker threads of process pools                                          */
 
-/* True on a process-pool worker's thread (its tasks and initializer). The
- * entry points that would call back into an executor from a worker
- * (cf_executor_submit*, cf_executor_map*, cf_executor_shutdown*,
- * cf_process_pool_new) return CF_EDEADLK when it is true. */
-bool cf__process_worker_active(void);
+/* True on a thread that serves a process-pool worker's tasks (set by that
+ * worker loop, src/processes/). The entry points that would call back
+ * into an executor from a worker (cf_executor_submit*, cf_executor_map*,
+ * cf_executor_shutdown*, cf_process_pool_new) return CF_EDEADLK for
+ * executors not created on that thread: they belong to the parent. */
+extern _Thread_local bool cf__in_process_worker;
+static inline bool cf__process_worker_active(void)
+{
+    return cf__in_process_worker;
+}
 
-/* The worker loop on socket `fd` (with its shared counters, a
- * cf__shm_slot or NULL); returns the process's exit code. The _forked
- * variant first drops stdio buffers copied from the parent. */
-int cf__worker_main(int fd, void *shm_slot);
-
-#endif /* CF_INTERNAL_H */
+#endif /* CF_CORE_H */

@@ -9,7 +9,7 @@
  * Nothing here knows about processes: the process pool and, later, the MPI
  * executor and the Python binding call these functions on bytes only.
  */
-#include "internal.h"
+#include "core/core.h"
 
 #include <stddef.h>
 #include <stdlib.h>

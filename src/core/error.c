@@ -4,7 +4,7 @@
  * and messages; everything here is generated from it, so a code added there
  * can't be forgotten here.
  */
-#include "internal.h"
+#include "core/core.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -17,7 +17,7 @@
  * (cf__wait_node_remove), so a notification never touches freed memory.
  * Callbacks run after the lock is dropped, in the completing thread.
  */
-#include "internal.h"
+#include "core/core.h"
 
 #include <stdio.h>
 #include <stdlib.h>
