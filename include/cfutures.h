@@ -353,6 +353,77 @@ CF_API int cf_as_completed_next(cf_as_completed *it, cf_future **out);
 CF_API void cf_as_completed_free(cf_as_completed *it);
 
 /* ------------------------------------------------------------------------ */
+/* Completion queue: futures reported through a pollable descriptor         */
+
+/* A set of futures (from any executors, or none) that an event loop
+ * watches through one descriptor: it turns readable when a future in the
+ * queue is done, and cf_completion_queue_drain() hands the done futures
+ * out in completion order, each added future once, cancelled ones
+ * included. Nothing spins and no thread of the library waits on your
+ * behalf: the completing thread appends to the queue and, when the queue
+ * had nothing to report, makes the descriptor readable (one write for a
+ * burst of completions).
+ *
+ *     cf_completion_queue *q;
+ *     cf_completion_queue_new(&q);
+ *     cf_completion_queue_add(q, f);               // any number, any time
+ *     // epoll_ctl(ep, EPOLL_CTL_ADD, cf_completion_queue_fd(q), &ev) ...
+ *     // when it is readable:
+ *     cf_future *done[64];
+ *     size_t n;
+ *     cf_completion_queue_drain(q, done, 64, &n);  // n may be 0
+ *
+ * Readiness contract: the descriptor is readable whenever a done future
+ * is waiting to be drained, except while a drain runs. A drain makes it
+ * unreadable only if it took every done future. So:
+ * - level-triggered (poll, select, epoll without EPOLLET, libuv's
+ *   uv_poll_start with UV_READABLE, GLib's g_unix_fd_add with G_IO_IN,
+ *   asyncio's loop.add_reader): drain once per wake-up; what is left keeps
+ *   the descriptor readable;
+ * - edge-triggered (EPOLLET): drain until a call returns fewer futures
+ *   than `cap`; the next completion after that raises a new edge.
+ * A wake-up may find nothing to drain (n == 0): a completion that raced
+ * the previous drain was taken by it. That happens at most once per
+ * race; the descriptor never stays readable with nothing to report.
+ * Do not read, write or close the descriptor yourself. */
+typedef struct cf_completion_queue cf_completion_queue;
+
+/* Creates an empty queue with its descriptor (an eventfd; a non-blocking
+ * pipe where the OS has no eventfd), close-on-exec. Returns CF_OK,
+ * CF_EINVAL (NULL out), CF_ENOMEM, CF_EAGAIN (no descriptor left),
+ * CF_ESYS. */
+CF_API int cf_completion_queue_new(cf_completion_queue **out);
+
+/* The descriptor to poll for readability (owned by the queue, valid until
+ * cf_completion_queue_free()), or CF_EINVAL for NULL. Cannot fail. */
+CF_API int cf_completion_queue_fd(const cf_completion_queue *q);
+
+/* Adds `f`: once it is done (at once if it is done already) it is
+ * reported. The queue takes its own reference until the future is
+ * drained. A future added twice is reported twice. Any thread may add,
+ * also while another drains. Returns CF_OK, CF_EINVAL, CF_ENOMEM (not
+ * added). Does not block. */
+CF_API int cf_completion_queue_add(cf_completion_queue *q, cf_future *f);
+
+/* Moves up to `cap` done futures, in completion order, into out[0..*n_out)
+ * and gives the caller the queue's reference to each (release them).
+ * *n_out is 0 when none is done. Returns CF_OK, or CF_EINVAL (NULL
+ * arguments, cap 0). Never blocks (no system call when the descriptor was
+ * not made readable since the last drain). */
+CF_API int cf_completion_queue_drain(cf_completion_queue *q, cf_future **out,
+                                     size_t cap, size_t *n_out);
+
+/* Futures added and not yet drained, done or not. 0 for NULL. */
+CF_API size_t cf_completion_queue_size(cf_completion_queue *q);
+
+/* Frees the queue: its references to futures not yet drained are
+ * released (the futures are not cancelled) and its descriptor is closed
+ * (remove it from your event loop first). Futures may still complete in
+ * other threads meanwhile. Not to be called while another thread adds to
+ * or drains this queue. NULL is a no-op. */
+CF_API void cf_completion_queue_free(cf_completion_queue *q);
+
+/* ------------------------------------------------------------------------ */
 /* Executors                                                                */
 
 /* Schedules `fn(arg)` and hands back its future. Returns CF_OK, CF_EINVAL,

@@ -216,6 +216,10 @@ enum { CF__WAIT_SPIN_NS = 20000 };
  * once the deadline has passed. */
 bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns);
 
+/* A completion queue whose descriptor is a pipe even where eventfd
+ * exists (use_pipe), so tests cover the fallback. */
+int cf__completion_queue_open(bool use_pipe, cf_completion_queue **out);
+
 /* ------------------------------------------------------------------------ */
 /* Calls: what a running task sees as `cf_call *`.                          */
 
