@@ -5,12 +5,12 @@
  *   submit --push (lock-free)--> [queue] --pop (pop_lock)--> worker:
  *       set_running_or_notify_cancel, run the task, complete the future
  *
- * The queue is Vyukov's intrusive multi-producer queue: a submit links its
- * future with one atomic exchange and never takes a lock a worker holds,
- * so a submitting thread and busy workers do not contend. Workers pop under
- * `pop_lock`, a spinlock held for a few instructions. An idle worker reads
- * the queue's own links to see whether there is work (has_work), so a
- * submit writes no shared counter.
+ * The queue (task_queue.h) is Vyukov's intrusive multi-producer queue: a
+ * submit links its future with one atomic exchange and never takes a lock
+ * a worker holds, so a submitting thread and busy workers do not contend.
+ * Workers pop under `pop_lock`, a spinlock held for a few instructions. An
+ * idle worker reads the queue's own links to see whether there is work
+ * (has_work), so a submit writes no shared counter.
  *
  * Idle workers search (spin) briefly, then sleep on the `work` event. A
  * submit reads one counter that changes only when a worker falls asleep or
@@ -37,204 +37,36 @@
  * under a pool lock: a worker releases the future it ran only after it has
  * dropped pop_lock.
  */
-#include "core/core.h"
+#include "threads/thread_pool.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 /* How long an idle worker spins before sleeping: long enough to catch the
  * next task of a caller that submits in a loop, short enough that an idle
  * pool costs nothing. */
 enum { IDLE_SPIN_NS = 50000 };
 
-typedef struct worker_slot {
-    cf_future *running; /* guarded by pop_lock; the future being run */
-} worker_slot;
-
-typedef struct thread_pool {
-    /* Producer side. */
-    _Atomic(cf_future *) tail;
-
-    /* Consumer side, on its own cache lines. */
-    _Alignas(64) cf__spinlock pop_lock;
-    _Atomic(cf_future *) head; /* written under pop_lock, read by searchers */
-    worker_slot *slots;   /* max_workers; guarded by pop_lock */
-    atomic_int n_searching; /* workers spinning: they find work unaided */
-
-    /* Sleepers, on a line that changes only when a worker falls asleep or
-     * wakes: the one idle state a submit reads on its fast path. */
-    _Alignas(64) atomic_int n_sleeping;
-    cf__event work; /* sleeping workers wait here */
-
-    /* Read on every submit, written once: closed to new work (shutdown or
-     * broken), and stopping (workers exit once the queue is empty). */
-    _Alignas(64) atomic_bool closed;
-    atomic_bool stopping;
-
-    /* Cold state, guarded by lock. */
-    _Alignas(64) cf__mutex lock;
-    cf__cond threads_done; /* a worker exited */
-    atomic_int n_threads;  /* started (read without the lock by submit) */
-    int n_alive;           /* started and not yet exited */
-    bool shutdown;
-    atomic_bool broken;
-    char *broken_message;
-
-    cf_executor *executor; /* back pointer, for cf__current_pool */
-    int max_workers;
-    int max_searching; /* workers that may spin at once: half the CPUs */
-    unsigned fork_generation;
-    int (*initializer)(void *);
-    void *initarg;
-    char name_prefix[16];
-    cf__thread *threads; /* max_workers slots; [0, n_threads) started */
-
-    cf__mutex join_lock; /* serialises joining */
-    int n_joined;        /* guarded by join_lock */
-
-    cf_future stub; /* the queue's placeholder node; only `next` is used */
-} thread_pool;
-
 typedef struct worker_start {
     thread_pool *pool;
     int index;
 } worker_start;
 
-static atomic_uint pool_counter;
-
 void (*_Atomic cf__thread_pool_before_grow)(cf_executor *ex);
 
 /* ------------------------------------------------------------------------ */
-/* The queue                                                                */
-
-static void push(thread_pool *p, cf_future *f)
-{
-    atomic_store_explicit(&f->next, NULL, memory_order_relaxed);
-    /* Sequentially consistent: this exchange is what publishes the future
-     * to an idle worker's last look at the queue (see has_work). */
-    cf_future *prev = atomic_exchange_explicit(&p->tail, f,
-                                               memory_order_seq_cst);
-    atomic_store_explicit(&prev->next, f, memory_order_release);
-}
-
-static cf_future *head_of(thread_pool *p)
-{
-    return atomic_load_explicit(&p->head, memory_order_relaxed);
-}
-
-/* Pops one future, or NULL when the queue is empty or a push is half done.
- * pop_lock held. */
-static cf_future *pop(thread_pool *p)
-{
-    cf_future *head = head_of(p);
-    cf_future *next = atomic_load_explicit(&head->next, memory_order_acquire);
-    if (head == &p->stub) {
-        if (!next)
-            return NULL;
-        atomic_store_explicit(&p->head, next, memory_order_relaxed);
-        head = next;
-        next = atomic_load_explicit(&next->next, memory_order_acquire);
-    }
-    if (!next) {
-        /* `head` may be the last node: put the stub behind it so it can be
-         * taken. If a push is under way, wait for it instead. */
-        if (atomic_load_explicit(&p->tail, memory_order_acquire) != head)
-            return NULL;
-        push(p, &p->stub);
-        next = atomic_load_explicit(&head->next, memory_order_acquire);
-        if (!next)
-            return NULL;
-    }
-    atomic_store_explicit(&p->head, next, memory_order_relaxed);
-    return head;
-}
-
-/* True if a future is queued, counting one whose push is half done. The
- * head is a real future until it is popped; with the stub at the head, the
- * queue is empty only while the stub is also the tail, which every push
- * changes first. The tail is read last and only when the links show
- * nothing: searching workers poll the links, and leave the tail's line to
- * the submitters. */
-static bool has_work(thread_pool *p)
-{
-    if (atomic_load(&p->head) != &p->stub ||
-        atomic_load_explicit(&p->stub.next, memory_order_acquire) != NULL)
-        return true;
-    return atomic_load(&p->tail) != &p->stub;
-}
-
-/* Pops a future if the queue has one, retrying over half-done pushes.
- * pop_lock held. */
-static cf_future *pop_available(thread_pool *p)
-{
-    for (unsigned spins = 0; has_work(p); spins++) {
-        cf_future *f = pop(p);
-        if (f)
-            return f;
-        /* A submitter is between its exchange and its link: a few
-         * instructions, unless it was preempted. */
-        if (spins < 64)
-            cf__cpu_relax();
-        else
-            cf__yield();
-    }
-    return NULL;
-}
-
-/* Detaches everything queued (a push still half done stays behind, for a
- * worker or a draining submit). pop_lock held. Returns a list linked
- * through next. */
-static cf_future *take_all(thread_pool *p)
-{
-    cf_future *first = NULL, *last = NULL, *f;
-    while ((f = pop_available(p)) != NULL) {
-        atomic_store_explicit(&f->next, NULL, memory_order_relaxed);
-        if (last)
-            atomic_store_explicit(&last->next, f, memory_order_relaxed);
-        else
-            first = f;
-        last = f;
-    }
-    return first;
-}
-
-static cf_future *list_next(cf_future *f)
-{
-    return atomic_load_explicit(&f->next, memory_order_relaxed);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Closing                                                                  */
-
-/* Closes the pool to new work. pool lock held. */
-static void close_pool(thread_pool *p)
-{
-    atomic_store(&p->closed, true);
-    atomic_store(&p->stopping, true);
-}
+/* Breaking                                                                 */
 
 static void fail_all(cf_future *f, const char *message)
 {
     while (f) {
-        cf_future *next = list_next(f);
+        cf_future *next = cf__queue_next(f);
         cf__future_finish(f, NULL, NULL, CF_EBROKEN_THREAD_POOL,
                           cf__strdup(message));
         cf_future_release(f);
         f = next;
     }
 }
-
-static void cancel_all(cf_future *f)
-{
-    while (f) {
-        cf_future *next = list_next(f);
-        cf__future_cancel(f);
-        cf_future_release(f);
-        f = next;
-    }
-}
-
 /* The initializer failed on this thread: break the pool (Python's
  * BrokenThreadPool). Pending futures fail; later submits are refused. */
 static void break_pool(thread_pool *p, int code)
@@ -250,7 +82,7 @@ static void break_pool(thread_pool *p, int code)
     }
     close_pool(p);
     cf__spin_lock(&p->pop_lock);
-    cf_future *queued = take_all(p);
+    cf_future *queued = cf__queue_take_all(queue(p), NULL);
     cf__spin_unlock(&p->pop_lock);
     cf__mutex_unlock(&p->lock);
     free(message);
@@ -260,7 +92,6 @@ static void break_pool(thread_pool *p, int code)
     fail_all(queued, p->broken_message ? p->broken_message
                                        : cf_strerror(CF_EBROKEN_THREAD_POOL));
 }
-
 /* ------------------------------------------------------------------------ */
 /* Workers                                                                  */
 
@@ -383,7 +214,7 @@ static void *worker_main(void *arg)
     bool searching = false;
     for (;;) {
         cf__spin_lock(&p->pop_lock);
-        cf_future *f = pop_available(p);
+        cf_future *f = cf__queue_pop_available(queue(p));
         slot->running = f;
         cf__spin_unlock(&p->pop_lock);
         /* Released only now, with no lock held: its last release may run
@@ -438,7 +269,7 @@ static bool abandon_queue(thread_pool *p, cf_future *own, int rc)
     cf__spin_lock(&p->pop_lock);
     cf_future *f = NULL, *list = NULL;
     bool found = false;
-    while ((f = pop(p)) != NULL) {
+    while ((f = cf__queue_pop(queue(p))) != NULL) {
         if (f == own) {
             found = true;
             continue;
@@ -448,7 +279,7 @@ static bool abandon_queue(thread_pool *p, cf_future *own, int rc)
     }
     cf__spin_unlock(&p->pop_lock);
     while (list) {
-        cf_future *next = list_next(list);
+        cf_future *next = cf__queue_next(list);
         cf__future_finish(list, NULL, NULL, rc,
                           cf__strdup("no worker thread could be started"));
         cf_future_release(list);
@@ -469,13 +300,13 @@ static int submit_raced_close(thread_pool *p, cf_future *f)
         return CF_OK;
     }
     cf__spin_lock(&p->pop_lock);
-    cf_future *queued = take_all(p);
+    cf_future *queued = cf__queue_take_all(queue(p), NULL);
     cf__spin_unlock(&p->pop_lock);
     int rc = atomic_load(&p->broken) ? CF_EBROKEN_THREAD_POOL : CF_ESHUTDOWN;
     cf__mutex_unlock(&p->lock);
     bool withdrawn = false;
     while (queued) {
-        cf_future *next = list_next(queued);
+        cf_future *next = cf__queue_next(queued);
         if (queued == f)
             withdrawn = true;
         else
@@ -518,17 +349,10 @@ static int grow(thread_pool *p, cf_future *f)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Executor operations                                                      */
+/* Submit                                                                   */
 
-/* True in a child of fork(): the pool's threads live in the parent, and
- * its locks may have been held there at the fork. */
-static bool inherited(const thread_pool *p)
-{
-    return p->fork_generation != cf__fork_generation();
-}
-
-static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
-                       const cf_codec *codec)
+int cf__thread_pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
+                           const cf_codec *codec)
 {
     (void)codec; /* threads share memory: nothing crosses as bytes */
     thread_pool *p = impl;
@@ -546,7 +370,7 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
                           atomic_load_explicit(&f->refs,
                                                memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    push(p, f);
+    cf__queue_push(queue(p), f);
     if (atomic_load(&p->stopping))
         return submit_raced_close(p, f);
     if (should_wake(p)) {
@@ -564,193 +388,4 @@ static int pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
         return grow(p, f);
     }
     return CF_OK;
-}
-
-/* Tasks queued or running, not done. pop_lock held. */
-static size_t count_unfinished(thread_pool *p)
-{
-    size_t n = 0;
-    for (cf_future *f = head_of(p); f; f = list_next(f))
-        if (f != &p->stub && !cf__state_done(cf__future_state(f)))
-            n++;
-    int started = atomic_load(&p->n_threads);
-    for (int i = 0; i < started; i++)
-        if (p->slots[i].running)
-            n++;
-    return n;
-}
-
-static void join_exited(thread_pool *p)
-{
-    cf__mutex_lock(&p->join_lock);
-    int started = atomic_load(&p->n_threads);
-    for (; p->n_joined < started; p->n_joined++)
-        cf__thread_join(p->threads[p->n_joined]);
-    cf__mutex_unlock(&p->join_lock);
-}
-
-static int pool_shutdown(void *impl, double timeout, bool cancel_futures,
-                         size_t *unfinished)
-{
-    thread_pool *p = impl;
-    if (inherited(p))
-        return CF_OK; /* nothing of it runs in this process */
-    cf_future *cancelled = NULL;
-    cf__mutex_lock(&p->lock);
-    p->shutdown = true;
-    close_pool(p);
-    if (cancel_futures) {
-        cf__spin_lock(&p->pop_lock);
-        cancelled = take_all(p);
-        int started = atomic_load(&p->n_threads);
-        for (int i = 0; i < started; i++)
-            if (p->slots[i].running)
-                atomic_store_explicit(&p->slots[i].running->cancel_requested,
-                                      true, memory_order_relaxed);
-        cf__spin_unlock(&p->pop_lock);
-    }
-    cf__mutex_unlock(&p->lock);
-    cf__event_signal_all(&p->work);
-    cancel_all(cancelled);
-    if (timeout == 0)
-        return CF_OK;
-
-    int64_t deadline;
-    cf__deadline_from_timeout(timeout, &deadline);
-    cf__mutex_lock(&p->lock);
-    while (p->n_alive > 0) {
-        if (!cf__cond_timedwait(&p->threads_done, &p->lock, deadline) &&
-            p->n_alive > 0) {
-            cf__spin_lock(&p->pop_lock);
-            *unfinished = count_unfinished(p);
-            cf__spin_unlock(&p->pop_lock);
-            cf__mutex_unlock(&p->lock);
-            return CF_ETIMEDOUT;
-        }
-    }
-    cf__mutex_unlock(&p->lock);
-    join_exited(p);
-    return CF_OK;
-}
-
-static void pool_destroy(void *impl)
-{
-    thread_pool *p = impl;
-    if (inherited(p)) {
-        /* Its locks may be held by parent threads that do not exist here,
-         * and its thread handles are the parent's: release memory only.
-         * The futures still queued belong to the parent's copy. */
-        free(p->broken_message);
-        free(p->threads);
-        free(p->slots);
-        free(p);
-        return;
-    }
-    cf__mutex_destroy(&p->join_lock);
-    cf__cond_destroy(&p->threads_done);
-    cf__mutex_destroy(&p->lock);
-    cf__event_destroy(&p->work);
-    free(p->broken_message);
-    free(p->threads);
-    free(p->slots);
-    free(p);
-}
-
-static const cf_executor_ops thread_pool_ops = {
-    .kind = "thread_pool",
-    .submit = pool_submit,
-    .shutdown = pool_shutdown,
-    .destroy = pool_destroy,
-};
-
-/* ------------------------------------------------------------------------ */
-/* Construction                                                             */
-
-static int default_workers(void)
-{
-    int n = cf__cpu_count() + 4;
-    return n < 32 ? n : 32;
-}
-
-static int init_sync(thread_pool *p)
-{
-    int rc;
-    if ((rc = cf__mutex_init(&p->lock)) != CF_OK)
-        goto fail_lock;
-    if ((rc = cf__cond_init(&p->threads_done)) != CF_OK)
-        goto fail_threads_done;
-    if ((rc = cf__mutex_init(&p->join_lock)) != CF_OK)
-        goto fail_join_lock;
-    cf__event_init(&p->work);
-    return CF_OK;
-fail_join_lock:
-    cf__cond_destroy(&p->threads_done);
-fail_threads_done:
-    cf__mutex_destroy(&p->lock);
-fail_lock:
-    return rc;
-}
-
-static void init_queue(thread_pool *p)
-{
-    atomic_init(&p->stub.next, NULL);
-    atomic_init(&p->tail, &p->stub);
-    atomic_init(&p->head, &p->stub);
-    atomic_init(&p->closed, false);
-    atomic_init(&p->pop_lock.held, false);
-    atomic_init(&p->n_sleeping, 0);
-    atomic_init(&p->n_searching, 0);
-    atomic_init(&p->n_threads, 0);
-    atomic_init(&p->stopping, false);
-    atomic_init(&p->broken, false);
-}
-
-int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
-{
-    static const cf_thread_pool_options defaults = {0};
-    if (!out)
-        return CF_EINVAL;
-    if (!opts)
-        opts = &defaults;
-    if (opts->max_workers < 0)
-        return CF_EINVAL;
-
-    int rc = CF_ENOMEM;
-    thread_pool *p = aligned_alloc(64, (sizeof *p + 63) / 64 * 64);
-    if (!p)
-        return CF_ENOMEM;
-    memset(p, 0, sizeof *p);
-    init_queue(p);
-    p->max_workers = opts->max_workers ? opts->max_workers : default_workers();
-    p->max_searching = cf__cpu_count() / 2 > 1 ? cf__cpu_count() / 2 : 1;
-    p->threads = calloc((size_t)p->max_workers, sizeof *p->threads);
-    p->slots = calloc((size_t)p->max_workers, sizeof *p->slots);
-    if (!p->threads || !p->slots)
-        goto fail_alloc;
-    p->initializer = opts->initializer;
-    p->initarg = opts->initarg;
-    cf__fork_hook_install();
-    p->fork_generation = cf__fork_generation();
-    if (opts->thread_name_prefix && *opts->thread_name_prefix)
-        snprintf(p->name_prefix, sizeof p->name_prefix, "%s",
-                 opts->thread_name_prefix);
-    else
-        snprintf(p->name_prefix, sizeof p->name_prefix, "cfpool%u",
-                 atomic_fetch_add(&pool_counter, 1));
-    if ((rc = init_sync(p)) != CF_OK)
-        goto fail_alloc;
-    if ((rc = cf_executor_new(&thread_pool_ops, p, &p->executor)) != CF_OK)
-        goto fail_executor;
-    *out = p->executor;
-    return CF_OK;
-fail_executor:
-    cf__event_destroy(&p->work);
-    cf__mutex_destroy(&p->join_lock);
-    cf__cond_destroy(&p->threads_done);
-    cf__mutex_destroy(&p->lock);
-fail_alloc:
-    free(p->threads);
-    free(p->slots);
-    free(p);
-    return rc;
 }

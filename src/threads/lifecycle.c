@@ -1,0 +1,216 @@
+/* lifecycle.c - the thread pool's life: creation, shutdown, freeing.
+ *
+ * Design: cf_thread_pool_new() sets up the pool with no thread; threads
+ * start as work arrives (thread_pool.c). Shutdown closes the pool under its
+ * lock (a submit racing it is ordered there: see thread_pool.c), cancels
+ * what is queued if asked, wakes every sleeping worker, and, if it waits,
+ * waits for the workers to exit and joins them. A pool inherited by a fork
+ * child only releases memory: its threads and its lock holders live in the
+ * parent.
+ */
+#include "threads/thread_pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static atomic_uint pool_counter;
+
+static void cancel_all(cf_future *f)
+{
+    while (f) {
+        cf_future *next = cf__queue_next(f);
+        cf__future_cancel(f);
+        cf_future_release(f);
+        f = next;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Shutdown                                                                 */
+
+/* Tasks queued or running, not done. pop_lock held. */
+static size_t count_unfinished(thread_pool *p)
+{
+    size_t n = 0;
+    for (cf_future *f = cf__queue_head(queue(p)); f; f = cf__queue_next(f))
+        if (f != &p->stub && !cf__state_done(cf__future_state(f)))
+            n++;
+    int started = atomic_load(&p->n_threads);
+    for (int i = 0; i < started; i++)
+        if (p->slots[i].running)
+            n++;
+    return n;
+}
+
+static void join_exited(thread_pool *p)
+{
+    cf__mutex_lock(&p->join_lock);
+    int started = atomic_load(&p->n_threads);
+    for (; p->n_joined < started; p->n_joined++)
+        cf__thread_join(p->threads[p->n_joined]);
+    cf__mutex_unlock(&p->join_lock);
+}
+
+static int pool_shutdown(void *impl, double timeout, bool cancel_futures,
+                         size_t *unfinished)
+{
+    thread_pool *p = impl;
+    if (inherited(p))
+        return CF_OK; /* nothing of it runs in this process */
+    cf_future *cancelled = NULL;
+    cf__mutex_lock(&p->lock);
+    p->shutdown = true;
+    close_pool(p);
+    if (cancel_futures) {
+        cf__spin_lock(&p->pop_lock);
+        cancelled = cf__queue_take_all(queue(p), NULL);
+        int started = atomic_load(&p->n_threads);
+        for (int i = 0; i < started; i++)
+            if (p->slots[i].running)
+                atomic_store_explicit(&p->slots[i].running->cancel_requested,
+                                      true, memory_order_relaxed);
+        cf__spin_unlock(&p->pop_lock);
+    }
+    cf__mutex_unlock(&p->lock);
+    cf__event_signal_all(&p->work);
+    cancel_all(cancelled);
+    if (timeout == 0)
+        return CF_OK;
+
+    int64_t deadline;
+    cf__deadline_from_timeout(timeout, &deadline);
+    cf__mutex_lock(&p->lock);
+    while (p->n_alive > 0) {
+        if (!cf__cond_timedwait(&p->threads_done, &p->lock, deadline) &&
+            p->n_alive > 0) {
+            cf__spin_lock(&p->pop_lock);
+            *unfinished = count_unfinished(p);
+            cf__spin_unlock(&p->pop_lock);
+            cf__mutex_unlock(&p->lock);
+            return CF_ETIMEDOUT;
+        }
+    }
+    cf__mutex_unlock(&p->lock);
+    join_exited(p);
+    return CF_OK;
+}
+
+static void pool_destroy(void *impl)
+{
+    thread_pool *p = impl;
+    if (inherited(p)) {
+        /* Its locks may be held by parent threads that do not exist here,
+         * and its thread handles are the parent's: release memory only.
+         * The futures still queued belong to the parent's copy. */
+        free(p->broken_message);
+        free(p->threads);
+        free(p->slots);
+        free(p);
+        return;
+    }
+    cf__mutex_destroy(&p->join_lock);
+    cf__cond_destroy(&p->threads_done);
+    cf__mutex_destroy(&p->lock);
+    cf__event_destroy(&p->work);
+    free(p->broken_message);
+    free(p->threads);
+    free(p->slots);
+    free(p);
+}
+
+static const cf_executor_ops thread_pool_ops = {
+    .kind = "thread_pool",
+    .submit = cf__thread_pool_submit,
+    .shutdown = pool_shutdown,
+    .destroy = pool_destroy,
+};
+/* ------------------------------------------------------------------------ */
+/* Construction                                                             */
+
+static int default_workers(void)
+{
+    int n = cf__cpu_count() + 4;
+    return n < 32 ? n : 32;
+}
+
+static int init_sync(thread_pool *p)
+{
+    int rc;
+    if ((rc = cf__mutex_init(&p->lock)) != CF_OK)
+        goto fail_lock;
+    if ((rc = cf__cond_init(&p->threads_done)) != CF_OK)
+        goto fail_threads_done;
+    if ((rc = cf__mutex_init(&p->join_lock)) != CF_OK)
+        goto fail_join_lock;
+    cf__event_init(&p->work);
+    return CF_OK;
+fail_join_lock:
+    cf__cond_destroy(&p->threads_done);
+fail_threads_done:
+    cf__mutex_destroy(&p->lock);
+fail_lock:
+    return rc;
+}
+
+static void init_atomics(thread_pool *p)
+{
+    cf__queue_init(queue(p));
+    atomic_init(&p->closed, false);
+    atomic_init(&p->pop_lock.held, false);
+    atomic_init(&p->n_sleeping, 0);
+    atomic_init(&p->n_searching, 0);
+    atomic_init(&p->n_threads, 0);
+    atomic_init(&p->stopping, false);
+    atomic_init(&p->broken, false);
+}
+
+int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
+{
+    static const cf_thread_pool_options defaults = {0};
+    if (!out)
+        return CF_EINVAL;
+    if (!opts)
+        opts = &defaults;
+    if (opts->max_workers < 0)
+        return CF_EINVAL;
+
+    int rc = CF_ENOMEM;
+    thread_pool *p = aligned_alloc(64, (sizeof *p + 63) / 64 * 64);
+    if (!p)
+        return CF_ENOMEM;
+    memset(p, 0, sizeof *p);
+    init_atomics(p);
+    p->max_workers = opts->max_workers ? opts->max_workers : default_workers();
+    p->max_searching = cf__cpu_count() / 2 > 1 ? cf__cpu_count() / 2 : 1;
+    p->threads = calloc((size_t)p->max_workers, sizeof *p->threads);
+    p->slots = calloc((size_t)p->max_workers, sizeof *p->slots);
+    if (!p->threads || !p->slots)
+        goto fail_alloc;
+    p->initializer = opts->initializer;
+    p->initarg = opts->initarg;
+    cf__fork_hook_install();
+    p->fork_generation = cf__fork_generation();
+    if (opts->thread_name_prefix && *opts->thread_name_prefix)
+        snprintf(p->name_prefix, sizeof p->name_prefix, "%s",
+                 opts->thread_name_prefix);
+    else
+        snprintf(p->name_prefix, sizeof p->name_prefix, "cfpool%u",
+                 atomic_fetch_add(&pool_counter, 1));
+    if ((rc = init_sync(p)) != CF_OK)
+        goto fail_alloc;
+    if ((rc = cf_executor_new(&thread_pool_ops, p, &p->executor)) != CF_OK)
+        goto fail_executor;
+    *out = p->executor;
+    return CF_OK;
+fail_executor:
+    cf__event_destroy(&p->work);
+    cf__mutex_destroy(&p->join_lock);
+    cf__cond_destroy(&p->threads_done);
+    cf__mutex_destroy(&p->lock);
+fail_alloc:
+    free(p->threads);
+    free(p->slots);
+    free(p);
+    return rc;
+}
