@@ -161,6 +161,7 @@ static void init_atomics(thread_pool *p)
     atomic_init(&p->n_sleeping, 0);
     atomic_init(&p->n_searching, 0);
     atomic_init(&p->n_threads, 0);
+    atomic_init(&p->spare, 0);
     atomic_init(&p->stopping, false);
     atomic_init(&p->broken, false);
 }

@@ -10,7 +10,7 @@
  * a worker holds, so a submitting thread and busy workers do not contend.
  * Workers pop under `pop_lock`, a spinlock held for a few instructions. An
  * idle worker reads the queue's own links to see whether there is work
- * (has_work), so a submit writes no shared counter.
+ * (has_work), so a submit to a full pool writes no shared counter.
  *
  * Idle workers search (spin) briefly, then sleep on the `work` event. A
  * submit reads one counter that changes only when a worker falls asleep or
@@ -21,17 +21,26 @@
  * tail exchange) before it reads that count, all sequentially consistent,
  * and the event re-checks its sequence number.
  *
- * Idle threads are reused before new ones start (Python 3.8+): a submit
- * starts a thread only when no worker is idle and fewer than max_workers
- * exist.
+ * Growing: idle threads are reused before new ones start (Python 3.8+),
+ * and a submit reserves the idle worker it counts on, so a burst of
+ * k <= max_workers tasks runs at once. While the pool may still grow,
+ * `spare` counts idle workers minus queued tasks: a submit takes one, and
+ * starts a thread if that leaves it negative; a worker adds one when it
+ * falls idle, and one when it takes a task without having been counted
+ * idle (a busy worker moving on to the next task); a started thread counts
+ * as idle from its start. Each step changes the count by what it changes
+ * in the world, so it never drifts, and a moment's lag between a step and
+ * its count can only start a thread too many, never one too few. Once the
+ * pool is full (n_threads == max_workers, for good) nobody reads or writes
+ * `spare`: a submit then pays one compare for all of this.
  *
  * Closing (shutdown or broken) sets `closed`, which a submit checks before
  * it pushes, and `stopping`, which it checks after. A worker decides to exit
  * under the pool lock, and only with the queue empty. A submit that finds
  * the pool stopping takes that lock too: if no worker is left, it drains
  * the queue itself (withdrawing its own future, cancelling any other), so a
- * task accepted while a shutdown races it still ends. A submit costs no
- * atomic read-modify-write but the queue's own exchange.
+ * task accepted while a shutdown races it still ends. A submit to a full
+ * pool costs no atomic read-modify-write but the queue's own exchange.
  *
  * User code (tasks, callbacks, initializers, result destructors) never runs
  * under a pool lock: a worker releases the future it ran only after it has
@@ -96,9 +105,7 @@ static void break_pool(thread_pool *p, int code)
 /* Workers                                                                  */
 
 /* Worker states: busy (running a task), searching (spinning on the queue)
- * or sleeping. Idle workers (searching plus sleeping, see idle_workers())
- * count for the decision to start a thread. A sleeper needs waking only when nobody
- * searches, since a searcher takes the task without a system call; so a
+ * or sleeping. A sleeper needs waking only when nobody searches, since a searcher takes the task without a system call; so a
  * submit reads n_sleeping (which changes rarely) and only when it is
  * nonzero n_searching (which a worker keeping up with its submitter
  * changes on every task). A searcher that takes a task while more wait
@@ -113,12 +120,36 @@ static bool should_wake(thread_pool *p)
            atomic_load(&p->n_searching) == 0;
 }
 
-/* Searching plus sleeping workers. A worker falling asleep or waking
- * raises one count before it lowers the other, so the sum may read one too
- * high for a moment but never too low: zero means no worker is idle. */
-static int idle_workers(thread_pool *p)
+/* True once every thread the pool may have has started; it stays so. */
+static bool full(thread_pool *p)
 {
-    return atomic_load(&p->n_searching) + atomic_load(&p->n_sleeping);
+    return atomic_load_explicit(&p->n_threads, memory_order_relaxed) >=
+           p->max_workers;
+}
+
+/* What a worker knows of its part in `spare`: whether it is counted idle
+ * there, and whether the pool is full (then the count is kept no more). */
+typedef struct spare_share {
+    bool idle;
+    bool full;
+} spare_share;
+
+/* The worker is idle now (searching or about to): counts it in `spare`
+ * unless it already is. */
+static void spare_idle(thread_pool *p, spare_share *s)
+{
+    if (!s->idle && !s->full && !(s->full = full(p)))
+        atomic_fetch_add_explicit(&p->spare, 1, memory_order_relaxed);
+    s->idle = true;
+}
+
+/* The worker took a task off the queue: one queued task less, and one
+ * idle worker less if it was counted idle (then `spare` stays). */
+static void spare_took_task(thread_pool *p, spare_share *s)
+{
+    if (!s->idle && !s->full && !(s->full = full(p)))
+        atomic_fetch_add_explicit(&p->spare, 1, memory_order_relaxed);
+    s->idle = false;
 }
 
 static void become_searching(thread_pool *p)
@@ -165,18 +196,21 @@ static bool wait_for_work(thread_pool *p)
 }
 
 /* Runs a popped future. If the queue is empty, the worker starts searching
- * *before* completing the future: a caller that waits for this result and
- * submits again must find an idle worker rather than start a thread (idle
- * threads are reused). Returns whether it is searching. */
-static bool run(thread_pool *p, cf_future *f)
+ * (and counts as idle) *before* completing the future: a caller that waits
+ * for this result and submits again must find an idle worker rather than
+ * start a thread (idle threads are reused). Returns whether it is
+ * searching. */
+static bool run(thread_pool *p, cf_future *f, spare_share *share)
 {
     if (cf_future_set_running_or_notify_cancel(f) != CF_OK)
         return false; /* cancelled while queued */
     cf__outcome outcome;
     cf__invoke(f, f->start.task.fn, f->start.task.arg, &outcome);
     bool searching = !has_work(p);
-    if (searching)
+    if (searching) {
         become_searching(p);
+        spare_idle(p, share);
+    }
     cf__complete(f, &outcome);
     return searching;
 }
@@ -212,6 +246,7 @@ static void *worker_main(void *arg)
     }
     cf_future *finished = NULL;
     bool searching = false;
+    spare_share share = {.idle = true}; /* counted from its start by grow */
     for (;;) {
         cf__spin_lock(&p->pop_lock);
         cf_future *f = cf__queue_pop_available(queue(p));
@@ -224,12 +259,14 @@ static void *worker_main(void *arg)
         if (f) {
             if (searching)
                 found_work(p);
-            searching = run(p, f);
+            spare_took_task(p, &share);
+            searching = run(p, f, &share);
             finished = f;
             continue;
         }
         if (!searching)
             become_searching(p);
+        spare_idle(p, &share);
         searching = true;
         if (!wait_for_work(p) && exit_if_no_work(p))
             break;
@@ -254,6 +291,8 @@ static int start_worker(thread_pool *p)
         free(start);
         return rc;
     }
+    /* Idle (in `spare`) from now: its first task, or none, settles it. */
+    atomic_fetch_add_explicit(&p->spare, 1, memory_order_relaxed);
     atomic_store(&p->n_threads, index + 1);
     p->n_alive++;
     return CF_OK;
@@ -270,6 +309,7 @@ static bool abandon_queue(thread_pool *p, cf_future *own, int rc)
     cf_future *f = NULL, *list = NULL;
     bool found = false;
     while ((f = cf__queue_pop(queue(p))) != NULL) {
+        atomic_fetch_add_explicit(&p->spare, 1, memory_order_relaxed);
         if (f == own) {
             found = true;
             continue;
@@ -317,8 +357,9 @@ static int submit_raced_close(thread_pool *p, cf_future *f)
     return withdrawn ? rc : CF_OK; /* someone else cancelled ours */
 }
 
-/* Starts a worker if none is idle and the pool may grow. Returns CF_OK, or
- * the error for `f` (already queued) if it was withdrawn. */
+/* Starts a worker if the queued tasks outnumber the idle workers and the
+ * pool may grow. Returns CF_OK, or the error for `f` (already queued) if it
+ * was withdrawn. */
 static int grow(thread_pool *p, cf_future *f)
 {
     int rc = CF_OK;
@@ -329,11 +370,11 @@ static int grow(thread_pool *p, cf_future *f)
         cf__mutex_unlock(&p->lock);
         return submit_raced_close(p, f);
     }
-    /* Re-check under the lock: an idle worker may have taken the task
-     * already (it was counted idle until then), and a task no longer
-     * queued needs no new thread. */
-    if (idle_workers(p) == 0 && has_work(p) &&
-        atomic_load(&p->n_threads) < p->max_workers) {
+    /* Re-check under the lock: a worker that fell idle or finished its
+     * task may have taken this one already, and a thread another submit
+     * started counts as idle from its start. */
+    if (atomic_load_explicit(&p->spare, memory_order_relaxed) < 0 &&
+        !full(p)) {
         rc = start_worker(p);
         if (rc != CF_OK && p->n_alive == 0) {
             if (abandon_queue(p, f, rc)) {
@@ -373,19 +414,19 @@ int cf__thread_pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
     cf__queue_push(queue(p), f);
     if (atomic_load(&p->stopping))
         return submit_raced_close(p, f);
-    if (should_wake(p)) {
-        cf__event_signal_one(&p->work);
-        return CF_OK;
-    }
-    /* Once the pool is full, a submit never reads the busy idle count. */
-    if (atomic_load_explicit(&p->n_threads, memory_order_relaxed) <
-            p->max_workers &&
-        idle_workers(p) == 0) {
+    /* Reserve an idle worker for this task, or start a thread if none is
+     * left. Once the pool is full this is one compare. */
+    if (!full(p) &&
+        atomic_fetch_sub_explicit(&p->spare, 1, memory_order_relaxed) <= 0) {
         void (*hook)(cf_executor *) = atomic_load_explicit(
             &cf__thread_pool_before_grow, memory_order_relaxed);
         if (hook)
             hook(p->executor);
-        return grow(p, f);
+        int rc = grow(p, f);
+        if (rc != CF_OK)
+            return rc;
     }
+    if (should_wake(p))
+        cf__event_signal_one(&p->work);
     return CF_OK;
 }

@@ -40,6 +40,9 @@ typedef struct thread_pool {
     _Alignas(64) cf__mutex lock;
     cf__cond threads_done; /* a worker exited */
     atomic_int n_threads;  /* started (read without the lock by submit) */
+    /* Idle workers minus queued tasks, kept only while the pool may grow
+     * (n_threads < max_workers): see "Growing" in thread_pool.c. */
+    atomic_int spare;
     int n_alive;           /* started and not yet exited */
     bool shutdown;
     atomic_bool broken;
