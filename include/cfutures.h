@@ -251,7 +251,7 @@ CF_API bool cf_future_cancel(cf_future *f);
  * the future is now cancelled. NULL returns false. */
 CF_API bool cf_future_request_cancel(cf_future *f);
 
-/* States. NULL gives false. Cannot fail. Non-blocking. */
+/* The future's state, without blocking. NULL gives false. Cannot fail. */
 CF_API bool cf_future_cancelled(const cf_future *f);
 CF_API bool cf_future_running(const cf_future *f); /* started, not done */
 CF_API bool cf_future_done(const cf_future *f);    /* cancelled or finished */
@@ -287,9 +287,9 @@ CF_API void cf_set_callback_error_handler(cf_callback_error_fn handler,
                                           void *arg);
 
 /* Executor-author API (Python's set_running_or_notify_cancel, set_result,
- * set_exception), for executors and tests.
- *
- * Moves a pending future to running. Returns CF_OK (now running),
+ * set_exception), for executors and tests. */
+
+/* Moves a pending future to running. Returns CF_OK (now running),
  * CF_ECANCELLED (it was cancelled: do not run the task; waiters have already
  * been notified), or CF_ESTATE (already running or finished). */
 CF_API int cf_future_set_running_or_notify_cancel(cf_future *f);
@@ -630,9 +630,10 @@ typedef struct cf_process_pool_options {
 CF_API int cf_process_pool_new(const cf_process_pool_options *opts,
                                cf_executor **out);
 
-/* Python 3.14's terminate_workers() / kill_workers(): shut the pool down,
- * cancel what has not started, and end every worker with SIGTERM / SIGKILL;
- * running futures fail with CF_EBROKEN_PROCESS_POOL. Returns CF_OK,
+/* End every worker with SIGTERM / SIGKILL (Python 3.14's
+ * terminate_workers() / kill_workers()): shut the pool down, cancel what
+ * has not started; running futures fail with CF_EBROKEN_PROCESS_POOL.
+ * Returns CF_OK,
  * CF_EINVAL (not a process pool). Blocks until the workers are reaped. */
 CF_API int cf_process_pool_terminate_workers(cf_executor *ex);
 CF_API int cf_process_pool_kill_workers(cf_executor *ex);
