@@ -4,6 +4,10 @@ Usage (bench/run.sh calls it after building):
 
     python3 bench/harness.py BIN_DIR OUT_DIR
 
+Writes OUT_DIR/table.md (the table it prints), OUT_DIR/results.json (every
+run of every case, for charts and later comparisons), OUT_DIR/charts/ (an
+SVG per scenario, by charts.py, when matplotlib is there) and raw.log.
+
 Environment:
     BENCH_QUICK=1     smaller sizes and 3 runs: a smoke test
     BENCH_RUNS=N      runs per case (default 5, quick 3)
@@ -20,6 +24,7 @@ gives the median of the runs, their min-max, and peer / cfutures ratios;
 every metric is lower-is-better, so a ratio above 1 means cfutures wins.
 The targets from the issue are checked at the end (reported, not enforced).
 """
+import json
 import os
 import platform
 import random
@@ -28,6 +33,9 @@ import statistics
 import subprocess
 import sys
 import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in bench/
+import charts  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 RUNS = int(os.environ.get("BENCH_RUNS", "3" if QUICK else "5"))
@@ -244,7 +252,7 @@ def spread(case, metric):
     return f"{fmt(min(xs))}-{fmt(max(xs))}" if xs else "-"
 
 
-def table(gs):
+def table(gs, charts_dir=None):
     rows = []
     for g in gs:
         ref = g.case(g.ref)
@@ -273,7 +281,38 @@ def table(gs):
                              "ok)" if c.failures else "")
             rows.append(f"| {c.label} | {fmt(med)} | {spread(c, g.metric)} |"
                         f" {others} | {ratio} | {note} |")
+        chart = f"{charts.slug(g.title)}.svg"
+        if charts_dir and os.path.exists(os.path.join(charts_dir, chart)):
+            rows.append(f"\n![{g.title}](charts/{chart})")
     return "\n".join(rows)
+
+
+def save_results(gs, path, mode):
+    """Every run of every case, so charts (and later comparisons) work
+    from the runs themselves rather than from the table."""
+    data = {"mode": mode, "runs": RUNS,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "groups": [{"title": g.title, "metric": g.metric,
+                        "unit": g.unit, "ref": g.ref,
+                        "cases": [{"label": c.label, "note": c.note,
+                                   "results": c.results,
+                                   "failures": c.failures}
+                                  for c in g.cases]} for g in gs]}
+    with open(path, "w") as fp:
+        json.dump(data, fp, indent=1)
+
+
+def draw_charts(results, charts_dir):
+    """charts.py over the results; a missing matplotlib costs the charts,
+    not the run."""
+    try:
+        charts.render(results, charts_dir)
+    except ImportError:
+        print(f"harness: no charts: {sys.executable} has no matplotlib "
+              "(apt-get install python3-matplotlib); the table is complete",
+              file=sys.stderr)
+        return None
+    return charts_dir
 
 
 def find(gs, prefix):
@@ -396,6 +435,9 @@ def main(argv):
     if tty:
         print(file=sys.stderr)
     mode = "quick" if QUICK else "full"
+    results = os.path.join(out_dir, "results.json")
+    save_results(gs, results, mode)
+    charts_dir = draw_charts(results, os.path.join(out_dir, "charts"))
     report = "\n".join([
         f"## cfutures benchmarks ({mode} mode, {RUNS} runs per case, "
         f"{time.strftime('%Y-%m-%d %H:%M')}, {time.time() - start:.0f} s)",
@@ -403,7 +445,7 @@ def main(argv):
         "Medians of the runs; ratio = contender / the group's reference "
         "(lower is better everywhere, so a ratio above 1 means cfutures "
         "wins).",
-        table(gs),
+        table(gs, charts_dir),
         "",
         "### Targets",
         "",

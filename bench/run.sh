@@ -2,7 +2,9 @@
 # run.sh - the one command for cfutures' benchmark suite:
 #   installs the peers (Debian packages), builds everything with -O2 into
 #   bench/out/, runs every scenario several times with the contenders
-#   interleaved, and prints one table (also written to bench/out/table.md).
+#   interleaved, and prints one table (also written to bench/out/table.md),
+#   keeps every run in bench/out/results.json and draws a chart per
+#   scenario into bench/out/charts/ (matplotlib; bench/charts.py).
 #
 #   bench/run.sh                  full run: 5 runs per case (~10 minutes)
 #   BENCH_QUICK=1 bench/run.sh    smoke test: small sizes, 3 runs
@@ -17,7 +19,7 @@ root=$(dirname "$here")
 out="$here/out"
 python=${BENCH_PYTHON:-/usr/bin/python3}
 packages=(build-essential cmake pkg-config python3 libuv1-dev
-          libglib2.0-dev libtbb-dev)
+          libglib2.0-dev libtbb-dev python3-matplotlib)
 
 missing=()
 for p in "${packages[@]}"; do
