@@ -288,16 +288,20 @@ class Parser:
             self.i += 1
 
     def read_statement(self):
-        """Lines up to the `;` that ends the declaration, comments kept
-        (a struct's fields carry them)."""
-        out, depth, in_comment = [], 0, False
+        """Lines up to the `;` that ends the declaration, or the `}` that
+        ends an inline function's body; comments kept (a struct's fields
+        carry them)."""
+        out, depth, in_comment, text = [], 0, False, ""
         while self.i < len(self.lines):
             line = self.lines[self.i]
             out.append(line)
             self.i += 1
             code, in_comment = code_part(line, in_comment)
+            text += " " + code
             depth += depth_change(code)
-            if depth <= 0 and code.rstrip().endswith(";"):
+            end = code.rstrip()
+            if depth <= 0 and (end.endswith(";") or (
+                    end.endswith("}") and is_definition(text))):
                 break
         return out
 
@@ -381,8 +385,24 @@ def parse_statement(lines, line):
     return decl
 
 
+def is_definition(code):
+    """A function with its body (`static inline int f(void) { ... }`):
+    a parameter list closes before the first brace."""
+    head = code.split("{", 1)[0].strip()
+    return head.endswith(")") and not re.match(
+        r"(typedef|struct|enum|union)\b", head) and "=" not in head
+
+
 def classify(source, line):
     s = source
+    if "{" in s and is_definition(s):
+        # An inline function: documented like a declared one, shown
+        # without its body.
+        head = s.split("{", 1)[0].strip()
+        m = re.search(r"(\w+)\s*\(", API_MACRO.sub("", head))
+        d = Decl("function", m.group(1), head + ";", line)
+        d.api = True
+        return d
     if API_MACRO.search(s):
         head = API_MACRO.sub("", s)
         m = re.search(r"(\w+)\s*\(", head)

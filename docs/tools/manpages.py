@@ -219,10 +219,12 @@ def write_all(api, model_md, out_dir, date):
                 os.remove(path)
     for rel, text in files.items():
         path = os.path.join(out_dir, rel)
-        if not os.path.exists(path) or \
-                open(path, encoding="utf-8").read() != text:
-            with open(path, "w", encoding="utf-8") as fp:
-                fp.write(text)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fp:
+                if fp.read() == text:
+                    continue  # unchanged: keep its time stamp
+        with open(path, "w", encoding="utf-8") as fp:
+            fp.write(text)
     for rel, target in links.items():
         path = os.path.join(out_dir, rel)
         if os.path.islink(path) and os.readlink(path) == target:
