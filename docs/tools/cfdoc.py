@@ -13,7 +13,7 @@
                              must have a page too
 
 Options: --root DIR, the source tree (default: two folders above this
-file). Python 3.6 or later, standard library only. docs/README.md
+file). Python 3.7 or later, standard library only. docs/README.md
 describes the comment conventions the headers follow.
 """
 import datetime

@@ -139,9 +139,11 @@ class Manual:
         for s in sections:
             if id(s) in claimed:
                 continue
-            slug = markup.slug(s.key)
-            if slug in taken:
-                slug = "api-" + slug
+            base = slug = markup.slug(s.key)
+            n = 1
+            while slug in taken:  # a fixed page's name, or another header's
+                n += 1
+                slug = f"{base}-{n}"
             taken.add(slug)
             extra.append(Part(slug, s.title, "", [s]))
         return parts, extra
