@@ -289,9 +289,13 @@ CF_API void cf_set_callback_error_handler(cf_callback_error_fn handler,
 /* Executor-author API (Python's set_running_or_notify_cancel, set_result,
  * set_exception), for executors and tests. */
 
-/* Moves a pending future to running. Returns CF_OK (now running),
- * CF_ECANCELLED (it was cancelled: do not run the task; waiters have already
- * been notified), or CF_ESTATE (already running or finished). */
+/* Moves a pending future to running. As the spec says, it may be called
+ * once per future. Returns CF_OK (now running), CF_ECANCELLED (it was
+ * cancelled: do not run the task; waiters have been notified), or
+ * CF_ESTATE: already running or finished, or this is not the first call
+ * (a second call on a cancelled future is CF_ESTATE: CPython's
+ * RuntimeError). When executors race to start a cancelled future, exactly
+ * one of them gets CF_ECANCELLED. Never blocks on the future. */
 CF_API int cf_future_set_running_or_notify_cancel(cf_future *f);
 
 /* Completes the future with a value. Returns CF_OK, or CF_ESTATE if it is
@@ -667,8 +671,10 @@ CF_API int cf_executor_new(const cf_executor_ops *ops, void *impl,
                            cf_executor **out);
 
 /* Runs `fn(arg)` as a task right here, completing `f` with its outcome,
- * for custom executors. Returns CF_OK, or CF_ECANCELLED if `f` had been
- * cancelled (fn did not run), CF_ESTATE if `f` was not pending. */
+ * for custom executors: cf_future_set_running_or_notify_cancel(), then the
+ * task. Returns CF_OK, or CF_ECANCELLED if `f` had been cancelled (fn did
+ * not run), CF_ESTATE if `f` was not pending or had its
+ * set_running_or_notify_cancel() already (fn did not run). */
 CF_API int cf_future_run(cf_future *f, cf_fn fn, void *arg);
 
 #ifdef __cplusplus

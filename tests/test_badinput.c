@@ -173,13 +173,13 @@ TEST(future_transitions_in_every_state)
                 CF_ECANCELLED);
     ASSERT_CODE(cf_future_set_running_or_notify_cancel(s.finished), CF_ESTATE);
     ASSERT_CODE(cf_future_set_running_or_notify_cancel(s.failed), CF_ESTATE);
-    /* completing what is done is refused and changes nothing */
+    /* completing what is done is refused and changes nothing (the
+     * cancelled one had its one set_running_or_notify_cancel above) */
     cf_future *done[] = {s.cancelled, s.finished, s.failed};
     for (size_t i = 0; i < 3; i++) {
         ASSERT_CODE(cf_future_set_result(done[i], (void *)1), CF_ESTATE);
         ASSERT_CODE(cf_future_set_exception(done[i], 5, NULL), CF_ESTATE);
-        ASSERT_CODE(cf_future_run(done[i], task_empty, NULL),
-                    done[i] == s.cancelled ? CF_ECANCELLED : CF_ESTATE);
+        ASSERT_CODE(cf_future_run(done[i], task_empty, NULL), CF_ESTATE);
     }
     void *v = NULL;
     ASSERT_OK(cf_future_result(s.finished, 0, &v));

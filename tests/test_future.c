@@ -261,6 +261,90 @@ TEST(set_running_on_cancelled_future_returns_ecancelled)
     cf_future_release(f);
 }
 
+/* The spec: set_running_or_notify_cancel "can only be called once";
+ * CPython moves a cancelled future to CANCELLED_AND_NOTIFIED and raises on
+ * a second call. */
+TEST(set_running_on_cancelled_future_reports_the_cancel_once)
+{
+    cf_future *f = future_new();
+    ASSERT(cf_future_cancel(f));
+    ASSERT_CODE(cf_future_set_running_or_notify_cancel(f), CF_ECANCELLED);
+    ASSERT_CODE(cf_future_set_running_or_notify_cancel(f), CF_ESTATE);
+    ASSERT_CODE(cf_future_set_running_or_notify_cancel(f), CF_ESTATE);
+    /* Still cancelled, done, and cancellable (idempotently) for all. */
+    ASSERT(cf_future_cancelled(f));
+    ASSERT(cf_future_done(f));
+    ASSERT(cf_future_cancel(f));
+    ASSERT_CODE(cf_future_result(f, 0, NULL), CF_ECANCELLED);
+    ASSERT_CODE(cf_future_set_result(f, NULL), CF_ESTATE);
+    cf_future *fs[1] = {f};
+    size_t n_done = 0;
+    ASSERT_OK(cf_wait(fs, 1, 0, CF_ALL_COMPLETED, NULL, &n_done, NULL, NULL));
+    ASSERT_EQ(n_done, 1);
+    cf_future_release(f);
+}
+
+TEST(set_running_after_set_result_or_exception_is_estate)
+{
+    cf_future *f = future_new();
+    ASSERT_OK(cf_future_set_result(f, NULL));
+    ASSERT_CODE(cf_future_set_running_or_notify_cancel(f), CF_ESTATE);
+    cf_future_release(f);
+    f = future_new();
+    ASSERT_OK(cf_future_set_exception(f, 3, NULL));
+    ASSERT_CODE(cf_future_set_running_or_notify_cancel(f), CF_ESTATE);
+    cf_future_release(f);
+}
+
+TEST(future_run_on_cancelled_future_reports_the_cancel_once)
+{
+    cf_future *f = future_new();
+    atomic_int ran = 0;
+    ASSERT(cf_future_cancel(f));
+    ASSERT_CODE(cf_future_run(f, task_count, &ran), CF_ECANCELLED);
+    ASSERT_CODE(cf_future_run(f, task_count, &ran), CF_ESTATE);
+    ASSERT_EQ(atomic_load(&ran), 0);
+    cf_future_release(f);
+}
+
+/* Executors and cancels race: whoever calls set_running_or_notify_cancel
+ * first on a cancelled future gets CF_ECANCELLED, every other CF_ESTATE,
+ * and no task runs. */
+typedef struct race {
+    cf_future *f;
+    atomic_int go, cancelled, estate;
+} race;
+
+static void *race_set_running(helper *h)
+{
+    race *r = h->ctx;
+    while (!atomic_load(&r->go))
+        ;
+    int rc = cf_future_set_running_or_notify_cancel(r->f);
+    if (rc == CF_ECANCELLED)
+        atomic_fetch_add(&r->cancelled, 1);
+    else if (rc == CF_ESTATE)
+        atomic_fetch_add(&r->estate, 1);
+    return NULL;
+}
+
+TEST(concurrent_set_running_on_cancelled_future_reports_it_once)
+{
+    for (int round = 0; round < 200; round++) {
+        race r = {.f = future_new()};
+        ASSERT(cf_future_cancel(r.f));
+        helper hs[3];
+        for (int i = 0; i < 3; i++)
+            helper_start(&hs[i], race_set_running, &r);
+        atomic_store(&r.go, 1);
+        for (int i = 0; i < 3; i++)
+            helper_join(&hs[i]);
+        ASSERT_EQ(atomic_load(&r.cancelled), 1);
+        ASSERT_EQ(atomic_load(&r.estate), 2);
+        cf_future_release(r.f);
+    }
+}
+
 TEST(set_running_twice_is_estate)
 {
     cf_future *f = future_new();

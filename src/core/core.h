@@ -21,11 +21,16 @@
 /* ------------------------------------------------------------------------ */
 /* Futures                                                                  */
 
+/* A future's states, ordered so that the predicates below are ranges.
+ * The first set_running_or_notify_cancel() on a CANCELLED future moves it
+ * to CANCELLED_NOTIFIED (CPython's CANCELLED_AND_NOTIFIED), so that a
+ * second call is refused. */
 enum cf__state {
     CF__PENDING = 0,
     CF__RUNNING = 1,
     CF__CANCELLED = 2,
-    CF__FINISHED = 3,
+    CF__CANCELLED_NOTIFIED = 3,
+    CF__FINISHED = 4,
 };
 
 typedef struct cf__wait_node cf__wait_node;
@@ -159,7 +164,12 @@ static inline int cf__future_state(const cf_future *f)
 
 static inline bool cf__state_done(int state)
 {
-    return state == CF__CANCELLED || state == CF__FINISHED;
+    return state >= CF__CANCELLED;
+}
+
+static inline bool cf__state_cancelled(int state)
+{
+    return state == CF__CANCELLED || state == CF__CANCELLED_NOTIFIED;
 }
 
 /* Reports a future's outcome code as cf_future_result() does. */

@@ -1,16 +1,20 @@
 /* future.c - the future state machine, references, callbacks and waiting.
  *
  * Design: states move PENDING -> RUNNING -> FINISHED, or PENDING ->
- * CANCELLED, or PENDING -> FINISHED (an executor failing work that never
- * ran). Every transition is a compare-and-swap on `state`, so the hot
- * PENDING -> RUNNING step takes no lock. Transitions into a done state also
- * hold `lock`, because they detach the waiter and callback lists in the same
- * step: a waiter or callback added under the lock either sees the future
- * done or is on the list the completer detaches, never neither.
+ * CANCELLED -> CANCELLED_NOTIFIED, or PENDING -> FINISHED (an executor
+ * failing work that never ran). Every transition is a compare-and-swap on
+ * `state`, so the hot PENDING -> RUNNING step takes no lock. Transitions
+ * into a done state also hold `lock`, because they detach the waiter and
+ * callback lists in the same step: a waiter or callback added under the
+ * lock either sees the future done or is on the list the completer
+ * detaches, never neither.
  *
  * A cancelled future is done for every observer at once (the spec's text,
  * not CPython's CANCELLED/CANCELLED_AND_NOTIFIED split): cancel notifies
- * waiters and runs callbacks before it returns.
+ * waiters and runs callbacks before it returns. The first
+ * set_running_or_notify_cancel() on it then only records the call
+ * (CANCELLED -> CANCELLED_NOTIFIED), so that a second one is refused, as
+ * the spec's "can only be called once" says.
  *
  * Waiters are notified while the completer holds the future's lock; a
  * waiter only frees its nodes after removing them under that same lock
@@ -21,6 +25,10 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+
+/* A million pending futures are 56 MB of fresh memory: keep it so. */
+_Static_assert(sizeof(void *) != 8 || sizeof(cf_future) == 56,
+               "a future is 56 bytes on 64-bit targets");
 
 struct cf__callback {
     cf__callback *next;
@@ -136,7 +144,7 @@ void cf_future_release(cf_future *f)
     } else if (state == CF__FINISHED) {
         if (f->end.value.free_result && f->end.value.result)
             f->end.value.free_result(f->end.value.result);
-    } else if (state != CF__CANCELLED) {
+    } else if (!cf__state_cancelled(state)) {
         /* Released while pending: its callbacks will now never run; free
          * them. No waiter can be left: waiters hold references. */
         cf__callback *cb = f->end.lists.callbacks;
@@ -242,7 +250,7 @@ int cf__future_finish(cf_future *f, void *result, void (*free_result)(void *),
 bool cf__future_cancel(cf_future *f)
 {
     int was = complete(f, FROM(CF__PENDING), CF__CANCELLED, NULL, NULL, 0, NULL);
-    return was == CF__PENDING || was == CF__CANCELLED;
+    return was == CF__PENDING || cf__state_cancelled(was);
 }
 
 bool cf_future_cancel(cf_future *f)
@@ -268,14 +276,21 @@ int cf_future_set_running_or_notify_cancel(cf_future *f)
 {
     if (!f)
         return CF_EINVAL;
-    int expected = CF__PENDING;
-    if (atomic_compare_exchange_strong_explicit(&f->state, &expected,
+    int state = CF__PENDING;
+    if (atomic_compare_exchange_strong_explicit(&f->state, &state,
                                                 CF__RUNNING,
                                                 memory_order_acq_rel,
                                                 memory_order_acquire))
         return CF_OK;
-    /* Cancelled: waiters were notified when cancel happened. */
-    return expected == CF__CANCELLED ? CF_ECANCELLED : CF_ESTATE;
+    /* Cancelled: reported once (its waiters were notified at the cancel).
+     * A second call finds it CANCELLED_NOTIFIED. */
+    if (state == CF__CANCELLED &&
+        atomic_compare_exchange_strong_explicit(&f->state, &state,
+                                                CF__CANCELLED_NOTIFIED,
+                                                memory_order_acq_rel,
+                                                memory_order_acquire))
+        return CF_ECANCELLED;
+    return CF_ESTATE;
 }
 
 int cf_future_set_result(cf_future *f, void *result)
@@ -308,7 +323,7 @@ int cf_future_set_exception(cf_future *f, int code, const char *message)
 
 bool cf_future_cancelled(const cf_future *f)
 {
-    return f && cf__future_state(f) == CF__CANCELLED;
+    return f && cf__state_cancelled(cf__future_state(f));
 }
 
 bool cf_future_running(const cf_future *f)
@@ -324,7 +339,7 @@ bool cf_future_done(const cf_future *f)
 int cf__future_outcome(const cf_future *f)
 {
     int state = cf__future_state(f);
-    if (state == CF__CANCELLED)
+    if (cf__state_cancelled(state))
         return CF_ECANCELLED;
     int code = cf__future_code(f);
     if (code == 0)
@@ -362,7 +377,7 @@ int cf_future_exception(cf_future *f, double timeout, cf_error *out)
     int rc = wait_for(f, timeout);
     if (rc != CF_OK)
         return rc;
-    if (cf__future_state(f) == CF__CANCELLED)
+    if (cf__state_cancelled(cf__future_state(f)))
         return CF_ECANCELLED;
     if (out) {
         const char *message = cf__future_message(f);
