@@ -22,15 +22,20 @@
 /* Futures                                                                  */
 
 /* A future's states, ordered so that the predicates below are ranges.
- * The first set_running_or_notify_cancel() on a CANCELLED future moves it
- * to CANCELLED_NOTIFIED (CPython's CANCELLED_AND_NOTIFIED), so that a
- * second call is refused. */
+ * Cancelling a PENDING future makes it CANCELLED (done for every
+ * observer at once), or CANCELLED_UNNOTIFIED under the stdlib's notify
+ * protocol (cf__future_use_notify_protocol). The first
+ * set_running_or_notify_cancel() on either moves it to CANCELLED_NOTIFIED
+ * (CPython's CANCELLED_AND_NOTIFIED), so that a second call is refused. */
 enum cf__state {
     CF__PENDING = 0,
     CF__RUNNING = 1,
-    CF__CANCELLED = 2,
-    CF__CANCELLED_NOTIFIED = 3,
-    CF__FINISHED = 4,
+    /* Done for its owner (done(), result(), callbacks) but not yet for
+     * cf_wait, as_completed and completion queues. */
+    CF__CANCELLED_UNNOTIFIED = 2,
+    CF__CANCELLED = 3,
+    CF__CANCELLED_NOTIFIED = 4,
+    CF__FINISHED = 5,
 };
 
 typedef struct cf__wait_node cf__wait_node;
@@ -89,6 +94,9 @@ struct cf_future {
     cf__spinlock lock;            /* guards transitions, lists, hook */
     bool has_cancel_hook;         /* guarded by lock */
     bool failed;                  /* part of the outcome, like `end` */
+    /* Set once before the future is shared: a cancel makes it
+     * CANCELLED_UNNOTIFIED (see cf__future_use_notify_protocol). */
+    bool notify_protocol;
 };
 
 /* A done future's outcome (call only once cf__future_state() is done). */
@@ -121,6 +129,17 @@ void cf__future_set_cancel_hook(cf_future *f, bool (*hook)(cf_future *f),
 /* Allocates a pending future with one reference (the caller's). NULL when
  * out of memory. */
 cf_future *cf__future_alloc(void);
+
+/* Puts `f` under the stdlib's notify protocol, for the Python binding's
+ * bare Future(): a cancel makes it cancelled and done for its owner at
+ * once (cf_future_done(), cf_future_cancelled(), result() and exception()
+ * report it, waiters in result() wake, its done-callbacks run), but
+ * cf_wait(), as_completed and completion queues count it done only once
+ * cf_future_set_running_or_notify_cancel() is called on it, which wakes
+ * them (CPython's CANCELLED, then CANCELLED_AND_NOTIFIED). Without it, a
+ * cancelled future is done for every observer at once. Call right after
+ * cf_future_new(), before the future is shared. */
+void cf__future_use_notify_protocol(cf_future *f);
 
 /* Memory for one cf_future (future_slab.c): per-thread slabs, or malloc
  * with CF_FUTURE_ALLOC=malloc and under AddressSanitizer. Any thread may
@@ -162,14 +181,23 @@ static inline int cf__future_state(const cf_future *f)
                                 memory_order_acquire);
 }
 
+/* Done as cf_wait(), as_completed and completion queues see it. */
 static inline bool cf__state_done(int state)
 {
     return state >= CF__CANCELLED;
 }
 
+/* Done as cf_future_done(), result() and done-callbacks see it: also a
+ * cancelled future not yet notified (CF__CANCELLED_UNNOTIFIED). */
+static inline bool cf__state_done_for_result(int state)
+{
+    return state >= CF__CANCELLED_UNNOTIFIED;
+}
+
 static inline bool cf__state_cancelled(int state)
 {
-    return state == CF__CANCELLED || state == CF__CANCELLED_NOTIFIED;
+    return state >= CF__CANCELLED_UNNOTIFIED &&
+           state <= CF__CANCELLED_NOTIFIED;
 }
 
 /* Reports a future's outcome code as cf_future_result() does. */
@@ -188,6 +216,10 @@ struct cf__waiter {
     cf__event event;       /* signalled when the waiter should look again */
     cf__spinlock lock;     /* guards the fields below */
     cf__notify_fn notify;
+    /* Notified when a notify-protocol future is cancelled (a waiter in
+     * result()), not only once the cancel is notified (cf_wait,
+     * as_completed, completion queues). Set before installing a node. */
+    bool wakes_on_cancel;
     size_t remaining;      /* futures not yet completed */
     bool triggered;        /* the wait condition holds */
     int return_when;       /* cf_return_when, for cf_wait */
@@ -212,8 +244,9 @@ bool cf__wait_node_install(cf_future *f, cf__wait_node *node);
  * future will never touch the node or its waiter again. */
 void cf__wait_node_remove(cf__wait_node *node);
 
-/* Blocks until `f` is done or `deadline_ns` passes (CF__NO_DEADLINE: never).
- * Returns true if done. Spins briefly first: most waits are short. */
+/* Blocks until `f` is done (cf__state_done) or `deadline_ns` passes
+ * (CF__NO_DEADLINE: never). Returns true if done. Spins briefly first:
+ * most waits are short. */
 bool cf__future_wait_done(cf_future *f, int64_t deadline_ns);
 
 /* How long a waiter spins before it sleeps. A hand-off between two awake

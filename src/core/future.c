@@ -16,6 +16,14 @@
  * (CANCELLED -> CANCELLED_NOTIFIED), so that a second one is refused, as
  * the spec's "can only be called once" says.
  *
+ * Under the stdlib's notify protocol (a bare Future() of the Python
+ * binding) the split is CPython's: a cancel makes the future
+ * CANCELLED_UNNOTIFIED, running its callbacks and waking the waiters that
+ * wait for its result (wakes_on_cancel), while the waiters of cf_wait,
+ * as_completed and completion queues stay on its list until
+ * set_running_or_notify_cancel() moves it to CANCELLED_NOTIFIED and wakes
+ * them. Until then its `end` union still holds that list.
+ *
  * Waiters are notified while the completer holds the future's lock; a
  * waiter only frees its nodes after removing them under that same lock
  * (cf__wait_node_remove), so a notification never touches freed memory.
@@ -110,7 +118,13 @@ cf_future *cf__future_alloc(void)
     atomic_init(&f->lock.held, false);
     f->has_cancel_hook = false;
     f->failed = false;
+    f->notify_protocol = false;
     return f;
+}
+
+void cf__future_use_notify_protocol(cf_future *f)
+{
+    f->notify_protocol = true;
 }
 
 int cf_future_new(cf_future **out)
@@ -171,6 +185,62 @@ static void notify_waiters(cf_future *f, cf__wait_node *node)
     }
 }
 
+/* Cancels a PENDING notify-protocol future: CANCELLED_UNNOTIFIED. Its
+ * callbacks run and the waiters that wake on a cancel are unlinked and
+ * notified; the others stay. Called with f->lock held; drops it. Returns
+ * the state found, as complete() does. */
+static int cancel_unnotified(cf_future *f, int state)
+{
+    /* Only the start of a task races with us, without the lock. */
+    if (!atomic_compare_exchange_strong_explicit(&f->state, &state,
+                                                 CF__CANCELLED_UNNOTIFIED,
+                                                 memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        cf__spin_unlock(&f->lock);
+        return state;
+    }
+    cf__callback *callbacks = f->end.lists.callbacks;
+    f->end.lists.callbacks = NULL;
+    cf__wait_node *node = f->end.lists.waiters;
+    while (node) {
+        cf__wait_node *next = node->next;
+        if (node->waiter->wakes_on_cancel) {
+            if (node->prev)
+                node->prev->next = next;
+            else
+                f->end.lists.waiters = next;
+            if (next)
+                next->prev = node->prev;
+            node->linked = false;
+            node->waiter->notify(node->waiter, node, f);
+        }
+        node = next;
+    }
+    cf__spin_unlock(&f->lock);
+    run_callbacks(f, callbacks);
+    return CF__PENDING;
+}
+
+/* CANCELLED_UNNOTIFIED -> CANCELLED_NOTIFIED, waking the waiters left on
+ * the future. Returns false if the future was not CANCELLED_UNNOTIFIED
+ * (another call got there first). */
+static bool notify_cancel(cf_future *f)
+{
+    cf__spin_lock(&f->lock);
+    if (atomic_load_explicit(&f->state, memory_order_relaxed) !=
+        CF__CANCELLED_UNNOTIFIED) {
+        cf__spin_unlock(&f->lock);
+        return false;
+    }
+    cf__wait_node *waiters = f->end.lists.waiters;
+    f->end.lists.waiters = NULL;
+    atomic_store_explicit(&f->state, CF__CANCELLED_NOTIFIED,
+                          memory_order_release);
+    notify_waiters(f, waiters);
+    cf__spin_unlock(&f->lock);
+    return true;
+}
+
 /* Moves `f` from one of the states allowed by `from_mask` (bits of enum
  * cf__state) to the done state `to`, storing the outcome first. Returns
  * the state found: the transition happened iff it is in from_mask. */
@@ -179,8 +249,8 @@ static int complete(cf_future *f, unsigned from_mask, int to, void *result,
 {
     cf__spin_lock(&f->lock);
     int state = atomic_load_explicit(&f->state, memory_order_relaxed);
-    if (to == CF__CANCELLED && state == CF__PENDING && f->has_cancel_hook &&
-        !f->start.cancel_hook.fn(f)) {
+    if (cf__state_cancelled(to) && state == CF__PENDING &&
+        f->has_cancel_hook && !f->start.cancel_hook.fn(f)) {
         /* Started already where only the hook could see it. */
         atomic_compare_exchange_strong_explicit(&f->state, &state, CF__RUNNING,
                                                 memory_order_acq_rel,
@@ -192,6 +262,8 @@ static int complete(cf_future *f, unsigned from_mask, int to, void *result,
         cf__spin_unlock(&f->lock);
         return state;
     }
+    if (to == CF__CANCELLED_UNNOTIFIED)
+        return cancel_unnotified(f, state);
     /* The lists give way to the outcome, which must be visible before the
      * done state is. Only the start of a task races with us (PENDING to
      * RUNNING, without the lock), so the CAS may need a second try; if the
@@ -249,7 +321,8 @@ int cf__future_finish(cf_future *f, void *result, void (*free_result)(void *),
 
 bool cf__future_cancel(cf_future *f)
 {
-    int was = complete(f, FROM(CF__PENDING), CF__CANCELLED, NULL, NULL, 0, NULL);
+    int to = f->notify_protocol ? CF__CANCELLED_UNNOTIFIED : CF__CANCELLED;
+    int was = complete(f, FROM(CF__PENDING), to, NULL, NULL, 0, NULL);
     return was == CF__PENDING || cf__state_cancelled(was);
 }
 
@@ -282,13 +355,16 @@ int cf_future_set_running_or_notify_cancel(cf_future *f)
                                                 memory_order_acq_rel,
                                                 memory_order_acquire))
         return CF_OK;
-    /* Cancelled: reported once (its waiters were notified at the cancel).
-     * A second call finds it CANCELLED_NOTIFIED. */
+    /* Cancelled: reported once. Its waiters were notified at the cancel,
+     * or (notify protocol) are now. A second call finds it
+     * CANCELLED_NOTIFIED. */
     if (state == CF__CANCELLED &&
         atomic_compare_exchange_strong_explicit(&f->state, &state,
                                                 CF__CANCELLED_NOTIFIED,
                                                 memory_order_acq_rel,
                                                 memory_order_acquire))
+        return CF_ECANCELLED;
+    if (state == CF__CANCELLED_UNNOTIFIED && notify_cancel(f))
         return CF_ECANCELLED;
     return CF_ESTATE;
 }
@@ -312,7 +388,7 @@ int cf_future_set_exception(cf_future *f, int code, const char *message)
 {
     if (!f)
         return CF_EINVAL;
-    if (cf__state_done(cf__future_state(f)))
+    if (cf__state_done_for_result(cf__future_state(f)))
         return CF_ESTATE; /* cheap refusal before copying the message */
     char *copy = message ? cf__strdup(message) : NULL;
     return cf__future_finish(f, NULL, NULL, code ? code : CF_ETASK, copy);
@@ -333,7 +409,7 @@ bool cf_future_running(const cf_future *f)
 
 bool cf_future_done(const cf_future *f)
 {
-    return f && cf__state_done(cf__future_state(f));
+    return f && cf__state_done_for_result(cf__future_state(f));
 }
 
 int cf__future_outcome(const cf_future *f)
@@ -347,18 +423,23 @@ int cf__future_outcome(const cf_future *f)
     return code < 0 ? code : CF_ETASK;
 }
 
-/* Waits for `f` per `timeout`. Returns CF_OK once done, or an error. */
+static bool wait_done(cf_future *f, int64_t deadline_ns, int done_from);
+
+/* Waits for `f` per `timeout`, until it is done for its result (a
+ * notify-protocol future is, once cancelled). Returns CF_OK once done, or
+ * an error. */
 static int wait_for(cf_future *f, double timeout)
 {
     if (!f || isnan(timeout))
         return CF_EINVAL;
-    if (cf__state_done(cf__future_state(f)))
+    if (cf__state_done_for_result(cf__future_state(f)))
         return CF_OK;
     int64_t deadline;
     int rc = cf__deadline_from_timeout(timeout, &deadline);
     if (rc != CF_OK)
         return rc;
-    return cf__future_wait_done(f, deadline) ? CF_OK : CF_ETIMEDOUT;
+    return wait_done(f, deadline, CF__CANCELLED_UNNOTIFIED) ? CF_OK
+                                                            : CF_ETIMEDOUT;
 }
 
 int cf_future_result(cf_future *f, double timeout, void **out)
@@ -400,8 +481,8 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg)
     cb->fn = fn;
     cb->arg = arg;
     cf__spin_lock(&f->lock);
-    if (!cf__state_done(atomic_load_explicit(&f->state,
-                                             memory_order_relaxed))) {
+    if (!cf__state_done_for_result(atomic_load_explicit(
+            &f->state, memory_order_relaxed))) {
         cb->next = f->end.lists.callbacks;
         f->end.lists.callbacks = cb;
         cf__spin_unlock(&f->lock);
@@ -420,9 +501,10 @@ bool cf__wait_node_install(cf_future *f, cf__wait_node *node)
 {
     node->future = f;
     node->prev = NULL;
+    int done_from = node->waiter->wakes_on_cancel ? CF__CANCELLED_UNNOTIFIED
+                                                  : CF__CANCELLED;
     cf__spin_lock(&f->lock);
-    if (cf__state_done(atomic_load_explicit(&f->state,
-                                            memory_order_relaxed))) {
+    if (atomic_load_explicit(&f->state, memory_order_relaxed) >= done_from) {
         node->linked = false;
         cf__spin_unlock(&f->lock);
         return false;
@@ -470,23 +552,27 @@ bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns)
     return true;
 }
 
-bool cf__future_wait_done(cf_future *f, int64_t deadline_ns)
+/* Blocks until `f`'s state is at least `done_from` (CF__CANCELLED: done
+ * for cf_wait; CF__CANCELLED_UNNOTIFIED: done for its result) or the
+ * deadline passes. Returns true if done. */
+static bool wait_done(cf_future *f, int64_t deadline_ns, int done_from)
 {
     if (deadline_ns != CF__NO_DEADLINE && cf__now_ns() >= deadline_ns)
-        return cf__state_done(cf__future_state(f)); /* a poll */
+        return cf__future_state(f) >= done_from; /* a poll */
     int64_t until = 0;
-    for (unsigned i = 0; !cf__state_done(cf__future_state(f)); i++) {
+    for (unsigned i = 0; cf__future_state(f) < done_from; i++) {
         if (!cf__spin_continue(i, &until, CF__WAIT_SPIN_NS) ||
             (until != 0 && until > deadline_ns))
             break;
     }
-    if (cf__state_done(cf__future_state(f)))
+    if (cf__future_state(f) >= done_from)
         return true;
 
     cf__waiter w;
     cf__wait_node node;
     cf__event_init(&w.event);
     w.notify = notify_single;
+    w.wakes_on_cancel = done_from == CF__CANCELLED_UNNOTIFIED;
     node.waiter = &w;
     if (!cf__wait_node_install(f, &node)) {
         cf__event_destroy(&w.event);
@@ -494,7 +580,7 @@ bool cf__future_wait_done(cf_future *f, int64_t deadline_ns)
     }
     for (;;) {
         unsigned seq = cf__event_seq(&w.event);
-        if (cf__state_done(cf__future_state(f)))
+        if (cf__future_state(f) >= done_from)
             break;
         if (!cf__event_wait(&w.event, seq, deadline_ns))
             break;
@@ -502,7 +588,12 @@ bool cf__future_wait_done(cf_future *f, int64_t deadline_ns)
     /* Also waits out a completer still notifying us under the lock. */
     cf__wait_node_remove(&node);
     cf__event_destroy(&w.event);
-    return cf__state_done(cf__future_state(f));
+    return cf__future_state(f) >= done_from;
+}
+
+bool cf__future_wait_done(cf_future *f, int64_t deadline_ns)
+{
+    return wait_done(f, deadline_ns, CF__CANCELLED);
 }
 
 /* ------------------------------------------------------------------------ */

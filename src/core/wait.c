@@ -244,6 +244,7 @@ static int block_until(cf_future *const *fs, size_t n, int return_when,
     cf__event_init(&w.event);
     atomic_init(&w.lock.held, false);
     w.notify = notify_wait;
+    w.wakes_on_cancel = false;
     /* Count every future up front: a node may be notified before the
      * install loop ends, and a future found done is discounted the same way
      * a notification would discount it. */
