@@ -100,7 +100,7 @@ CF_API const char *cf_version(void);
     XX(EEND, -11, "no more items")                      /* StopIteration */  \
     XX(EAGAIN, -12, "could not start a thread or process (resource limit)")   \
     XX(ESYS, -13, "a system call failed")                                     \
-    XX(EDEADLK, -14, "a task called into its own executor")                   \
+    XX(EDEADLK, -14, "a task would wait for itself (its own executor)")       \
     XX(ECODEC, -15, "could not encode or decode a value")                     \
     XX(ENOTSUP, -16, "not supported by this executor")
 
@@ -445,24 +445,42 @@ CF_API int cf_executor_submit_ex(cf_executor *ex, cf_fn fn, void *arg,
                                  const cf_codec *codec, cf_future **out);
 
 /* Stops accepting work. Idempotent. With `cancel_futures`, every task not
- * yet started is cancelled. With `wait`, returns when every started task
- * has finished and the workers are gone; without, returns at once and the
- * workers exit on their own once the work ends. Returns CF_OK or CF_EINVAL.
- * Blocks if `wait`. Must not be called from one of the executor's own tasks
- * with `wait` (CF_EDEADLK). */
+ * yet started is cancelled and running tasks see cf_call_cancel_requested().
+ * With `wait`, returns when every started task has finished and the
+ * workers are gone; without, returns at once and the workers exit on their
+ * own once the work ends. Returns CF_OK or CF_EINVAL. Blocks if `wait`.
+ *
+ * Called with `wait` from one of the executor's own threads (one of its
+ * tasks or its initializer on a thread pool; a done-callback a process
+ * pool runs on its manager thread), the shutdown takes full effect as
+ * above, but the call cannot wait for the thread it runs on: it returns
+ * CF_EDEADLK at once (Python raises RuntimeError from the join there,
+ * after shutting down), and the executor finishes on its own once its
+ * running tasks return. From a process-pool worker on the parent's
+ * executor: CF_EDEADLK and nothing happens. */
 CF_API int cf_executor_shutdown(cf_executor *ex, bool wait,
                                 bool cancel_futures);
 
 /* shutdown(wait) with a limit: waits at most `timeout` seconds. Returns
  * CF_OK when all work ended, or CF_ETIMEDOUT with the number of tasks not
  * yet finished (queued or running) in `*unfinished` (may be NULL). Either
- * way the executor is shut down; calling again waits again. */
+ * way the executor is shut down; calling again waits again. From one of
+ * the executor's own threads (see cf_executor_shutdown()) with `timeout`
+ * > 0 it shuts down without waiting and returns CF_EDEADLK, `*unfinished`
+ * counting the tasks not finished, the calling one included; a
+ * `timeout` <= 0 there is an ordinary poll (CF_ETIMEDOUT). */
 CF_API int cf_executor_shutdown_timeout(cf_executor *ex, double timeout,
                                         bool cancel_futures,
                                         size_t *unfinished);
 
 /* Python's `with` exit: shutdown(wait=true), then frees the executor.
- * Futures stay valid. NULL is a no-op. Blocks. */
+ * Futures stay valid. NULL is a no-op. Blocks. From one of the executor's
+ * own threads (see cf_executor_shutdown()), which the wait would wait for,
+ * it shuts the executor down and returns at once; a thread of the
+ * library's ("cfutures-free") waits for the executor's work to end and
+ * frees it, so nothing leaks. If no thread can be started then (a thread
+ * limit), the executor stays shut down but allocated. Either way `ex`
+ * must not be used afterwards. */
 CF_API void cf_executor_free(cf_executor *ex);
 
 /* The executor's kind: "thread_pool", "process_pool", or a custom name;

@@ -443,36 +443,6 @@ static void *shutdown_own_pool(void *arg, cf_call *call)
     return (void *)(intptr_t)cf_executor_shutdown(arg, true, false);
 }
 
-TEST(task_shutting_down_own_pool_with_wait_gets_edeadlk)
-{
-    cf_executor *ex = pool_new(2);
-    cf_future *f = submit(ex, shutdown_own_pool, ex);
-    ASSERT_CODE((int)result_of(f), CF_EDEADLK);
-    cf_future_release(f);
-    /* The refused call did not shut the pool down. */
-    cf_future *g = submit(ex, task_identity, (void *)(intptr_t)4);
-    ASSERT_EQ(result_of(g), 4);
-    cf_future_release(g);
-    cf_executor_free(ex);
-}
-
-static void *shutdown_timeout_own_pool(void *arg, cf_call *call)
-{
-    (void)call;
-    size_t unfinished = 0;
-    return (void *)(intptr_t)cf_executor_shutdown_timeout(arg, 5.0, false,
-                                                          &unfinished);
-}
-
-TEST(task_shutting_down_own_pool_with_timeout_gets_edeadlk)
-{
-    cf_executor *ex = pool_new(1);
-    cf_future *f = submit(ex, shutdown_timeout_own_pool, ex);
-    ASSERT_CODE((int)result_of(f), CF_EDEADLK);
-    cf_future_release(f);
-    cf_executor_free(ex);
-}
-
 static void *shutdown_own_pool_nowait(void *arg, cf_call *call)
 {
     (void)call;

@@ -350,6 +350,9 @@ struct cf_executor {
      * Implementations still order a submit racing the shutdown under their
      * own locks. */
     atomic_bool shut_down;
+    /* Created on a process-pool worker's task thread, and registered
+     * there as usable from it (see executor.c). */
+    bool worker_local;
 };
 
 /* True on a process-pool worker's task thread for an executor not created
@@ -359,8 +362,9 @@ bool cf__executor_refused_in_worker(const cf_executor *ex);
 /* Sets the native chunk hook of an executor made by cf_executor_new(). */
 void cf__executor_set_submit_chunk(cf_executor *ex, cf__submit_chunk_fn fn);
 
-/* The executor whose task runs on this thread, or NULL (used to refuse a
- * waited shutdown from inside a task: it would wait for itself). */
+/* The executor this thread belongs to (a thread pool's worker, a process
+ * pool's manager, which runs done-callbacks), or NULL. A waited shutdown
+ * or a free called here cannot wait for the executor: see executor.c. */
 extern _Thread_local const void *cf__current_pool;
 
 /* For tests: called (when set) by a thread-pool submit that found the pool

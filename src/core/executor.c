@@ -2,15 +2,21 @@
  *
  * Design: an executor is an ops table plus an implementation pointer. This
  * file owns what every executor shares: argument checks, allocating the
- * future handed to ops->submit, refusing a waited shutdown from inside the
- * executor's own task, the shutdown flag that refuses later submits, and the
- * `with`-style free. Implementations own their queues and order a submit
- * that races a shutdown under their own locks: only they can.
+ * future handed to ops->submit, the shutdown flag that refuses later
+ * submits, the `with`-style free, and what happens when a shutdown or a
+ * free comes from one of the executor's own threads (cf__current_pool: a
+ * task, an initializer, a done-callback run there). Such a call cannot
+ * wait for the executor, which waits for the very thread making it; as in
+ * CPython, where only the join fails, the shutdown still takes effect in
+ * full (no new work, cancel_futures honoured) and only the wait is
+ * skipped (CF_EDEADLK). A free from there hands the wait and the free to
+ * a detached thread of its own, so the executor ends once its tasks
+ * return and nothing leaks. Implementations own their queues and order a
+ * submit that races a shutdown under their own locks: only they can.
  */
 #include "core/core.h"
 
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 _Thread_local const void *cf__current_pool;
@@ -122,7 +128,8 @@ int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
     ex->impl = impl;
     ex->submit_chunk = NULL;
     atomic_init(&ex->shut_down, false);
-    if (cf__process_worker_active() && !register_worker_local(ex)) {
+    ex->worker_local = cf__process_worker_active();
+    if (ex->worker_local && !register_worker_local(ex)) {
         free(ex);
         return CF_ENOMEM;
     }
@@ -174,15 +181,23 @@ static int shutdown_impl(cf_executor *ex, double timeout, bool cancel_futures,
     return rc;
 }
 
+/* True on one of `ex`'s own threads, which a waited shutdown would wait
+ * for. */
+static bool inside(const cf_executor *ex)
+{
+    return cf__current_pool == ex;
+}
+
 int cf_executor_shutdown(cf_executor *ex, bool wait, bool cancel_futures)
 {
     if (foreign_in_worker(ex))
         return CF_EDEADLK;
     if (!ex)
         return CF_EINVAL;
-    /* A task waiting for its own executor to finish would wait forever. */
-    if (wait && cf__current_pool == ex)
-        return CF_EDEADLK;
+    if (wait && inside(ex)) {
+        shutdown_impl(ex, 0, cancel_futures, NULL);
+        return CF_EDEADLK; /* shut down; only the wait is impossible */
+    }
     return shutdown_impl(ex, wait ? CF_FOREVER : 0, cancel_futures, NULL);
 }
 
@@ -193,30 +208,49 @@ int cf_executor_shutdown_timeout(cf_executor *ex, double timeout,
         return CF_EDEADLK;
     if (!ex || isnan(timeout))
         return CF_EINVAL;
-    if (timeout > 0 && cf__current_pool == ex)
-        return CF_EDEADLK;
-    /* The implementation reads 0 as "don't wait": a poll is a tiny wait. */
-    return shutdown_impl(ex, timeout > 0 ? timeout : 1e-9, cancel_futures,
-                         unfinished);
+    /* The implementation reads 0 as "don't wait": a poll is a tiny wait.
+     * From inside, the poll still counts what is left (the caller's own
+     * task at least). */
+    int rc = shutdown_impl(ex, timeout > 0 && !inside(ex) ? timeout : 1e-9,
+                           cancel_futures, unfinished);
+    return timeout > 0 && inside(ex) ? CF_EDEADLK : rc;
+}
+
+/* Shuts down with wait and frees. Not on one of ex's own threads. */
+static void free_now(cf_executor *ex)
+{
+    shutdown_impl(ex, CF_FOREVER, false, NULL);
+    if (ex->ops->destroy)
+        ex->ops->destroy(ex->impl);
+    if (ex->worker_local)
+        unregister_worker_local(ex);
+    free(ex);
+}
+
+static void *free_when_done(void *arg)
+{
+    free_now(arg);
+    return NULL;
 }
 
 void cf_executor_free(cf_executor *ex)
 {
     if (!ex || foreign_in_worker(ex))
         return; /* a worker cannot shut down its parent's pool */
-    if (cf__current_pool == ex) {
-        /* Freeing the pool from its own task cannot wait for that task.
-         * Refuse loudly rather than deadlock or free a running pool. */
-        fprintf(stderr, "cfutures: cf_executor_free() called from a task of "
-                        "the same executor; not freed\n");
+    if (!inside(ex)) {
+        free_now(ex);
         return;
     }
-    shutdown_impl(ex, CF_FOREVER, false, NULL);
-    if (ex->ops->destroy)
-        ex->ops->destroy(ex->impl);
-    if (cf__process_worker_active())
-        unregister_worker_local(ex);
-    free(ex);
+    /* From the executor's own thread: shut down now, and let a thread of
+     * our own wait for the executor's threads (this one included, once its
+     * task returns) and free it. */
+    shutdown_impl(ex, 0, false, NULL);
+    cf__thread reaper;
+    if (cf__thread_create(&reaper, free_when_done, ex, "cfutures-free") ==
+        CF_OK)
+        cf__thread_detach(reaper);
+    /* Else (a thread limit) the executor stays shut down, not freed: there
+     * is no thread left that may wait for it. */
 }
 
 void cf_executor_freep(cf_executor **ex)

@@ -157,6 +157,8 @@ typedef pthread_t cf__thread;
 int cf__thread_create(cf__thread *t, void *(*fn)(void *), void *arg,
                       const char *name);
 void cf__thread_join(cf__thread t);
+/* Lets a thread end on its own: nobody will join it. */
+void cf__thread_detach(cf__thread t);
 
 /* CPUs this process may run on (affinity mask), at least 1. */
 int cf__cpu_count(void);

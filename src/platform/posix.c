@@ -206,6 +206,13 @@ void cf__thread_join(cf__thread t)
         die("pthread_join", err);
 }
 
+void cf__thread_detach(cf__thread t)
+{
+    int err = pthread_detach(t);
+    if (err)
+        die("pthread_detach", err);
+}
+
 void cf__yield(void)
 {
     sched_yield();
