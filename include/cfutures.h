@@ -565,6 +565,20 @@ typedef struct cf_thread_pool_options {
      * every later submit. NULL: none. */
     int (*initializer)(void *initarg);
     void *initarg;
+    /* Wraps each worker thread's whole life, for a binding that keeps
+     * per-thread state for as long as the thread lives (an interpreter's
+     * thread state): the new thread, already named, calls
+     * `thread_main(run, run_arg, thread_ctx)`, which must call
+     * `run(run_arg)` once, on this thread. run() runs the initializer and
+     * then every task the thread will run, and returns when the pool
+     * stops, so the hook's frame, and what it keeps on its stack,
+     * encloses them all. Further calls of run() return at once. A hook
+     * that returns without calling run() breaks the pool (pending futures
+     * and later submits get CF_EBROKEN_THREAD_POOL). NULL (the default):
+     * the thread runs the worker directly. */
+    void (*thread_main)(void (*run)(void *run_arg), void *run_arg,
+                        void *thread_ctx);
+    void *thread_ctx;
 } cf_thread_pool_options;
 
 /* Creates a thread pool (no thread starts until work arrives). Returns

@@ -190,6 +190,8 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
         goto fail_alloc;
     p->initializer = opts->initializer;
     p->initarg = opts->initarg;
+    p->thread_main = opts->thread_main;
+    p->thread_ctx = opts->thread_ctx;
     cf__fork_hook_install();
     p->fork_generation = cf__fork_generation();
     if (opts->thread_name_prefix && *opts->thread_name_prefix)

@@ -76,13 +76,12 @@ static void fail_all(cf_future *f, const char *message)
         f = next;
     }
 }
-/* The initializer failed on this thread: break the pool (Python's
- * BrokenThreadPool). Pending futures fail; later submits are refused. */
-static void break_pool(thread_pool *p, int code)
+
+/* A worker could not start serving (its initializer failed): break the
+ * pool (Python's BrokenThreadPool). Pending futures fail with `message`
+ * (taken over; NULL: the code's own); later submits are refused. */
+static void break_pool(thread_pool *p, char *message)
 {
-    char *message = cf__format("a thread initializer failed (returned %d): "
-                               "the thread pool is not usable anymore",
-                               code);
     cf__mutex_lock(&p->lock);
     if (!atomic_load(&p->broken)) {
         p->broken_message = message;
@@ -101,15 +100,17 @@ static void break_pool(thread_pool *p, int code)
     fail_all(queued, p->broken_message ? p->broken_message
                                        : cf_strerror(CF_EBROKEN_THREAD_POOL));
 }
+
 /* ------------------------------------------------------------------------ */
 /* Workers                                                                  */
 
 /* Worker states: busy (running a task), searching (spinning on the queue)
- * or sleeping. A sleeper needs waking only when nobody searches, since a searcher takes the task without a system call; so a
- * submit reads n_sleeping (which changes rarely) and only when it is
- * nonzero n_searching (which a worker keeping up with its submitter
- * changes on every task). A searcher that takes a task while more wait
- * wakes the next sleeper (the wake-ups chain). All of it is the Dekker
+ * or sleeping. A sleeper needs waking only when nobody searches, since a
+ * searcher takes the task without a system call; so a submit reads
+ * n_sleeping (which changes rarely) and only when it is nonzero
+ * n_searching (which a worker keeping up with its submitter changes on
+ * every task). A searcher that takes a task while more wait wakes the
+ * next sleeper (the wake-ups chain). All of it is the Dekker
  * pattern: a worker counts itself asleep, then stops counting itself as
  * searching, then takes its last look at the queue; a submit links its
  * future, then reads the counts; all sequentially consistent. */
@@ -231,18 +232,20 @@ static bool exit_if_no_work(thread_pool *p)
     return true;
 }
 
-static void *worker_main(void *arg)
+/* A worker's life: the initializer (if `initialize`), then tasks until the
+ * pool stops. */
+static void serve(thread_pool *p, int index, bool initialize)
 {
-    worker_start start = *(worker_start *)arg;
-    free(arg);
-    thread_pool *p = start.pool;
-    worker_slot *slot = &p->slots[start.index];
+    worker_slot *slot = &p->slots[index];
     cf__current_pool = p->executor;
 
-    if (p->initializer) {
+    if (initialize && p->initializer) {
         int rc = p->initializer(p->initarg);
         if (rc != 0)
-            break_pool(p, rc);
+            break_pool(p, cf__format("a thread initializer failed (returned "
+                                     "%d): the thread pool is not usable "
+                                     "anymore",
+                                     rc));
     }
     cf_future *finished = NULL;
     bool searching = false;
@@ -272,6 +275,47 @@ static void *worker_main(void *arg)
             break;
     }
     cf__current_pool = NULL;
+}
+
+/* What the thread_main option's hook gets to run the worker with. */
+typedef struct worker_run {
+    thread_pool *pool;
+    int index;
+    bool ran;
+} worker_run;
+
+static void run_worker(void *arg)
+{
+    worker_run *w = arg;
+    if (w->ran)
+        return; /* a second call: the pool may be gone by now */
+    w->ran = true;
+    serve(w->pool, w->index, true);
+}
+
+static void *worker_main(void *arg)
+{
+    worker_start start = *(worker_start *)arg;
+    free(arg);
+    thread_pool *p = start.pool;
+    if (!p->thread_main) {
+        serve(p, start.index, true);
+        return NULL;
+    }
+    /* The hook's frame encloses the worker's whole life. Once serve()
+     * returns the pool may be freed as soon as this thread ends: nothing
+     * after it reads `p`. */
+    worker_run w = {p, start.index, false};
+    p->thread_main(run_worker, &w, p->thread_ctx);
+    if (!w.ran) {
+        /* The hook returned without running the worker: nothing would
+         * serve the queue. Break the pool, then let the worker do its
+         * exit (it finds the pool stopping and leaves). */
+        break_pool(p, cf__strdup("the thread pool's thread_main hook "
+                                 "returned without running the worker: "
+                                 "the thread pool is not usable anymore"));
+        serve(p, start.index, false);
+    }
     return NULL;
 }
 

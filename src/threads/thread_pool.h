@@ -54,6 +54,8 @@ typedef struct thread_pool {
     unsigned fork_generation;
     int (*initializer)(void *);
     void *initarg;
+    void (*thread_main)(void (*run)(void *), void *run_arg, void *ctx);
+    void *thread_ctx;
     char name_prefix[16];
     cf__thread *threads; /* max_workers slots; [0, n_threads) started */
 
