@@ -6,6 +6,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
+CTEST_FLAGS ?=
 
 .PHONY: all build run test docs clean
 
@@ -21,7 +22,7 @@ run: build
 	cmake --build $(BUILD) --target run_examples
 
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
 
 docs: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) --target docs

@@ -372,6 +372,11 @@ extern _Thread_local const void *cf__current_pool;
  * which a shutdown may slip between the two. NULL in normal use. */
 extern void (*_Atomic cf__thread_pool_before_grow)(cf_executor *ex);
 
+/* Threads a thread pool has started so far (0 for other executors), for
+ * the Python binding: a submit that started one lets it take the call
+ * before returning, as threading.Thread.start() does for the stdlib's. */
+int cf__thread_pool_threads_started(const cf_executor *ex);
+
 /* Counts fork()s into children: an executor records it at creation and
  * compares on submit, so a pool inherited by a child refuses work
  * (its threads or workers exist only in the parent) instead of hanging. */

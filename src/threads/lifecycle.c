@@ -217,3 +217,10 @@ fail_alloc:
     free(p);
     return rc;
 }
+
+int cf__thread_pool_threads_started(const cf_executor *ex)
+{
+    if (!ex || ex->ops != &thread_pool_ops)
+        return 0;
+    return atomic_load(&((thread_pool *)ex->impl)->n_threads);
+}

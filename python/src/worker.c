@@ -1,0 +1,202 @@
+/* worker.c - the Python side of a core thread-pool worker.
+ *
+ * Design: each worker thread of a core pool gets one Python thread state
+ * when it starts (the core pool's initializer hook, which also runs the
+ * user's initializer) and keeps it for its whole life; a task takes the
+ * GIL with it and drops it when the call ends. The thread is known to
+ * `threading` by its stdlib name ("<prefix>_<n>") through the dummy Thread
+ * that threading.current_thread() registers for it. Thread states are
+ * deleted by the pool once the core has joined its threads.
+ *
+ * A task runs its future's call, drops fn and args at once, stores the
+ * outcome, and completes the future: with the GIL when callbacks or stdlib
+ * waiters need it, otherwise after dropping the GIL, through the core,
+ * so the thread that waits for the result finds the GIL free.
+ */
+#include "cfpy.h"
+
+#include <stdlib.h>
+
+typedef struct worker_tls {
+    PyThreadState *ts;
+    cfpy_pool *pool;
+    int index;   /* in the pool: the thread is named <prefix>_<index> */
+    bool named;  /* known to `threading` by that name */
+} worker_tls;
+
+static _Thread_local worker_tls tls;
+
+/* Fails every queued future with BrokenThreadPool(message). GIL held. */
+static void fail_queued(cfpy_pool *pool)
+{
+    cfpy_state *st = pool->st;
+    PyObject *list = PyList_New(0);
+    if (!list) {
+        PyErr_WriteUnraisable(NULL);
+        return;
+    }
+    for (cfpy_link *l = pool->queued.next; l != &pool->queued; l = l->next) {
+        PyObject *f = (PyObject *)((char *)l - offsetof(cfpy_future, link));
+        if (PyList_Append(list, f) < 0)
+            PyErr_WriteUnraisable(NULL);
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        cfpy_future *f = (cfpy_future *)PyList_GET_ITEM(list, i);
+        PyObject *exc = PyObject_CallOneArg(st->BrokenThreadPool,
+                                            pool->broken);
+        if (!exc || (cfpy_future_finish(st, f, NULL, exc) < 0 &&
+                     !PyErr_ExceptionMatches(st->InvalidStateError)))
+            PyErr_WriteUnraisable((PyObject *)f);
+        PyErr_Clear();
+        Py_XDECREF(exc);
+    }
+    Py_DECREF(list);
+}
+
+/* Names the thread as the stdlib would ("<prefix>_<n>") for `threading`.
+ * GIL held. */
+static void name_thread(cfpy_pool *pool, int index)
+{
+    PyObject *t = PyObject_CallNoArgs(pool->st->current_thread);
+    PyObject *name = PyUnicode_FromFormat("%U_%d", pool->prefix, index);
+    if (!t || !name || PyObject_SetAttrString(t, "name", name) < 0)
+        PyErr_WriteUnraisable(NULL);
+    Py_XDECREF(t);
+    Py_XDECREF(name);
+}
+
+static void run_initializer(cfpy_pool *pool)
+{
+    if (!pool->initializer || pool->broken)
+        return;
+    PyObject *r = PyObject_Call(pool->initializer, pool->initargs, NULL);
+    if (r) {
+        Py_DECREF(r);
+        return;
+    }
+    cfpy_log_exception(pool->st, "critical", "Exception in initializer:",
+                       NULL);
+    if (!pool->broken) {
+        pool->broken = PyUnicode_FromString(
+            "A thread initializer failed, the thread pool is not usable "
+            "anymore");
+        if (!pool->broken) {
+            PyErr_WriteUnraisable(NULL);
+            return;
+        }
+    }
+    fail_queued(pool);
+}
+
+/* Without an initializer a new worker needs no GIL before its first task:
+ * it takes queued work at once, as the stdlib's new threads do while the
+ * submitting thread still holds the GIL. */
+int cfpy_worker_start(void *arg)
+{
+    cfpy_pool *pool = arg;
+    PyThreadState *ts = PyThreadState_New(pool->interp);
+    if (!ts)
+        return 1; /* no memory for a thread state: nothing can run here */
+    int index = atomic_fetch_add(&pool->n_threads, 1);
+    pool->tstates[index] = ts;
+    pool->idents[index] = PyThread_get_thread_ident();
+    tls.ts = ts;
+    tls.pool = pool;
+    tls.index = index;
+    tls.named = false;
+    if (pool->initializer) {
+        PyEval_RestoreThread(ts);
+        name_thread(pool, index);
+        tls.named = true;
+        run_initializer(pool);
+        PyEval_SaveThread();
+    }
+    return 0;
+}
+
+void cfpy_worker_forget_threads(cfpy_pool *pool)
+{
+    cfpy_state *st = pool->st;
+    int n = atomic_load(&pool->n_threads);
+    for (int i = 0; i < n; i++) {
+        PyObject *ident = PyLong_FromUnsignedLong(pool->idents[i]);
+        if (!ident || (PyDict_DelItem(st->threading_active, ident) < 0 &&
+                       !PyErr_ExceptionMatches(PyExc_KeyError)))
+            PyErr_WriteUnraisable(NULL);
+        PyErr_Clear();
+        Py_XDECREF(ident);
+        PyThreadState_Clear(pool->tstates[i]);
+        PyThreadState_Delete(pool->tstates[i]);
+    }
+    atomic_store(&pool->n_threads, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tasks                                                                    */
+
+bool cfpy_future_run(cfpy_state *st, cfpy_future *f, bool *failed)
+{
+    /* The task's reference is ours from here. */
+    if (f->flags & CFPY_QUEUED) {
+        cfpy_link_remove(&f->link);
+        f->flags &= ~CFPY_QUEUED;
+    }
+    PyObject *fn = f->fn, *args = f->args, *kwargs = f->kwargs;
+    f->fn = f->args = f->kwargs = NULL;
+    if (!fn || cf__state_done_for_result(cf__future_state(f->cf))) {
+        /* Finished by hand (set_result on a running future). */
+        Py_XDECREF(fn);
+        Py_XDECREF(args);
+        Py_XDECREF(kwargs);
+        Py_DECREF(f);
+        return false;
+    }
+    PyObject *result = args || kwargs
+                           ? PyObject_Call(fn, args ? args : st->empty_tuple,
+                                           kwargs)
+                           : PyObject_CallNoArgs(fn);
+    Py_DECREF(fn); /* as soon as the call ends */
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    PyObject *exc = NULL;
+    if (!result) {
+        PyObject *type, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        if (tb)
+            PyException_SetTraceback(exc, tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+    }
+    unsigned char expected = CFPY_GIL_FREE;
+    if (atomic_compare_exchange_strong(&f->gil_need, &expected,
+                                       CFPY_GIL_COMPLETING)) {
+        f->result = result;
+        f->exception = exc;
+        *failed = exc != NULL;
+        Py_DECREF(f);
+        return true;
+    }
+    if (cfpy_future_finish(st, f, result, exc) < 0)
+        cfpy_log_exception(st, "critical", "Exception in worker", NULL);
+    Py_XDECREF(result);
+    Py_XDECREF(exc);
+    Py_DECREF(f);
+    return false;
+}
+
+void *cfpy_worker_task(void *arg, cf_call *call)
+{
+    cfpy_future *f = arg;
+    PyEval_RestoreThread(tls.ts);
+    if (!tls.named) {
+        name_thread(tls.pool, tls.index);
+        tls.named = true;
+    }
+    bool failed = false;
+    bool core_completes = cfpy_future_run(tls.pool->st, f, &failed);
+    PyEval_SaveThread();
+    if (core_completes && failed)
+        return cf_fail(call, CF_ETASK, NULL);
+    return NULL;
+}

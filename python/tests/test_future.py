@@ -1,0 +1,215 @@
+"""cfutures.Future: the stdlib's behaviour, states, callbacks, bad input."""
+import concurrent.futures as stdlib
+import logging
+import math
+import threading
+import unittest
+
+import cfutures
+from cfutures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED,
+                            PENDING, RUNNING)
+
+
+class FutureIsTheStdlibsTest(unittest.TestCase):
+    def test_is_an_instance_of_the_stdlib_future(self):
+        f = cfutures.Future()
+        self.assertIsInstance(f, stdlib.Future)
+        self.assertIs(cfutures.CancelledError, stdlib.CancelledError)
+        self.assertIs(cfutures.TimeoutError, stdlib.TimeoutError)
+        self.assertIs(cfutures.InvalidStateError, stdlib.InvalidStateError)
+        self.assertIs(cfutures.BrokenThreadPool,
+                      stdlib.thread.BrokenThreadPool)
+
+    def test_takes_no_arguments(self):
+        with self.assertRaises(TypeError):
+            cfutures.Future(1)
+
+    def test_generic_alias(self):
+        self.assertEqual(cfutures.Future[int].__origin__, cfutures.Future)
+
+    def test_attributes_can_be_set(self):
+        f = cfutures.Future()
+        f.tag = 'x'  # as on the stdlib's, which has a __dict__
+        self.assertEqual(f.tag, 'x')
+
+
+class StatesTest(unittest.TestCase):
+    def test_pending(self):
+        f = cfutures.Future()
+        self.assertEqual(f._state, PENDING)
+        self.assertFalse(f.done() or f.running() or f.cancelled())
+        self.assertRegex(repr(f), r'<Future at 0x[0-9a-f]+ state=pending>')
+
+    def test_running(self):
+        f = cfutures.Future()
+        self.assertTrue(f.set_running_or_notify_cancel())
+        self.assertTrue(f.running())
+        self.assertEqual(f._state, RUNNING)
+        self.assertFalse(f.cancel())
+
+    def test_finished_with_result(self):
+        f = cfutures.Future()
+        f.set_result(42)
+        self.assertEqual(f.result(), 42)
+        self.assertIsNone(f.exception())
+        self.assertEqual(f._state, FINISHED)
+        self.assertRegex(repr(f), r'state=finished returned int>')
+
+    def test_finished_with_exception(self):
+        f = cfutures.Future()
+        f.set_exception(OSError('no'))
+        self.assertRaises(OSError, f.result)
+        self.assertIsInstance(f.exception(), OSError)
+        self.assertRegex(repr(f), r'state=finished raised OSError>')
+
+    def test_set_twice_raises_invalid_state(self):
+        f = cfutures.Future()
+        f.set_result(1)
+        with self.assertRaisesRegex(cfutures.InvalidStateError,
+                                    'FINISHED: <Future at'):
+            f.set_result(2)
+        with self.assertRaises(cfutures.InvalidStateError):
+            f.set_exception(ValueError())
+        self.assertEqual(f.result(), 1)
+
+    def test_set_result_after_cancel_raises_invalid_state(self):
+        f = cfutures.Future()
+        self.assertTrue(f.cancel())
+        with self.assertRaisesRegex(cfutures.InvalidStateError, 'CANCELLED'):
+            f.set_result(1)
+
+    def test_bare_cancel_is_not_notified_until_set_running(self):
+        f = cfutures.Future()
+        self.assertTrue(f.cancel())
+        self.assertEqual(f._state, CANCELLED)
+        self.assertTrue(f.done())
+        self.assertRaises(cfutures.CancelledError, f.result, 0)
+        self.assertFalse(f.set_running_or_notify_cancel())
+        self.assertEqual(f._state, CANCELLED_AND_NOTIFIED)
+
+    def test_set_running_twice_raises_runtime_error(self):
+        f = cfutures.Future()
+        f.set_running_or_notify_cancel()
+        with self.assertLogs('concurrent.futures', 'CRITICAL'):
+            with self.assertRaises(RuntimeError):
+                f.set_running_or_notify_cancel()
+
+    def test_state_assignment_moves_forward_only(self):
+        f = cfutures.Future()
+        f._state = RUNNING
+        f._exception = OSError()
+        f._state = FINISHED
+        self.assertIsInstance(f.exception(0), OSError)
+        with self.assertRaises(ValueError):
+            f._state = PENDING
+
+
+class TimeoutTest(unittest.TestCase):
+    def test_zero_and_negative_timeouts_poll(self):
+        f = cfutures.Future()
+        for t in (0, -1, -1e300, 0.0):
+            self.assertRaises(cfutures.TimeoutError, f.result, t)
+            self.assertRaises(cfutures.TimeoutError, f.exception, t)
+
+    def test_nan_timeout_is_a_value_error(self):
+        f = cfutures.Future()
+        self.assertRaises(ValueError, f.result, math.nan)
+        self.assertRaises(ValueError, f.exception, timeout=math.nan)
+
+    def test_bad_timeout_type_is_a_type_error(self):
+        f = cfutures.Future()
+        self.assertRaises(TypeError, f.result, 'soon')
+        self.assertRaises(TypeError, f.result, timeout=[])
+
+    def test_huge_timeout_waits(self):
+        f = cfutures.Future()
+        t = threading.Timer(0.05, f.set_result, ('late',))
+        t.start()
+        self.assertEqual(f.result(1e300), 'late')
+        t.join()
+
+    def test_infinite_timeout_waits(self):
+        f = cfutures.Future()
+        t = threading.Timer(0.05, f.set_result, ('late',))
+        t.start()
+        self.assertEqual(f.result(math.inf), 'late')
+        t.join()
+
+
+class CallbackTest(unittest.TestCase):
+    def test_callbacks_run_in_order_once(self):
+        f = cfutures.Future()
+        seen = []
+        for i in range(3):
+            f.add_done_callback(lambda fut, i=i: seen.append(i))
+        f.set_result(None)
+        self.assertEqual(seen, [0, 1, 2])
+
+    def test_callback_added_after_done_runs_at_once(self):
+        f = cfutures.Future()
+        f.set_result(5)
+        seen = []
+        f.add_done_callback(lambda fut: seen.append(fut.result()))
+        self.assertEqual(seen, [5])
+
+    def test_callback_exception_is_logged_and_others_run(self):
+        f = cfutures.Future()
+        seen = []
+
+        def bad(fut):
+            raise ValueError('doh!')
+        f.add_done_callback(bad)
+        f.add_done_callback(lambda fut: seen.append(1))
+        with self.assertLogs('concurrent.futures', logging.ERROR) as cm:
+            f.set_result(None)
+        self.assertEqual(seen, [1])
+        self.assertIn('exception calling callback for', cm.output[0])
+        self.assertIn('ValueError: doh!', cm.output[0])
+
+    def test_cancel_runs_callbacks(self):
+        f = cfutures.Future()
+        seen = []
+        f.add_done_callback(lambda fut: seen.append(fut.cancelled()))
+        f.cancel()
+        self.assertEqual(seen, [True])
+
+    def test_callback_that_is_not_callable_is_logged(self):
+        f = cfutures.Future()
+        f.add_done_callback(42)
+        with self.assertLogs('concurrent.futures', logging.ERROR):
+            f.set_result(None)
+
+    def test_base_exception_in_callback_propagates(self):
+        f = cfutures.Future()
+
+        def stop(fut):
+            raise KeyboardInterrupt
+        f.add_done_callback(stop)
+        with self.assertRaises(KeyboardInterrupt):
+            f.set_result(None)
+        self.assertEqual(f.result(), None)
+
+
+class ConcurrencyTest(unittest.TestCase):
+    def test_result_wakes_when_another_thread_sets_it(self):
+        f = cfutures.Future()
+        t = threading.Thread(target=f.set_result, args=(7,))
+        t.start()
+        self.assertEqual(f.result(timeout=30), 7)
+        t.join()
+
+    def test_many_threads_wait_for_one_future(self):
+        f = cfutures.Future()
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(f.result()))
+                   for _ in range(8)]
+        for t in threads:
+            t.start()
+        f.set_result('x')
+        for t in threads:
+            t.join()
+        self.assertEqual(results, ['x'] * 8)
+
+
+if __name__ == '__main__':
+    unittest.main()
