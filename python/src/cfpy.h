@@ -135,6 +135,10 @@ int cfpy_future_finish(cfpy_state *st, cfpy_future *f, PyObject *result,
  * BaseException. GIL held. */
 int cfpy_future_cancel(cfpy_state *st, cfpy_future *f);
 
+/* For a future the core failed by itself (its exception field set): the
+ * protocol waiters and callbacks. GIL held, no exception set. */
+void cfpy_future_failed_by_core(cfpy_state *st, cfpy_future *f);
+
 /* Runs the queued call of `f` on this worker thread, which holds the GIL,
  * and sets its outcome. Returns true if the caller must complete the core
  * future itself (without the GIL), with failure if *failed. (worker.c) */
@@ -181,9 +185,7 @@ struct cfpy_pool {
     PyObject *initargs;         /* tuple */
     PyObject *prefix;           /* str: thread names are <prefix>_<n> */
     PyObject *broken;           /* str once an initializer failed */
-    PyThreadState **tstates;    /* one per worker thread started */
-    unsigned long *idents;      /* their thread idents */
-    atomic_int n_threads;       /* entries of tstates and idents */
+    atomic_int n_threads;       /* worker threads started */
     int max_workers;
     bool shutdown;              /* shutdown() called */
     bool orphaned;              /* its executor object is gone */
@@ -195,14 +197,14 @@ typedef struct cfpy_executor {
     cfpy_pool *pool;
 } cfpy_executor;
 
-/* The core pool's initializer: gives this thread its Python thread state
- * and name and runs the Python initializer. (worker.c) */
+/* The core pool's thread hook: one Python thread state for the life of
+ * the thread. (worker.c) */
+void cfpy_worker_main(void (*run)(void *run_arg), void *run_arg, void *pool);
+/* The core pool's initializer: names the thread and runs the Python
+ * initializer, if there is one. (worker.c) */
 int cfpy_worker_start(void *pool);
 /* The core task that runs a queued future (arg). (worker.c) */
 void *cfpy_worker_task(void *arg, cf_call *call);
-/* Deletes the thread states of a pool whose threads have all ended. GIL
- * held. (worker.c) */
-void cfpy_worker_forget_threads(cfpy_pool *pool);
 
 void cfpy_link_init(cfpy_link *head);
 void cfpy_link_remove(cfpy_link *node);

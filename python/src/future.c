@@ -288,6 +288,19 @@ int cfpy_future_cancel(cfpy_state *st, cfpy_future *f)
     return rc < 0 ? -1 : 1;
 }
 
+void cfpy_future_failed_by_core(cfpy_state *st, cfpy_future *f)
+{
+    int entered = protocol_enter(f);
+    if (entered < 0) {
+        PyErr_WriteUnraisable((PyObject *)f);
+        entered = 0;
+    }
+    notify_waiters(f, "add_exception");
+    protocol_exit(f, entered, true);
+    if (run_callbacks(st, f) < 0)
+        PyErr_WriteUnraisable((PyObject *)f);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Construction and life cycle                                              */
 

@@ -78,7 +78,6 @@ static int join_pool(cfpy_pool *pool, bool interruptible)
         if (interruptible && PyErr_CheckSignals() < 0)
             return -1;
     }
-    cfpy_worker_forget_threads(pool);
     return 0;
 }
 
@@ -89,14 +88,11 @@ static void pool_free(cfpy_pool *pool)
     Py_BEGIN_ALLOW_THREADS
     cf_executor_free(pool->ex);
     Py_END_ALLOW_THREADS
-    cfpy_worker_forget_threads(pool);
     Py_XDECREF(pool->initializer);
     Py_XDECREF(pool->initargs);
     Py_XDECREF(pool->prefix);
     Py_XDECREF(pool->broken);
     PyObject *module = pool->module;
-    PyMem_Free(pool->tstates);
-    PyMem_Free(pool->idents);
     PyMem_Free(pool);
     Py_DECREF(module);
 }
@@ -165,11 +161,15 @@ static PyObject *raise_core_error(cfpy_pool *pool, int rc)
     }
 }
 
-/* A failed thread start left no worker alive: the core failed the futures
- * that were queued (the one case it completes futures by itself). Give
- * each its Python exception, callbacks and waiters. GIL held. */
+/* A failed thread start left no worker alive, or a thread could not get
+ * its Python thread state: the core failed the queued futures by itself
+ * (the one case it does). Give each its Python exception (the one the
+ * submit raises), callbacks and waiters. GIL held, error `rc` set. */
 static void sweep_failed(cfpy_pool *pool)
 {
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
     cfpy_link *l = pool->queued.next;
     while (l != &pool->queued) {
         cfpy_link *next = l->next;
@@ -181,17 +181,13 @@ static void sweep_failed(cfpy_pool *pool)
             Py_CLEAR(f->fn);
             Py_CLEAR(f->args);
             Py_CLEAR(f->kwargs);
-            PyErr_SetString(PyExc_RuntimeError, "can't start new thread");
-            PyObject *t, *v, *tb;
-            PyErr_Fetch(&t, &v, &tb);
-            PyErr_NormalizeException(&t, &v, &tb);
-            Py_XSETREF(f->exception, v);
-            Py_XDECREF(t);
-            Py_XDECREF(tb);
+            Py_XSETREF(f->exception, Py_XNewRef(v));
+            cfpy_future_failed_by_core(pool->st, f);
             Py_DECREF(f);
         }
         l = next;
     }
+    PyErr_Restore(t, v, tb);
 }
 
 /* This submit started a thread: give it the moment to take the call that
@@ -242,9 +238,10 @@ cfpy_future *cfpy_pool_submit(cfpy_pool *pool, PyObject *fn, PyObject *args,
         f->flags = 0;
         Py_DECREF(f); /* the task's */
         Py_DECREF(f); /* no core future: never seen by anyone */
-        if (rc == CF_EAGAIN)
+        raise_core_error(pool, rc);
+        if (rc == CF_EAGAIN || rc == CF_EBROKEN_THREAD_POOL)
             sweep_failed(pool);
-        return (cfpy_future *)raise_core_error(pool, rc);
+        return NULL;
     }
     if (cf__thread_pool_threads_started(pool->ex) > started)
         let_new_thread_start(f);
@@ -302,18 +299,7 @@ static PyObject *executor_start(PyObject *self, PyTypeObject *cls,
     reap_orphans(st);
 
     cfpy_pool *pool = PyMem_Calloc(1, sizeof *pool);
-    if (pool) {
-        pool->tstates = PyMem_Calloc((size_t)max_workers,
-                                     sizeof *pool->tstates);
-        pool->idents = PyMem_Calloc((size_t)max_workers,
-                                    sizeof *pool->idents);
-    }
-    if (!pool || !pool->tstates || !pool->idents) {
-        if (pool) {
-            PyMem_Free(pool->tstates);
-            PyMem_Free(pool->idents);
-        }
-        PyMem_Free(pool);
+    if (!pool) {
         Py_DECREF(initargs);
         return PyErr_NoMemory();
     }
@@ -330,6 +316,8 @@ static PyObject *executor_start(PyObject *self, PyTypeObject *cls,
         .thread_name_prefix = PyUnicode_AsUTF8(args[1]),
         .initializer = cfpy_worker_start,
         .initarg = pool,
+        .thread_main = cfpy_worker_main,
+        .thread_ctx = pool,
     };
     int rc = opts.thread_name_prefix ? cf_thread_pool_new(&opts, &pool->ex)
                                      : CF_EINVAL;
@@ -337,8 +325,6 @@ static PyObject *executor_start(PyObject *self, PyTypeObject *cls,
         Py_XDECREF(pool->initializer);
         Py_DECREF(pool->initargs);
         Py_DECREF(pool->prefix);
-        PyMem_Free(pool->tstates);
-        PyMem_Free(pool->idents);
         PyMem_Free(pool);
         if (!PyErr_Occurred())
             PyErr_Format(PyExc_RuntimeError, "cfutures: %s",

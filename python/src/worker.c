@@ -1,12 +1,15 @@
 /* worker.c - the Python side of a core thread-pool worker.
  *
- * Design: each worker thread of a core pool gets one Python thread state
- * when it starts (the core pool's initializer hook, which also runs the
- * user's initializer) and keeps it for its whole life; a task takes the
- * GIL with it and drops it when the call ends. The thread is known to
- * `threading` by its stdlib name ("<prefix>_<n>") through the dummy Thread
- * that threading.current_thread() registers for it. Thread states are
- * deleted by the pool once the core has joined its threads.
+ * Design: the core pool's thread hook (cf_thread_pool_options.thread_main)
+ * wraps each worker thread's life: the thread makes one Python thread
+ * state when it starts and deletes it when the pool lets it go, so a task
+ * only takes the GIL with it and drops it when the call ends. The thread
+ * is known to `threading` by its stdlib name ("<prefix>_<n>") through the
+ * dummy Thread that threading.current_thread() registers for it, named at
+ * its first task (or before the initializer) and unregistered at its end.
+ * Without an initializer a new worker needs no GIL before its first task:
+ * it takes queued work at once, as the stdlib's new threads do while the
+ * submitting thread still holds the GIL.
  *
  * A task runs its future's call, drops fn and args at once, stores the
  * outcome, and completes the future: with the GIL when callbacks or stdlib
@@ -88,25 +91,12 @@ static void run_initializer(cfpy_pool *pool)
     fail_queued(pool);
 }
 
-/* Without an initializer a new worker needs no GIL before its first task:
- * it takes queued work at once, as the stdlib's new threads do while the
- * submitting thread still holds the GIL. */
 int cfpy_worker_start(void *arg)
 {
     cfpy_pool *pool = arg;
-    PyThreadState *ts = PyThreadState_New(pool->interp);
-    if (!ts)
-        return 1; /* no memory for a thread state: nothing can run here */
-    int index = atomic_fetch_add(&pool->n_threads, 1);
-    pool->tstates[index] = ts;
-    pool->idents[index] = PyThread_get_thread_ident();
-    tls.ts = ts;
-    tls.pool = pool;
-    tls.index = index;
-    tls.named = false;
     if (pool->initializer) {
-        PyEval_RestoreThread(ts);
-        name_thread(pool, index);
+        PyEval_RestoreThread(tls.ts);
+        name_thread(pool, tls.index);
         tls.named = true;
         run_initializer(pool);
         PyEval_SaveThread();
@@ -114,21 +104,36 @@ int cfpy_worker_start(void *arg)
     return 0;
 }
 
-void cfpy_worker_forget_threads(cfpy_pool *pool)
+/* Takes this thread out of threading._active again. GIL held. */
+static void unname_thread(cfpy_pool *pool)
 {
-    cfpy_state *st = pool->st;
-    int n = atomic_load(&pool->n_threads);
-    for (int i = 0; i < n; i++) {
-        PyObject *ident = PyLong_FromUnsignedLong(pool->idents[i]);
-        if (!ident || (PyDict_DelItem(st->threading_active, ident) < 0 &&
-                       !PyErr_ExceptionMatches(PyExc_KeyError)))
-            PyErr_WriteUnraisable(NULL);
-        PyErr_Clear();
-        Py_XDECREF(ident);
-        PyThreadState_Clear(pool->tstates[i]);
-        PyThreadState_Delete(pool->tstates[i]);
-    }
-    atomic_store(&pool->n_threads, 0);
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (!ident || (PyDict_DelItem(pool->st->threading_active, ident) < 0 &&
+                   !PyErr_ExceptionMatches(PyExc_KeyError)))
+        PyErr_WriteUnraisable(NULL);
+    PyErr_Clear();
+    Py_XDECREF(ident);
+}
+
+void cfpy_worker_main(void (*run)(void *run_arg), void *run_arg, void *ctx)
+{
+    cfpy_pool *pool = ctx;
+    PyThreadState *ts = PyThreadState_New(pool->interp);
+    if (!ts)
+        return; /* no memory for a thread state: the core breaks the pool */
+    tls.ts = ts;
+    tls.pool = pool;
+    tls.index = atomic_fetch_add(&pool->n_threads, 1);
+    tls.named = false;
+    run(run_arg);
+    /* The pool let this thread go; the interpreter is still alive, as
+     * every pool is joined before it is torn down (_python_exit). */
+    PyEval_RestoreThread(ts);
+    if (tls.named)
+        unname_thread(pool);
+    PyThreadState_Clear(ts);
+    PyThreadState_DeleteCurrent();
+    tls.ts = NULL;
 }
 
 /* ------------------------------------------------------------------------ */
