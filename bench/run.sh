@@ -10,7 +10,8 @@
 #   BENCH_QUICK=1 bench/run.sh    smoke test: small sizes, 3 runs
 #
 # Further knobs: BENCH_RUNS=N, BENCH_ONLY='W1|W2' (groups by title),
-# BENCH_NO_INSTALL=1 (skip apt-get), BENCH_PYTHON (default: Debian's
+# BENCH_NO_INSTALL=1 (skip apt-get), BENCH_NO_PYTHON=1 (skip the Python
+# extension's run, bench/python/), BENCH_PYTHON (default: Debian's
 # /usr/bin/python3, whose concurrent.futures is the CPython peer).
 set -euo pipefail
 
@@ -39,4 +40,12 @@ cmake -S "$root" -B "$out" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCF_BUILD_BENCH=ON -DCF_BUILD_TESTS=OFF -DCF_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build "$out" -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 
-exec "$python" "$here/harness.py" "$out/bench" "$out"
+"$python" "$here/harness.py" "$out/bench" "$out"
+
+# The Python extension against the stdlib's concurrent.futures, same
+# interpreter (bench/python/run.py), when it was built for $python.
+pyver=$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3] + sys.abiflags)')
+if [ -d "$out/python/$pyver/cfutures" ] && [ -z "${BENCH_NO_PYTHON:-}" ]; then
+    echo
+    "$python" "$here/python/run.py" "$out/python/$pyver" | tee "$out/python.md"
+fi

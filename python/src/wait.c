@@ -247,13 +247,14 @@ static void collection_free(collection *c)
     Py_CLEAR(c->set);
 }
 
-/* set(fs), then one entry per distinct future, looked at once. */
-static int collect(cfpy_state *st, PyObject *fs, collection *c)
+/* One entry per future of `set` (a new reference, which `c` takes),
+ * looked at once. */
+static int collect(cfpy_state *st, PyObject *set, collection *c)
 {
     c->st = st;
     c->e = NULL;
     c->n = 0;
-    c->set = PySet_New(fs);
+    c->set = set;
     if (!c->set)
         return -1;
     Py_ssize_t n = PySet_GET_SIZE(c->set);
@@ -387,6 +388,22 @@ static int block(collection *c, int return_when, int64_t deadline)
     return rc;
 }
 
+/* True if every future in `set` is ours and done: nothing to wait for,
+ * nothing to allocate. */
+static bool all_ours_and_done(cfpy_state *st, PyObject *set)
+{
+    PyObject *iter = PyObject_GetIter(set), *item;
+    bool all = iter != NULL;
+    while (all && (item = PyIter_Next(iter)) != NULL) {
+        all = cfpy_future_check(st, item) &&
+              cfpy_future_done_for_wait((cfpy_future *)item);
+        Py_DECREF(item);
+    }
+    Py_XDECREF(iter);
+    PyErr_Clear(); /* a set's iterator does not fail */
+    return all;
+}
+
 static int parse_return_when(cfpy_state *st, PyObject *o, int *out)
 {
     PyObject *names[] = {st->ALL_COMPLETED, st->FIRST_COMPLETED,
@@ -467,8 +484,20 @@ PyObject *cfpy_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     if (parse_return_when(st, vals[2], &return_when) < 0 ||
         cfpy_deadline(vals[1], &deadline) < 0)
         return NULL;
+    PyObject *set = PySet_New(vals[0]);
+    if (!set)
+        return NULL;
+    if (all_ours_and_done(st, set)) { /* the common case: set is `done` */
+        PyObject *empty = PySet_New(NULL);
+        PyObject *r = empty ? PyObject_CallFunctionObjArgs(
+                                  st->DoneAndNotDone, set, empty, NULL)
+                            : NULL;
+        Py_XDECREF(empty);
+        Py_DECREF(set);
+        return r;
+    }
     collection c;
-    if (collect(st, vals[0], &c) < 0)
+    if (collect(st, set, &c) < 0)
         return NULL;
     PyObject *r = NULL;
     if (condition_holds(&c, return_when)) {
@@ -498,10 +527,10 @@ PyObject *cfpy_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
 
 typedef struct as_completed {
     PyObject_HEAD
-    collection c;
+    collection c;           /* the futures not done at the start */
     cf__waiter w;           /* queue of notified nodes */
-    Py_ssize_t *ready;      /* entries done at the start, yielded first */
-    Py_ssize_t n_ready, ready_pos;
+    PyObject *ready;        /* list: done at the start, yielded first */
+    Py_ssize_t total;       /* distinct futures */
     Py_ssize_t yielded;
     int64_t deadline;
     bool finished;
@@ -549,8 +578,7 @@ static void ac_finish(as_completed *it)
         return;
     it->finished = true;
     collection_free(&it->c);
-    PyMem_Free(it->ready);
-    it->ready = NULL;
+    Py_CLEAR(it->ready);
     cf__event_destroy(&it->w.event);
 }
 
@@ -562,10 +590,6 @@ static PyObject *ac_yield(as_completed *it, entry *e)
     PyObject *fut = e->fut;
     e->fut = NULL;
     it->yielded++;
-    if (PySet_Discard(it->c.set, fut) < 0) {
-        Py_DECREF(fut);
-        return NULL;
-    }
     return fut;
 }
 
@@ -573,9 +597,18 @@ static PyObject *ac_next(as_completed *it)
 {
     if (it->finished)
         return NULL;
-    if (it->ready_pos < it->n_ready)
-        return ac_yield(it, &it->c.e[it->ready[it->ready_pos++]]);
-    if (it->yielded == it->c.n) {
+    Py_ssize_t n_ready = PyList_GET_SIZE(it->ready);
+    if (n_ready > 0) { /* the list's reference goes to the caller */
+        PyObject *fut = PyList_GET_ITEM(it->ready, n_ready - 1);
+        Py_INCREF(fut);
+        if (PyList_SetSlice(it->ready, n_ready - 1, n_ready, NULL) < 0) {
+            Py_DECREF(fut);
+            return NULL;
+        }
+        it->yielded++;
+        return fut;
+    }
+    if (it->yielded == it->total) {
         ac_finish(it);
         return NULL;
     }
@@ -593,7 +626,7 @@ static PyObject *ac_next(as_completed *it)
         if (rc == 0) {
             PyErr_Format(it->c.st->TimeoutError,
                          "%zd (of %zd) futures unfinished",
-                         it->c.n - it->yielded, it->c.n);
+                         it->total - it->yielded, it->total);
             ac_finish(it);
             return NULL;
         }
@@ -613,7 +646,7 @@ static int ac_traverse(as_completed *it, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(it));
     if (!it->finished) {
-        Py_VISIT(it->c.set);
+        Py_VISIT(it->ready);
         for (Py_ssize_t i = 0; i < it->c.n; i++)
             Py_VISIT(it->c.e[i].fut);
     }
@@ -669,14 +702,44 @@ PyObject *cfpy_as_completed(PyObject *module, PyObject *const *args,
     int64_t deadline;
     if (cfpy_deadline(timeout, &deadline) < 0)
         return NULL;
-    as_completed *it = PyObject_GC_New(as_completed, st->AsCompleted);
-    if (!it)
+    PyObject *set = PySet_New(fs);
+    if (!set)
         return NULL;
+    /* Done ones go straight to `ready`; only the others get an entry, a
+     * core reference and a wait node. */
+    PyObject *ready = PyList_New(0), *pending = PySet_New(NULL);
+    PyObject *iter = ready && pending ? PyObject_GetIter(set) : NULL, *item;
+    while (iter && (item = PyIter_Next(iter)) != NULL) {
+        bool done = cfpy_future_check(st, item) &&
+                    cfpy_future_done_for_wait((cfpy_future *)item);
+        int rc = done ? PyList_Append(ready, item) : PySet_Add(pending, item);
+        Py_DECREF(item);
+        if (rc < 0)
+            Py_CLEAR(iter);
+    }
+    Py_ssize_t total = PySet_GET_SIZE(set);
+    Py_DECREF(set);
+    if (!iter || PyErr_Occurred()) {
+        Py_XDECREF(iter);
+        Py_XDECREF(ready);
+        Py_XDECREF(pending);
+        return NULL;
+    }
+    Py_DECREF(iter);
+    as_completed *it = PyObject_GC_New(as_completed, st->AsCompleted);
+    if (!it) {
+        Py_DECREF(ready);
+        Py_DECREF(pending);
+        return NULL;
+    }
     it->finished = true; /* until everything below is in place */
-    it->ready = NULL;
-    it->n_ready = it->ready_pos = it->yielded = 0;
+    it->ready = ready;
+    it->total = total;
+    it->yielded = 0;
     it->deadline = deadline;
-    if (collect(st, fs, &it->c) < 0) {
+    it->c.e = NULL;
+    it->c.set = NULL;
+    if (collect(st, pending, &it->c) < 0) {
         Py_DECREF(it);
         return NULL;
     }
@@ -687,28 +750,21 @@ PyObject *cfpy_as_completed(PyObject *module, PyObject *const *args,
     it->w.done_head = it->w.done_tail = NULL;
     it->finished = false;
     PyObject_GC_Track(it);
-    it->ready = PyMem_Malloc((it->c.n ? (size_t)it->c.n : 1) *
-                             sizeof *it->ready);
-    if (!it->ready) {
-        Py_DECREF(it);
-        return PyErr_NoMemory();
-    }
     for (Py_ssize_t i = 0; i < it->c.n; i++) {
         entry *e = &it->c.e[i];
         if (!e->done && look(st, e, true) < 0) {
             Py_DECREF(it);
             return NULL;
         }
-        if (e->done) {
-            it->ready[it->n_ready++] = i;
+        e->node.waiter = &it->w;
+        if (!e->done && cf__wait_node_install(e->cf, &e->node)) {
+            e->installed = true;
             continue;
         }
-        e->node.waiter = &it->w;
-        if (cf__wait_node_install(e->cf, &e->node))
-            e->installed = true;
-        else
-            it->ready[it->n_ready++] = i;
+        /* Done since the first look: queue it as a notification would. */
+        notify_queue(&it->w, &e->node, e->cf);
     }
+    Py_CLEAR(it->c.set); /* the entries and `ready` hold the futures */
     return (PyObject *)it;
 }
 
