@@ -621,7 +621,9 @@ CF_API int cf_cpu_count(void);
  *   hangs anything. By default the pool breaks: the task it ran, every
  *   queued task and every later submit fail with CF_EBROKEN_PROCESS_POOL,
  *   the message naming the worker's pid, its exit status or signal, and
- *   the task ("<symbol>" or "<module>+0x<offset>", for addr2line).
+ *   the task by its function's name, read from the module file's
+ *   symbol table (static functions too), or "<module>+0x<offset>" (for
+ *   addr2line) when the file is stripped.
  * - Hygiene: workers keep no descriptor of the caller's but 0-2, die with
  *   their parent, and are reaped by pid (the caller's other children are
  *   left alone). The library installs no signal handler. From inside a

@@ -115,6 +115,19 @@ TEST_TIMEOUT(abort_in_task_breaks_pool_fork, 60)
     crash_case(CF_START_FORK, task_abort, NULL, "SIGABRT");
 }
 
+/* task_exit3 is static and not exported (dladdr cannot name it): the
+ * report names it from the program file's symbol table, not as
+ * "test_process_crash+0x...". */
+TEST_TIMEOUT(crash_report_names_a_static_task, 60)
+{
+    cf_executor *ex = pool_new(1, CF_START_EXEC);
+    cf_future *bad;
+    ASSERT_OK(cf_executor_submit(ex, task_exit3, NULL, &bad));
+    check_broken(bad, "exited with status 3", " (task_exit3)");
+    cf_future_release(bad);
+    cf_executor_free(ex);
+}
+
 TEST_TIMEOUT(segfault_in_task_breaks_pool, 60)
 {
 #if defined(PP_ASAN) || defined(PP_TSAN)

@@ -153,8 +153,9 @@ int cf__addr_to_ref(const void *addr, cf__code_ref *ref);
  * is not loaded yet. NULL if it cannot be found. */
 void *cf__ref_to_addr(const cf__code_ref *ref);
 
-/* A readable name for a function, for messages: its symbol if the dynamic
- * symbol table has it, else "<module>+0x<offset>". */
+/* A readable name for a function, for messages: its name from the module
+ * file's symbol table (static functions too: elf_symbols.h), else from the
+ * dynamic symbol table (dladdr), else "<module>+0x<offset>". */
 void cf__addr_describe(const void *addr, char *buf, size_t n);
 
 #endif /* CF_PLATFORM_PROCESS_H */

@@ -10,6 +10,8 @@
  */
 #include "process.h"
 
+#include "elf_symbols.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -512,6 +514,8 @@ struct find_addr {
     uintptr_t addr;
     cf__code_ref *ref;
     bool found;
+    const ElfW(Phdr) *phdrs; /* the module's, as loaded */
+    int n_phdrs;
 };
 
 static int find_addr_cb(struct dl_phdr_info *info, size_t size, void *data)
@@ -529,6 +533,8 @@ static int find_addr_cb(struct dl_phdr_info *info, size_t size, void *data)
             fa->ref->module_len = strlen(name);
             fa->ref->offset = fa->addr - info->dlpi_addr;
             fa->found = true;
+            fa->phdrs = info->dlpi_phdr;
+            fa->n_phdrs = info->dlpi_phnum;
             return 1;
         }
     }
@@ -537,7 +543,7 @@ static int find_addr_cb(struct dl_phdr_info *info, size_t size, void *data)
 
 int cf__addr_to_ref(const void *addr, cf__code_ref *ref)
 {
-    struct find_addr fa = {(uintptr_t)addr, ref, false};
+    struct find_addr fa = {(uintptr_t)addr, ref, false, NULL, 0};
     dl_iterate_phdr(find_addr_cb, &fa);
     return fa.found ? CF_OK : CF_EINVAL;
 }
@@ -591,16 +597,21 @@ void *cf__ref_to_addr(const cf__code_ref *ref)
 
 void cf__addr_describe(const void *addr, char *buf, size_t n)
 {
+    cf__code_ref ref;
+    struct find_addr fa = {(uintptr_t)addr, &ref, false, NULL, 0};
+    dl_iterate_phdr(find_addr_cb, &fa);
+    /* The module file's full symbol table names static functions too. */
+    if (fa.found && cf__elf_symbol_name(ref.module, ref.offset, fa.phdrs,
+                                        fa.n_phdrs, buf, n))
+        return;
     Dl_info info;
     if (dladdr(addr, &info) && info.dli_sname && info.dli_saddr == addr) {
         snprintf(buf, n, "%s", info.dli_sname);
         return;
     }
-    cf__code_ref ref;
-    if (cf__addr_to_ref(addr, &ref) == CF_OK) {
-        /* No exported symbol (a static function, or a program linked
-         * without -rdynamic): the module and offset still let
-         * `addr2line -f -e <module> <offset>` name it. */
+    if (fa.found) {
+        /* No symbol anywhere (a stripped file): the module and offset
+         * still let `addr2line -f -e <module> <offset>` name it. */
         const char *module = ref.module;
 #if defined(__GLIBC__)
         if (!ref.module_len)
