@@ -169,6 +169,33 @@ def groups():
                  "ProcessPoolExecutor, the spec's code"),
         ]))
 
+    nthen = size(1000000, 100000)
+    out.append(Group(
+        "Then: a continuation hop vs a submit, 1 worker, N hops then wait "
+        "for all",
+        "ns_per_hop", "ns/hop", "cf_executor_submit", [
+            Case("cf_executor_submit", ["bench_then", "submit", nthen]),
+            Case("then, input pending", ["bench_then", "then_pending", nthen],
+                 "N continuations on one bare future, then completed"),
+            Case("then, input done", ["bench_then", "then_done", nthen]),
+            Case("done-callback that submits",
+                 ["bench_then", "callback", nthen],
+                 "then by hand: N callbacks on one bare future"),
+            Case("submit, 1k at a time", ["bench_then", "submit", 1000,
+                                          nthen // 1000]),
+            Case("then pending, 1k at a time",
+                 ["bench_then", "then_pending", 1000, nthen // 1000]),
+            Case("callback, 1k at a time",
+                 ["bench_then", "callback", 1000, nthen // 1000]),
+        ], extra=("sys_ns_per_hop",)))
+    out.append(Group(
+        "Then chains: N dependent hops, 1 worker",
+        "ns_per_hop", "ns/hop", "submit, wait, submit", [
+            Case("submit, wait, submit", ["bench_then", "chain_submit", n2]),
+            Case("then chain on the pool", ["bench_then", "chain_then", n2]),
+            Case("inline then chain", ["bench_then", "chain_inline", n2]),
+        ], extra=("sys_ns_per_hop",)))
+
     out.append(Group(
         f"Memory: RSS per pending task, {nmem} tasks queued behind a busy "
         "worker",

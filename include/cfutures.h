@@ -402,11 +402,11 @@ CF_API int cf_completion_queue_new(cf_completion_queue **out);
  * cf_completion_queue_free()), or CF_EINVAL for NULL. Cannot fail. */
 CF_API int cf_completion_queue_fd(const cf_completion_queue *q);
 
-/* Adds `f`: once it is done (at once if it is done already) it is
- * reported. The queue takes its own reference until the future is
- * drained. A future added twice is reported twice. Any thread may add,
- * also while another drains. Returns CF_OK, CF_EINVAL, CF_ENOMEM (not
- * added). Does not block. */
+/* Adds a future to the queue: once `f` is done (at once if it is done
+ * already) it is reported. The queue takes its own reference until the
+ * future is drained. A future added twice is reported twice. Any thread
+ * may add, also while another drains. Returns CF_OK, CF_EINVAL,
+ * CF_ENOMEM (not added). Does not block. */
 CF_API int cf_completion_queue_add(cf_completion_queue *q, cf_future *f);
 
 /* Moves up to `cap` done futures, in completion order, into out[0..*n_out)
@@ -426,6 +426,114 @@ CF_API size_t cf_completion_queue_size(cf_completion_queue *q);
  * other threads meanwhile. Not to be called while another thread adds to
  * or drains this queue. NULL is a no-op. */
 CF_API void cf_completion_queue_free(cf_completion_queue *q);
+
+/* ------------------------------------------------------------------------ */
+/* Continuations and combinators                                            */
+
+/* Composing futures without blocking a thread. cf_future_then() runs a
+ * function once a future is done and gives a new future for that
+ * function's outcome; cf_when_all() / cf_when_any() give a future that is
+ * done when all / the first of several futures are. Inputs may come from
+ * any executor or none. Nothing blocks and nothing polls: each new future
+ * follows its inputs through embedded done-callbacks and acts in the
+ * thread that completes the last input it needs.
+ *
+ *     cf_future *parsed, *both;
+ *     cf_future_then(download, pool, parse, &parsed);  // parse(value) on pool
+ *     cf_future *pair[2] = {parsed, other};
+ *     cf_when_all(pair, 2, &both);                     // done when both are
+ *
+ * Terms. A future D made by these functions *waits on* each of its inputs
+ * from its creation until D is done or that input is. A future's
+ * *dependents* are the futures waiting on it.
+ *
+ * Values. then: the function's result. when_all: a `cf_future *const *`
+ * array of the n inputs in input order (cf_future_result() hands it out;
+ * it and the references in it live as long as D). when_any: the first
+ * input done, a `cf_future *` (likewise owned by D); an input done before
+ * the call wins over later ones, the first such in input order.
+ *
+ * Failure. cf_future_then()'s function runs only if the input succeeded: a
+ * failed input fails D with the same code and message, a cancelled one
+ * cancels D, and the function never runs. cf_future_then_always() runs its
+ * function whatever the outcome; D gets the function's outcome. when_all
+ * waits for every input, then, if any did not succeed, the first such in
+ * input order decides: failed, D fails the same way; cancelled, D is
+ * cancelled. when_any never fails because of its inputs (look at the
+ * winner). A continuation that cannot be submitted (the executor was
+ * shut down meanwhile) fails D with that code (CF_ESHUTDOWN, ...).
+ *
+ * Cancellation. cf_future_cancel(D) succeeds while D is pending (still
+ * waiting, or its continuation queued and not started). Then each input of
+ * D that is left with no dependent, and is itself pending, is cancelled
+ * too; an input that another continuation or combinator still waits on,
+ * or whose task runs, is left alone. The rule repeats up a chain, so
+ * cancelling the end of a chain nobody else shares cancels the whole
+ * chain that has not run. Only continuations and combinators count as
+ * dependents: a thread in cf_future_result(), cf_wait(), as_completed, a
+ * completion queue, a done-callback or a reference you hold do not keep
+ * an input from being cancelled this way. A future with 65,535 dependents
+ * or more at once counts as always waited on: it is never cancelled this
+ * way.
+ *
+ * Threads and stack. A continuation with executor NULL ("inline") and
+ * every combinator run in the thread that completes the last input they
+ * need, like a done-callback (in the calling thread, during the call, if
+ * that input is done already); keep inline continuations short, as that
+ * thread may be a pool's worker or a process pool's manager. Chains run
+ * as a loop on that thread, not as nested calls: any length runs in
+ * constant stack (100,000 links deep is tested). So when an inline
+ * continuation completes another future, that future's continuations run
+ * after it returns, not inside: an inline continuation must not wait for
+ * a future that depends on one it completed.
+ *
+ * Lifetime. D keeps its inputs (and so the value a continuation reads)
+ * alive until D is done. A chain whose inputs never complete (a bare
+ * future nobody completes) is never freed.
+ *
+ * Cost. A continuation on an executor is submitted with D as its task's
+ * own future, no extra hop; its bookkeeping is 56 bytes from the same
+ * slabs as futures, no malloc (bench/then.c). A combinator is one malloc
+ * of about 24 bytes per input. */
+
+/* Runs a function on a future's value once it succeeds, giving a new
+ * future: `fn(value)` (value: f's result) runs on `ex`, or inline with ex
+ * NULL, and D, handed back in `*out`, gets its outcome. On any executor:
+ * on a process pool the value crosses through the pool's default codec,
+ * like a submitted argument. Returns CF_OK, CF_EINVAL (NULL f, fn or
+ * out), CF_ENOMEM, CF_ESHUTDOWN (ex is shut down), CF_EDEADLK (ex is the
+ * parent's, in a process-pool worker); on error nothing is attached. Does
+ * not block (an inline fn runs now if f is done). */
+CF_API int cf_future_then(cf_future *f, cf_executor *ex, cf_fn fn,
+                          cf_future **out);
+
+/* A continuation that sees the done input, whatever its outcome: `done`
+ * is borrowed for the call (read it with cf_future_result(done, 0, ...),
+ * cf_future_exception(), cf_future_cancelled()). Returns a result, or
+ * cf_fail() to fail, like a task. */
+typedef void *(*cf_then_fn)(cf_future *done, void *arg, cf_call *call);
+
+/* Runs a function on a future once it is done, whatever its outcome:
+ * `fn(f, arg)` runs on `ex`, or inline with ex NULL, once `f` succeeded,
+ * failed or was cancelled, and D, handed back in `*out`, gets its
+ * outcome. `ex` must run tasks in this process (a thread pool, a
+ * custom executor): a process pool gives CF_ENOTSUP. Otherwise as
+ * cf_future_then(). */
+CF_API int cf_future_then_always(cf_future *f, cf_executor *ex,
+                                 cf_then_fn fn, void *arg, cf_future **out);
+
+/* Gives a future done when all of several futures are: the `n` futures
+ * in `fs` (NULL entries are CF_EINVAL; duplicates allowed; n 0 gives a
+ * future done at once with an empty array). Its value and failure rules
+ * are above. The caller may release its references to fs at once.
+ * Returns CF_OK, CF_EINVAL, CF_ENOMEM (nothing attached). Does not
+ * block. */
+CF_API int cf_when_all(cf_future *const *fs, size_t n, cf_future **out);
+
+/* Gives a future done when the first of several futures is: of the `n`
+ * in `fs`; its value is that future. n 0 is CF_EINVAL. Otherwise as
+ * cf_when_all(). */
+CF_API int cf_when_any(cf_future *const *fs, size_t n, cf_future **out);
 
 /* ------------------------------------------------------------------------ */
 /* Executors                                                                */

@@ -39,7 +39,6 @@ enum cf__state {
 };
 
 typedef struct cf__wait_node cf__wait_node;
-typedef struct cf__callback cf__callback;
 
 struct cf_future {
     /* The thread pool's queue link, owned by the executor the future was
@@ -76,7 +75,9 @@ struct cf_future {
     union {
         struct {
             cf__wait_node *waiters;
-            cf__callback *callbacks; /* newest first */
+            /* Newest first: done-callbacks and links (tagged, see
+             * cf__link). */
+            void *callbacks;
         } lists;
         struct {
             void *result;
@@ -97,7 +98,51 @@ struct cf_future {
     /* Set once before the future is shared: a cancel makes it
      * CANCELLED_UNNOTIFIED (see cf__future_use_notify_protocol). */
     bool notify_protocol;
+    /* Continuations and combinators waiting on this future and not done
+     * (see cf__future_attach); meaningful only while it is not done.
+     * Saturates: from CF__DEPENDENTS_MAX on it stays there, and the
+     * future is never cancelled for want of dependents. Guarded by lock.
+     * Fills what was padding: still 56 bytes. */
+    uint16_t dependents;
 };
+
+/* ------------------------------------------------------------------------ */
+/* Links: how continuations and combinators follow futures (chain.c)        */
+
+/* One future followed by a continuation or combinator: an entry of the
+ * future's callback list embedded in the operation (16 bytes, no
+ * allocation of its own), and what to do once the future is done. The
+ * list holds done-callbacks (future.c's, malloc'd) and links, a link's
+ * pointer tagged with the low bit; `next` is the list's (tagged) link. */
+typedef struct cf__link cf__link;
+struct cf__link {
+    void *next;
+    void (*run)(cf__link *link);
+};
+
+/* Called by a future that completes (or by the caller of
+ * cf__future_attach() when the future was done) for each of its links:
+ * runs link->run in this thread through a per-thread run list. A run
+ * that completes another future whose links fire (a chain) appends them
+ * to the list instead of recursing, so a chain of any length takes
+ * constant stack; the outermost firing runs the list to its end. */
+void cf__chain_fire(cf__link *link);
+
+/* Attaches `link` to `f`: link->run will run once `f` is done. With
+ * `dependent`, also counts one more dependent of `f` (a continuation or
+ * combinator waiting on it). Returns true if attached, false if `f` was
+ * done already (nothing attached or counted: the caller runs the link
+ * itself). */
+bool cf__future_attach(cf_future *f, cf__link *link, bool dependent);
+
+/* Where cf_future.dependents saturates. */
+#define CF__DEPENDENTS_MAX UINT16_MAX
+
+/* One dependent of `f` stops waiting on it. Returns true if `f` is not
+ * done and no dependent is left, so that the caller may cancel it; false
+ * (and nothing counted) if `f` is done. "Done" here and in
+ * cf__future_attach is done for its result, as done-callbacks see it. */
+bool cf__future_detach(cf_future *f);
 
 /* A done future's outcome (call only once cf__future_state() is done). */
 static inline int cf__future_code(const cf_future *f)
@@ -358,6 +403,17 @@ struct cf_executor {
 /* True on a process-pool worker's task thread for an executor not created
  * there (its parent's): such calls get CF_EDEADLK. Never dereferences. */
 bool cf__executor_refused_in_worker(const cf_executor *ex);
+
+/* Submits `fn(arg)` to `ex` with its outcome going to `f`, a pending
+ * future the caller made and may share (a continuation's): the checks of
+ * cf_executor_submit, then ops->submit. Returns CF_OK or the error
+ * cf_executor_submit would (then `f` is untouched by the executor). */
+int cf__executor_submit_future(cf_executor *ex, cf_future *f, cf_fn fn,
+                               void *arg);
+
+/* False for executors that run tasks in another address space (a
+ * process pool), where a pointer to this process's memory means nothing. */
+bool cf__executor_shares_memory(const cf_executor *ex);
 
 /* Sets the native chunk hook of an executor made by cf_executor_new(). */
 void cf__executor_set_submit_chunk(cf_executor *ex, cf__submit_chunk_fn fn);

@@ -18,6 +18,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 _Thread_local const void *cf__current_pool;
 _Thread_local bool cf__in_process_worker;
@@ -166,6 +167,24 @@ int cf_executor_submit_ex(cf_executor *ex, cf_fn fn, void *arg,
     }
     *out = f;
     return CF_OK;
+}
+
+int cf__executor_submit_future(cf_executor *ex, cf_future *f, cf_fn fn,
+                               void *arg)
+{
+    if (foreign_in_worker(ex))
+        return CF_EDEADLK;
+    if (atomic_load_explicit(&ex->shut_down, memory_order_relaxed))
+        return CF_ESHUTDOWN;
+    return ex->ops->submit(ex->impl, f, fn, arg, NULL);
+}
+
+bool cf__executor_shares_memory(const cf_executor *ex)
+{
+    /* By name: the process pool is the one executor here whose tasks run
+     * elsewhere; a custom executor is taken to run them in this process,
+     * as cf_executor_ops asks of it. */
+    return strcmp(cf_executor_kind(ex), "process_pool") != 0;
 }
 
 static int shutdown_impl(cf_executor *ex, double timeout, bool cancel_futures,

@@ -38,11 +38,42 @@
 _Static_assert(sizeof(void *) != 8 || sizeof(cf_future) == 56,
                "a future is 56 bytes on 64-bit targets");
 
-struct cf__callback {
-    cf__callback *next;
+/* A done-callback. The callback list also holds links (core.h), whose
+ * pointers carry the low bit: both start with the (tagged) `next`. */
+typedef struct cf__callback {
+    void *next;
     cf_done_fn fn;
     void *arg;
-};
+} cf__callback;
+
+#define LINK_TAG ((uintptr_t)1)
+
+static bool is_link(const void *entry)
+{
+    return (uintptr_t)entry & LINK_TAG;
+}
+
+static void *entry_next(const void *entry)
+{
+    return *(void *const *)((uintptr_t)entry & ~LINK_TAG);
+}
+
+static void set_entry_next(void *entry, void *next)
+{
+    *(void **)((uintptr_t)entry & ~LINK_TAG) = next;
+}
+
+/* Frees a detached list without running it. Links belong to their
+ * operations: only done-callbacks are freed. */
+static void free_entries(void *entry)
+{
+    while (entry) {
+        void *next = entry_next(entry);
+        if (!is_link(entry))
+            free(entry);
+        entry = next;
+    }
+}
 
 /* ------------------------------------------------------------------------ */
 /* Callback failures                                                        */
@@ -77,25 +108,31 @@ static void report_callback_error(cf_future *f, int code)
     fn(f, code, arg);
 }
 
-/* Runs and frees a detached callback list (newest first, as added), in
- * the order the callbacks were added. A failing callback is reported and
- * the rest still run. */
-static void run_callbacks(cf_future *f, cf__callback *newest)
+/* Runs a detached callback list (newest first, as added) in the order
+ * the entries were added, freeing each done-callback. A failing callback
+ * is reported and the rest still run. A link is handed to the run list
+ * (chain.c), which may free it: its `next` is read first. */
+static void run_callbacks(cf_future *f, void *newest)
 {
-    cf__callback *cb = NULL;
-    while (newest) { /* reverse: almost always zero or one callback */
-        cf__callback *next = newest->next;
-        newest->next = cb;
-        cb = newest;
+    void *entry = NULL;
+    while (newest) { /* reverse: almost always zero or one entry */
+        void *next = entry_next(newest);
+        set_entry_next(newest, entry);
+        entry = newest;
         newest = next;
     }
-    while (cb) {
-        cf__callback *next = cb->next;
-        int rc = cb->fn(f, cb->arg);
-        if (rc != 0)
-            report_callback_error(f, rc);
-        free(cb);
-        cb = next;
+    while (entry) {
+        void *next = entry_next(entry);
+        if (is_link(entry)) {
+            cf__chain_fire((cf__link *)((uintptr_t)entry & ~LINK_TAG));
+        } else {
+            cf__callback *cb = entry;
+            int rc = cb->fn(f, cb->arg);
+            if (rc != 0)
+                report_callback_error(f, rc);
+            free(cb);
+        }
+        entry = next;
     }
 }
 
@@ -119,6 +156,7 @@ cf_future *cf__future_alloc(void)
     f->has_cancel_hook = false;
     f->failed = false;
     f->notify_protocol = false;
+    f->dependents = 0;
     return f;
 }
 
@@ -145,13 +183,9 @@ cf_future *cf_future_retain(cf_future *f)
     return f;
 }
 
-void cf_future_release(cf_future *f)
+/* Frees a future whose last reference is gone. */
+static void destroy(cf_future *f)
 {
-    if (!f)
-        return;
-    /* acq_rel: the last releaser must see every write made by the others. */
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
-        return;
     int state = atomic_load_explicit(&f->state, memory_order_relaxed);
     if (state == CF__FINISHED && f->failed) {
         free(f->end.failure.message);
@@ -161,14 +195,44 @@ void cf_future_release(cf_future *f)
     } else if (!cf__state_cancelled(state)) {
         /* Released while pending: its callbacks will now never run; free
          * them. No waiter can be left: waiters hold references. */
-        cf__callback *cb = f->end.lists.callbacks;
-        while (cb) {
-            cf__callback *next = cb->next;
-            free(cb);
-            cb = next;
-        }
+        free_entries(f->end.lists.callbacks);
     }
     cf__future_mem_free(f);
+}
+
+/* Futures this thread is freeing whose results have destructors, which
+ * may release more futures (a when_all's value holds its inputs, which may
+ * be when_alls...): those wait on this list, linked through `next` (the
+ * future is dead), and the outermost release frees them in a loop, so a
+ * nest of any depth is freed in constant stack. */
+static _Thread_local struct {
+    cf_future *head;
+    bool freeing;
+} dying;
+
+void cf_future_release(cf_future *f)
+{
+    if (!f)
+        return;
+    /* acq_rel: the last releaser must see every write made by the others. */
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (!(atomic_load_explicit(&f->state, memory_order_relaxed) ==
+              CF__FINISHED &&
+          !f->failed && f->end.value.free_result)) {
+        destroy(f);
+        return;
+    }
+    atomic_store_explicit(&f->next, dying.head, memory_order_relaxed);
+    dying.head = f;
+    if (dying.freeing)
+        return;
+    dying.freeing = true;
+    while ((f = dying.head) != NULL) {
+        dying.head = atomic_load_explicit(&f->next, memory_order_relaxed);
+        destroy(f);
+    }
+    dying.freeing = false;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -269,7 +333,7 @@ static int complete(cf_future *f, unsigned from_mask, int to, void *result,
      * RUNNING, without the lock), so the CAS may need a second try; if the
      * new state is not one we complete from, the lists go back. */
     cf__wait_node *waiters = f->end.lists.waiters;
-    cf__callback *callbacks = f->end.lists.callbacks;
+    void *callbacks = f->end.lists.callbacks;
     for (;;) {
         f->failed = code != 0;
         if (code != 0) {
@@ -492,6 +556,39 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg)
     /* Already done: run it now, in this thread, as Python does. */
     run_callbacks(f, cb);
     return CF_OK;
+}
+
+bool cf__future_attach(cf_future *f, cf__link *link, bool dependent)
+{
+    /* A done future stays done: no need for its lock to see that. */
+    if (cf__state_done_for_result(cf__future_state(f)))
+        return false;
+    cf__spin_lock(&f->lock);
+    if (cf__state_done_for_result(atomic_load_explicit(
+            &f->state, memory_order_relaxed))) {
+        cf__spin_unlock(&f->lock);
+        return false;
+    }
+    link->next = f->end.lists.callbacks;
+    f->end.lists.callbacks = (void *)((uintptr_t)link | LINK_TAG);
+    if (dependent && f->dependents < CF__DEPENDENTS_MAX)
+        f->dependents++;
+    cf__spin_unlock(&f->lock);
+    return true;
+}
+
+bool cf__future_detach(cf_future *f)
+{
+    cf__spin_lock(&f->lock);
+    bool zero = false;
+    if (!cf__state_done_for_result(atomic_load_explicit(
+            &f->state, memory_order_relaxed)) &&
+        f->dependents < CF__DEPENDENTS_MAX) {
+        f->dependents--;
+        zero = f->dependents == 0;
+    }
+    cf__spin_unlock(&f->lock);
+    return zero;
 }
 
 /* ------------------------------------------------------------------------ */

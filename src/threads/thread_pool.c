@@ -448,13 +448,15 @@ int cf__thread_pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
                                        : CF_ESHUTDOWN;
     f->start.task.fn = fn;
     f->start.task.arg = arg;
-    /* The queue's reference. The future was allocated by this submit and
-     * nobody else can see it yet, so a plain store does what an atomic
-     * increment would, without its cost. */
-    atomic_store_explicit(&f->refs,
-                          atomic_load_explicit(&f->refs,
-                                               memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    /* The queue's reference. A future with one reference, the caller's,
+     * is seen by nobody else (a future allocated by this submit), so a
+     * plain store does what an atomic increment would, without its cost.
+     * A continuation's future (then) may be held by others meanwhile. */
+    unsigned refs = atomic_load_explicit(&f->refs, memory_order_relaxed);
+    if (refs == 1)
+        atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
     cf__queue_push(queue(p), f);
     if (atomic_load(&p->stopping))
         return submit_raced_close(p, f);
