@@ -26,17 +26,8 @@ GROUPS = {
     'thread': ['*ThreadPool*'],
 }
 
-# Tests that read private attributes of the stdlib's executors, which the
-# C pool does not have (see CONFORMANCE.md).
+# Tests that cannot run on cfutures (see CONFORMANCE.md).
 EXCLUDED = [
-    '*.test_threads_terminate',            # executor._threads
-    '*.test_context_manager_shutdown',     # executor._threads
-    '*.test_del_shutdown',                 # executor._threads
-    '*.test_shutdown_no_wait',             # executor._threads
-    '*.test_thread_names_assigned',        # executor._threads
-    '*.test_thread_names_default',         # executor._threads
-    '*.test_saturation',                   # executor._threads
-    '*.test_idle_thread_reuse',            # executor._threads
     '*.test_hang_global_shutdown_lock',    # the stdlib's ProcessPoolExecutor
 ]
 

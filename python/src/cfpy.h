@@ -36,6 +36,7 @@
 /* Module state                                                             */
 
 typedef struct cfpy_pool cfpy_pool;
+typedef struct cfpy_thread_rec cfpy_thread_rec;
 
 typedef struct cfpy_state {
     PyTypeObject *FutureBase;     /* C base of Future */
@@ -44,6 +45,7 @@ typedef struct cfpy_state {
     PyTypeObject *AsCompleted;    /* as_completed() iterator */
     PyTypeObject *MapIterator;    /* Executor.map() iterator */
     PyTypeObject *Bridge;         /* stdlib-protocol waiter for foreign futures */
+    PyTypeObject *WorkerThread;   /* what executor._threads holds */
     PyObject *stdlib_Future;      /* concurrent.futures.Future */
     PyObject *CancelledError;
     PyObject *TimeoutError;
@@ -186,6 +188,8 @@ struct cfpy_pool {
     PyObject *prefix;           /* str: thread names are <prefix>_<n> */
     PyObject *broken;           /* str once an initializer failed */
     atomic_int n_threads;       /* worker threads started */
+    /* Their records, published when each thread starts; max_workers. */
+    _Atomic(cfpy_thread_rec *) *recs;
     int max_workers;
     bool shutdown;              /* shutdown() called */
     bool orphaned;              /* its executor object is gone */
@@ -206,6 +210,14 @@ int cfpy_worker_start(void *pool);
 /* The core task that runs a queued future (arg). (worker.c) */
 void *cfpy_worker_task(void *arg, cf_call *call);
 
+/* Thread records (threads.c): made by the thread with two references,
+ * its own and its pool's; ended by it (wakes joiners, drops its own). */
+cfpy_thread_rec *cfpy_thread_rec_new(int index);
+void cfpy_thread_rec_end(cfpy_thread_rec *r);
+void cfpy_thread_rec_release(cfpy_thread_rec *r);
+/* executor._threads: a new set of handles. GIL held. */
+PyObject *cfpy_pool_threads(cfpy_pool *pool);
+
 void cfpy_link_init(cfpy_link *head);
 void cfpy_link_remove(cfpy_link *node);
 
@@ -224,6 +236,7 @@ int cfpy_future_types_init(PyObject *module, cfpy_state *st);
 int cfpy_pool_type_init(PyObject *module, cfpy_state *st);
 int cfpy_wait_types_init(PyObject *module, cfpy_state *st);
 int cfpy_map_type_init(PyObject *module, cfpy_state *st);
+int cfpy_threads_type_init(PyObject *module, cfpy_state *st);
 
 PyObject *cfpy_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames);

@@ -97,14 +97,15 @@ static int module_exec(PyObject *module)
     if (load_stdlib(st) < 0 || cfpy_future_types_init(module, st) < 0 ||
         cfpy_pool_type_init(module, st) < 0 ||
         cfpy_wait_types_init(module, st) < 0 ||
-        cfpy_map_type_init(module, st) < 0)
+        cfpy_map_type_init(module, st) < 0 ||
+        cfpy_threads_type_init(module, st) < 0)
         return -1;
     return PyModule_AddStringConstant(module, "core_version", cf_version());
 }
 
 #define STATE_OBJECTS(X)                                                      \
     X(FutureBase) X(Future) X(ThreadPoolBase) X(AsCompleted) X(MapIterator)  \
-    X(Bridge) X(stdlib_Future) X(CancelledError) X(TimeoutError)             \
+    X(Bridge) X(WorkerThread) X(stdlib_Future) X(CancelledError) X(TimeoutError)             \
     X(InvalidStateError) X(BrokenThreadPool) X(logger) X(Condition)          \
     X(current_thread) X(threading_active) X(DoneAndNotDone) X(empty_tuple)   \
     X(PENDING) X(RUNNING) X(CANCELLED) X(CANCELLED_AND_NOTIFIED)             \

@@ -93,6 +93,9 @@ static void pool_free(cfpy_pool *pool)
     Py_XDECREF(pool->prefix);
     Py_XDECREF(pool->broken);
     PyObject *module = pool->module;
+    for (int i = 0; i < atomic_load(&pool->n_threads); i++)
+        cfpy_thread_rec_release(atomic_load(&pool->recs[i]));
+    PyMem_Free(pool->recs);
     PyMem_Free(pool);
     Py_DECREF(module);
 }
@@ -299,6 +302,11 @@ static PyObject *executor_start(PyObject *self, PyTypeObject *cls,
     reap_orphans(st);
 
     cfpy_pool *pool = PyMem_Calloc(1, sizeof *pool);
+    if (pool && !(pool->recs = PyMem_Calloc((size_t)max_workers,
+                                            sizeof *pool->recs))) {
+        PyMem_Free(pool);
+        pool = NULL;
+    }
     if (!pool) {
         Py_DECREF(initargs);
         return PyErr_NoMemory();
@@ -325,6 +333,7 @@ static PyObject *executor_start(PyObject *self, PyTypeObject *cls,
         Py_XDECREF(pool->initializer);
         Py_DECREF(pool->initargs);
         Py_DECREF(pool->prefix);
+        PyMem_Free(pool->recs);
         PyMem_Free(pool);
         if (!PyErr_Occurred())
             PyErr_Format(PyExc_RuntimeError, "cfutures: %s",
@@ -443,6 +452,12 @@ static PyObject *get_shutdown(PyObject *self, void *closure)
     return PyBool_FromLong(pool->shutdown);
 }
 
+static PyObject *get_threads(PyObject *self, void *closure)
+{
+    POOL_OR_FAIL(self, NULL);
+    return cfpy_pool_threads(pool);
+}
+
 static PyObject *get_prefix(PyObject *self, void *closure)
 {
     POOL_OR_FAIL(self, NULL);
@@ -513,6 +528,7 @@ static PyGetSetDef executor_getset[] = {
     {"_max_workers", get_max_workers, NULL, NULL, NULL},
     {"_broken", get_broken, NULL, NULL, NULL},
     {"_shutdown", get_shutdown, NULL, NULL, NULL},
+    {"_threads", get_threads, NULL, NULL, NULL},
     {"_thread_name_prefix", get_prefix, NULL, NULL, NULL},
     {"_initializer", get_initializer, NULL, NULL, NULL},
     {"_initargs", get_initargs, NULL, NULL, NULL},

@@ -125,6 +125,10 @@ void cfpy_worker_main(void (*run)(void *run_arg), void *run_arg, void *ctx)
     tls.pool = pool;
     tls.index = atomic_fetch_add(&pool->n_threads, 1);
     tls.named = false;
+    /* Without a record the thread still works; it is only not listed. */
+    cfpy_thread_rec *rec = cfpy_thread_rec_new(tls.index);
+    if (rec)
+        atomic_store(&pool->recs[tls.index], rec);
     run(run_arg);
     /* The pool let this thread go; the interpreter is still alive, as
      * every pool is joined before it is torn down (_python_exit). */
@@ -134,6 +138,8 @@ void cfpy_worker_main(void (*run)(void *run_arg), void *run_arg, void *ctx)
     PyThreadState_Clear(ts);
     PyThreadState_DeleteCurrent();
     tls.ts = NULL;
+    if (rec)
+        cfpy_thread_rec_end(rec);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -115,6 +115,21 @@ class SubmitTest(unittest.TestCase):
                       for _ in range(20)}
         self.assertEqual(len(idents), 1)
 
+    def test_threads_are_listed_and_joinable(self):
+        ex = cfutures.ThreadPoolExecutor(3, 'Listed')
+        gate = Latch(3)
+        for _ in range(3):
+            ex.submit(lambda: (gate.count_down(), gate.wait()))
+        threads = ex._threads
+        self.assertEqual(sorted(t.name for t in threads),
+                         ['Listed_0', 'Listed_1', 'Listed_2'])
+        self.assertTrue(all(t.is_alive() for t in threads))
+        ex.shutdown(wait=False)
+        del ex
+        for t in threads:
+            t.join(timeout=30)
+            self.assertFalse(t.is_alive())
+
     def test_burst_runs_concurrently(self):
         gate = Latch(4)
 
