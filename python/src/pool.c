@@ -193,14 +193,20 @@ static void sweep_failed(cfpy_pool *pool)
     PyErr_Restore(t, v, tb);
 }
 
-/* This submit started a thread: give it the moment to take the call that
- * threading.Thread.start() gives the stdlib's (a shutdown right after the
- * submit then finds the call running, as with the stdlib). Bounded. */
-static void let_new_thread_start(cfpy_future *f)
+/* This submit started a thread: wait, as threading.Thread.start() does
+ * for the stdlib's pool, until the thread runs, and, without an
+ * initializer, until it (or an idle one) has taken the call, so that a
+ * shutdown right after the submit finds the call running, as with the
+ * stdlib. The GIL is dropped meanwhile; bounded by NEW_THREAD_WAIT_NS. */
+static void let_new_thread_start(cfpy_pool *pool, cfpy_future *f,
+                                 int started)
 {
+    bool take = !pool->initializer;
     Py_BEGIN_ALLOW_THREADS
     int64_t until = cf__now_ns() + NEW_THREAD_WAIT_NS;
-    while (cf__future_state(f->cf) == CF__PENDING && cf__now_ns() < until)
+    while (cf__now_ns() < until &&
+           (atomic_load(&pool->n_threads) < started ||
+            (take && cf__future_state(f->cf) == CF__PENDING)))
         cf__yield();
     Py_END_ALLOW_THREADS
 }
@@ -246,8 +252,9 @@ cfpy_future *cfpy_pool_submit(cfpy_pool *pool, PyObject *fn, PyObject *args,
             sweep_failed(pool);
         return NULL;
     }
-    if (cf__thread_pool_threads_started(pool->ex) > started)
-        let_new_thread_start(f);
+    int now_started = cf__thread_pool_threads_started(pool->ex);
+    if (now_started > started)
+        let_new_thread_start(pool, f, now_started);
     return f;
 }
 

@@ -149,6 +149,16 @@ class InitializerTest(unittest.TestCase):
                 ex.submit(abs, 1).result()
         self.assertEqual(calls, ['x'])
 
+    def test_submit_does_not_wait_for_the_initializer(self):
+        gate = threading.Event()
+        ex = cfutures.ThreadPoolExecutor(1, initializer=gate.wait)
+        t0 = time.monotonic()
+        f = ex.submit(abs, -1)
+        self.assertLess(time.monotonic() - t0, 0.5)
+        gate.set()
+        self.assertEqual(f.result(), 1)
+        ex.shutdown()
+
     def test_failing_initializer_breaks_the_pool(self):
         def fail():
             raise ValueError('init failed')
