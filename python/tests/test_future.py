@@ -104,6 +104,113 @@ class StatesTest(unittest.TestCase):
             f._state = PENDING
 
 
+def future_in(state):
+    """A bare future moved to `state` through the public API."""
+    f = cfutures.Future()
+    if state == RUNNING:
+        f.set_running_or_notify_cancel()
+    elif state == CANCELLED:
+        f.cancel()
+    elif state == CANCELLED_AND_NOTIFIED:
+        f.cancel()
+        f.set_running_or_notify_cancel()
+    elif state == 'RESULT':
+        f.set_result(1)
+    elif state == 'EXCEPTION':
+        f.set_exception(KeyError('k'))
+    return f
+
+
+EVERY_STATE = [PENDING, RUNNING, CANCELLED, CANCELLED_AND_NOTIFIED,
+               'RESULT', 'EXCEPTION']
+
+
+class EveryStateTest(unittest.TestCase):
+    """Every method in every state: the stdlib's answer, or its exception,
+    never a crash."""
+
+    def test_predicates(self):
+        expect = {  # done, running, cancelled
+            PENDING: (False, False, False),
+            RUNNING: (False, True, False),
+            CANCELLED: (True, False, True),
+            CANCELLED_AND_NOTIFIED: (True, False, True),
+            'RESULT': (True, False, False),
+            'EXCEPTION': (True, False, False),
+        }
+        for state, want in expect.items():
+            f = future_in(state)
+            self.assertEqual((f.done(), f.running(), f.cancelled()), want,
+                             state)
+
+    def test_result_and_exception(self):
+        for state in EVERY_STATE:
+            f = future_in(state)
+            if state in (PENDING, RUNNING):
+                self.assertRaises(cfutures.TimeoutError, f.result, 0)
+                self.assertRaises(cfutures.TimeoutError, f.exception, 0)
+            elif state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                self.assertRaises(cfutures.CancelledError, f.result, 0)
+                self.assertRaises(cfutures.CancelledError, f.exception, 0)
+            elif state == 'RESULT':
+                self.assertEqual((f.result(0), f.exception(0)), (1, None))
+            else:
+                self.assertRaises(KeyError, f.result, 0)
+                self.assertIsInstance(f.exception(0), KeyError)
+
+    def test_cancel(self):
+        for state in EVERY_STATE:
+            f = future_in(state)
+            self.assertEqual(f.cancel(), state in (
+                PENDING, CANCELLED, CANCELLED_AND_NOTIFIED), state)
+
+    def test_set_result_and_set_exception(self):
+        for state in EVERY_STATE:
+            for setter, arg in (('set_result', 2), ('set_exception', OSError())):
+                f = future_in(state)
+                if state in (PENDING, RUNNING):
+                    getattr(f, setter)(arg)
+                    self.assertTrue(f.done())
+                else:
+                    self.assertRaises(cfutures.InvalidStateError,
+                                      getattr(f, setter), arg)
+
+    def test_set_running_or_notify_cancel(self):
+        with self.assertLogs('concurrent.futures', 'CRITICAL'):
+            for state in EVERY_STATE:
+                f = future_in(state)
+                if state == PENDING:
+                    self.assertTrue(f.set_running_or_notify_cancel())
+                elif state == CANCELLED:
+                    self.assertFalse(f.set_running_or_notify_cancel())
+                else:
+                    self.assertRaises(RuntimeError,
+                                      f.set_running_or_notify_cancel)
+
+    def test_add_done_callback(self):
+        for state in EVERY_STATE:
+            f = future_in(state)
+            seen = []
+            f.add_done_callback(seen.append)
+            self.assertEqual(seen, [] if state in (PENDING, RUNNING)
+                             else [f], state)
+
+    def test_wrong_argument_counts_are_type_errors(self):
+        f = cfutures.Future()
+        self.assertRaises(TypeError, f.set_result)
+        self.assertRaises(TypeError, f.set_result, 1, 2)
+        self.assertRaises(TypeError, f.set_exception)
+        self.assertRaises(TypeError, f.add_done_callback)
+        self.assertRaises(TypeError, f.result, 1, 2)
+        self.assertRaises(TypeError, f.result, soon=1)
+        self.assertRaises(TypeError, f.cancel, 1)
+
+    def test_set_exception_with_a_non_exception(self):
+        f = cfutures.Future()
+        f.set_exception('not an exception')  # accepted, as by the stdlib
+        self.assertRaises(TypeError, f.result)
+
+
 class TimeoutTest(unittest.TestCase):
     def test_zero_and_negative_timeouts_poll(self):
         f = cfutures.Future()
