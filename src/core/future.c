@@ -409,16 +409,14 @@ bool cf_future_request_cancel(cf_future *f)
     return false;
 }
 
-int cf_future_set_running_or_notify_cancel(cf_future *f)
+/* cf_future_set_running_or_notify_cancel() on a future that was not
+ * PENDING. Out of line, so that the start of every task (the
+ * compare-and-swap there) does not pay for this path's registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int set_running_failed(cf_future *f, int state)
 {
-    if (!f)
-        return CF_EINVAL;
-    int state = CF__PENDING;
-    if (atomic_compare_exchange_strong_explicit(&f->state, &state,
-                                                CF__RUNNING,
-                                                memory_order_acq_rel,
-                                                memory_order_acquire))
-        return CF_OK;
     /* Cancelled: reported once. Its waiters were notified at the cancel,
      * or (notify protocol) are now. A second call finds it
      * CANCELLED_NOTIFIED. */
@@ -431,6 +429,19 @@ int cf_future_set_running_or_notify_cancel(cf_future *f)
     if (state == CF__CANCELLED_UNNOTIFIED && notify_cancel(f))
         return CF_ECANCELLED;
     return CF_ESTATE;
+}
+
+int cf_future_set_running_or_notify_cancel(cf_future *f)
+{
+    if (!f)
+        return CF_EINVAL;
+    int state = CF__PENDING;
+    if (atomic_compare_exchange_strong_explicit(&f->state, &state,
+                                                CF__RUNNING,
+                                                memory_order_acq_rel,
+                                                memory_order_acquire))
+        return CF_OK;
+    return set_running_failed(f, state);
 }
 
 int cf_future_set_result(cf_future *f, void *result)
@@ -487,7 +498,8 @@ int cf__future_outcome(const cf_future *f)
     return code < 0 ? code : CF_ETASK;
 }
 
-static bool wait_done(cf_future *f, int64_t deadline_ns, int done_from);
+static inline bool wait_done(cf_future *f, int64_t deadline_ns,
+                             int done_from);
 
 /* Waits for `f` per `timeout`, until it is done for its result (a
  * notify-protocol future is, once cancelled). Returns CF_OK once done, or
@@ -652,7 +664,8 @@ bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns)
 /* Blocks until `f`'s state is at least `done_from` (CF__CANCELLED: done
  * for cf_wait; CF__CANCELLED_UNNOTIFIED: done for its result) or the
  * deadline passes. Returns true if done. */
-static bool wait_done(cf_future *f, int64_t deadline_ns, int done_from)
+static inline bool wait_done(cf_future *f, int64_t deadline_ns,
+                             int done_from)
 {
     if (deadline_ns != CF__NO_DEADLINE && cf__now_ns() >= deadline_ns)
         return cf__future_state(f) >= done_from; /* a poll */
