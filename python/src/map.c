@@ -26,6 +26,7 @@ typedef struct map_iter {
     int64_t deadline;
     bool started;
     bool finished;
+    bool busy;            /* a next() waits, the GIL dropped */
 } map_iter;
 
 /* Submits fn(*args) through executor.submit (ours, unless a subclass
@@ -135,7 +136,22 @@ static int refill(map_iter *it)
     return rc;
 }
 
+static PyObject *map_wait_next(map_iter *it);
+
+/* As a generator: one next() at a time. */
 static PyObject *map_next(map_iter *it)
+{
+    if (it->busy) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    it->busy = true;
+    PyObject *r = map_wait_next(it);
+    it->busy = false;
+    return r;
+}
+
+static PyObject *map_wait_next(map_iter *it)
 {
     if (it->finished || it->pos >= PyList_GET_SIZE(it->fs)) {
         finish(it, false);
@@ -178,6 +194,10 @@ static PyObject *map_next(map_iter *it)
 
 static PyObject *map_close(map_iter *it, PyObject *unused)
 {
+    if (it->busy) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
     finish(it, it->started);
     Py_RETURN_NONE;
 }
@@ -319,6 +339,7 @@ PyObject *cfpy_map_new(cfpy_state *st, PyObject *self, PyObject *const *args,
     it->deadline = deadline;
     it->started = false;
     it->finished = false;
+    it->busy = false;
     PyObject_GC_Track(it);
     PyObject *method = NULL;
     if (!it->fs || custom_submit(st, self, &method) < 0)

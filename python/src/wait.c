@@ -534,6 +534,7 @@ typedef struct as_completed {
     Py_ssize_t yielded;
     int64_t deadline;
     bool finished;
+    bool busy;              /* a next() waits, the GIL dropped */
 } as_completed;
 
 static void notify_queue(cf__waiter *w, cf__wait_node *node, cf_future *f)
@@ -593,7 +594,23 @@ static PyObject *ac_yield(as_completed *it, entry *e)
     return fut;
 }
 
+static PyObject *ac_wait_next(as_completed *it);
+
+/* The stdlib's as_completed() is a generator: a second thread calling
+ * next() while one waits gets "already executing", not a shared wait. */
 static PyObject *ac_next(as_completed *it)
+{
+    if (it->busy) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    it->busy = true;
+    PyObject *r = ac_wait_next(it);
+    it->busy = false;
+    return r;
+}
+
+static PyObject *ac_wait_next(as_completed *it)
 {
     if (it->finished)
         return NULL;
@@ -733,6 +750,7 @@ PyObject *cfpy_as_completed(PyObject *module, PyObject *const *args,
         return NULL;
     }
     it->finished = true; /* until everything below is in place */
+    it->busy = false;
     it->ready = ready;
     it->total = total;
     it->yielded = 0;

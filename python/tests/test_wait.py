@@ -5,10 +5,11 @@ import threading
 import unittest
 
 import cfutures
+import support
 
 
 def futures_of_every_kind():
-    """Pairs (made by, future): a bare one of each library."""
+    """A bare future of each library."""
     return [cfutures.Future(), stdlib.Future()]
 
 
@@ -161,6 +162,28 @@ class AsCompletedTest(unittest.TestCase):
         it = cfutures.as_completed(fs)
         threading.Thread(target=complete).start()
         self.assertEqual([f.result() for f in it], order)
+
+    def test_second_thread_gets_already_executing(self):
+        f = cfutures.Future()
+        it = cfutures.as_completed([f])
+        results = []
+
+        def take():
+            try:
+                results.append(next(it))
+            except ValueError as e:
+                results.append(e)
+        threads = [threading.Thread(target=take) for _ in range(2)]
+        for t in threads:
+            t.start()
+        # Whichever calls next() second is refused at once; the other
+        # waits for f.
+        self.assertTrue(support.wait_until(lambda: len(results) == 1))
+        self.assertIsInstance(results[0], ValueError)
+        f.set_result(1)
+        for t in threads:
+            t.join()
+        self.assertIs(results[1], f)
 
     def test_nan_timeout(self):
         self.assertRaises(ValueError, cfutures.as_completed,
