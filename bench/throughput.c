@@ -1,12 +1,16 @@
 /* throughput.c - W1: submit N empty tasks, each returning a future, then
  * wait for all of them; ns per task and tasks per second.
  *
- *     bench_throughput [N=1000000] [WORKERS=1]
+ *     bench_throughput [N=1000000] [WORKERS=1] [MONITOR=0]
  *
+ * MONITOR 1 turns on the pool's stats (cf_executor_monitor), 2 also an
+ * observer that counts events: what leaving them on costs a task.
  * The clock runs from the first submit until every future has been waited
  * for (cf_wait, ALL_COMPLETED) and released: a future's whole life.
  */
 #include "cfutures.h"
+
+#include <stdatomic.h>
 
 #include "bench.h"
 
@@ -16,11 +20,26 @@ static void *noop(void *arg, cf_call *call)
     return arg;
 }
 
+static atomic_long events;
+
+static void count_event(const cf_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    atomic_fetch_add_explicit(&events, 1, memory_order_relaxed);
+}
+
 int main(int argc, char **argv)
 {
     long n = bench_arg(argc, argv, 1, 1000000);
     int workers = (int)bench_arg(argc, argv, 2, 1);
+    long monitor = argc > 3 ? strtol(argv[3], NULL, 10) : 0;
     cf_executor *ex = bench_thread_pool(workers);
+    if (monitor) {
+        cf_monitor_options o = {.stats = true,
+                                .observer = monitor > 1 ? count_event : NULL};
+        BENCH_CHECK(cf_executor_monitor(ex, &o));
+    }
     cf_future **fs = bench_xmalloc((size_t)n * sizeof *fs);
 
     for (long i = 0; i < 1000; i++) /* warm up: start the workers */
@@ -44,7 +63,10 @@ int main(int argc, char **argv)
 
     if (n_done != (size_t)n)
         bench_die("%zu of %ld futures done", n_done, n);
-    bench_report_w1("cfutures", workers, n, t1 - t0, k1 - k0);
+    bench_report_w1(monitor == 0   ? "cfutures"
+                    : monitor == 1 ? "cfutures_stats"
+                                   : "cfutures_stats_observer",
+                    workers, n, t1 - t0, k1 - k0);
     free(fs);
     cf_executor_free(ex);
     return 0;

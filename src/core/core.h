@@ -39,6 +39,7 @@ enum cf__state {
 };
 
 typedef struct cf__wait_node cf__wait_node;
+typedef struct cf__monitor cf__monitor;
 
 struct cf_future {
     /* The thread pool's queue link, owned by the executor the future was
@@ -398,7 +399,36 @@ struct cf_executor {
     /* Created on a process-pool worker's task thread, and registered
      * there as usable from it (see executor.c). */
     bool worker_local;
+    /* Monitoring (monitor.c): the monitor while it is on, else NULL; read
+     * on every submit, so off costs one load. `monitor_mem` keeps it from
+     * the first cf_executor_monitor() to the executor's free, as records
+     * of tasks under way point to it. */
+    _Atomic(cf__monitor *) monitor;
+    _Atomic(cf__monitor *) monitor_mem;
+    /* The executor's worker counts for cf_executor_get_stats(); NULL: it
+     * does not say. Set once, at creation. */
+    void (*worker_counts)(void *impl, int *alive, int *idle);
 };
+
+/* ------------------------------------------------------------------------ */
+/* Monitoring (monitor.c)                                                   */
+
+/* Submits `fn(arg)` to `ex` for `f` through the monitor `m` (ex's, on):
+ * counts and reports it and, where the executor shares memory, runs it
+ * through a record that times it. Same contract as ops->submit. */
+int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
+                       cf_fn fn, void *arg, const cf_codec *codec);
+
+/* Reports a worker or crash event of `ex` if it is monitored; costs a
+ * load when not. */
+void cf__monitor_worker_event(cf_executor *ex, cf_event_kind kind,
+                              int worker, int code, const char *message);
+
+/* Frees ex's monitor, once no task of ex is under way. */
+void cf__monitor_free(cf_executor *ex);
+
+/* The index of the worker this thread is (a thread pool's), or -1. */
+extern _Thread_local int cf__current_worker;
 
 /* True on a process-pool worker's task thread for an executor not created
  * there (its parent's): such calls get CF_EDEADLK. Never dereferences. */
@@ -414,6 +444,11 @@ int cf__executor_submit_future(cf_executor *ex, cf_future *f, cf_fn fn,
 /* False for executors that run tasks in another address space (a
  * process pool), where a pointer to this process's memory means nothing. */
 bool cf__executor_shares_memory(const cf_executor *ex);
+
+/* Sets how cf_executor_get_stats() learns an executor's worker counts. */
+void cf__executor_set_worker_counts(cf_executor *ex,
+                                    void (*fn)(void *impl, int *alive,
+                                               int *idle));
 
 /* Sets the native chunk hook of an executor made by cf_executor_new(). */
 void cf__executor_set_submit_chunk(cf_executor *ex, cf__submit_chunk_fn fn);

@@ -129,6 +129,9 @@ int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
     ex->impl = impl;
     ex->submit_chunk = NULL;
     atomic_init(&ex->shut_down, false);
+    atomic_init(&ex->monitor, NULL);
+    atomic_init(&ex->monitor_mem, NULL);
+    ex->worker_counts = NULL;
     ex->worker_local = cf__process_worker_active();
     if (ex->worker_local && !register_worker_local(ex)) {
         free(ex);
@@ -141,6 +144,13 @@ int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
 void cf__executor_set_submit_chunk(cf_executor *ex, cf__submit_chunk_fn fn)
 {
     ex->submit_chunk = fn;
+}
+
+void cf__executor_set_worker_counts(cf_executor *ex,
+                                    void (*fn)(void *impl, int *alive,
+                                               int *idle))
+{
+    ex->worker_counts = fn;
 }
 
 int cf_executor_submit(cf_executor *ex, cf_fn fn, void *arg, cf_future **out)
@@ -160,7 +170,9 @@ int cf_executor_submit_ex(cf_executor *ex, cf_fn fn, void *arg,
     cf_future *f = cf__future_alloc();
     if (!f)
         return CF_ENOMEM;
-    int rc = ex->ops->submit(ex->impl, f, fn, arg, codec);
+    cf__monitor *m = atomic_load_explicit(&ex->monitor, memory_order_acquire);
+    int rc = m ? cf__monitor_submit(m, ex, f, fn, arg, codec)
+               : ex->ops->submit(ex->impl, f, fn, arg, codec);
     if (rc != CF_OK) {
         cf_future_release(f);
         return rc;
@@ -176,7 +188,9 @@ int cf__executor_submit_future(cf_executor *ex, cf_future *f, cf_fn fn,
         return CF_EDEADLK;
     if (atomic_load_explicit(&ex->shut_down, memory_order_relaxed))
         return CF_ESHUTDOWN;
-    return ex->ops->submit(ex->impl, f, fn, arg, NULL);
+    cf__monitor *m = atomic_load_explicit(&ex->monitor, memory_order_acquire);
+    return m ? cf__monitor_submit(m, ex, f, fn, arg, NULL)
+             : ex->ops->submit(ex->impl, f, fn, arg, NULL);
 }
 
 bool cf__executor_shares_memory(const cf_executor *ex)
@@ -241,6 +255,7 @@ static void free_now(cf_executor *ex)
     shutdown_impl(ex, CF_FOREVER, false, NULL);
     if (ex->ops->destroy)
         ex->ops->destroy(ex->impl);
+    cf__monitor_free(ex);
     if (ex->worker_local)
         unregister_worker_local(ex);
     free(ex);

@@ -119,6 +119,24 @@ static void pool_destroy(void *impl)
     free(p);
 }
 
+/* Threads alive, and those of them idle, for cf_executor_get_stats(). */
+static void worker_counts(void *impl, int *alive, int *idle)
+{
+    thread_pool *p = impl;
+    if (inherited(p)) { /* its threads live in the parent */
+        *alive = *idle = 0;
+        return;
+    }
+    cf__mutex_lock(&p->lock);
+    int n_alive = p->n_alive;
+    cf__mutex_unlock(&p->lock);
+    /* Searching or asleep; a worker moving between the two may count
+     * twice for a moment. */
+    int n_idle = atomic_load(&p->n_searching) + atomic_load(&p->n_sleeping);
+    *alive = n_alive;
+    *idle = n_idle < 0 ? 0 : n_idle > n_alive ? n_alive : n_idle;
+}
+
 static const cf_executor_ops thread_pool_ops = {
     .kind = "thread_pool",
     .submit = cf__thread_pool_submit,
@@ -204,6 +222,7 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
         goto fail_alloc;
     if ((rc = cf_executor_new(&thread_pool_ops, p, &p->executor)) != CF_OK)
         goto fail_executor;
+    cf__executor_set_worker_counts(p->executor, worker_counts);
     *out = p->executor;
     return CF_OK;
 fail_executor:

@@ -82,11 +82,13 @@ static void fail_all(cf_future *f, const char *message)
  * (taken over; NULL: the code's own); later submits are refused. */
 static void break_pool(thread_pool *p, char *message)
 {
+    bool first = false;
     cf__mutex_lock(&p->lock);
     if (!atomic_load(&p->broken)) {
         p->broken_message = message;
         message = NULL;
         atomic_store(&p->broken, true);
+        first = true;
     }
     close_pool(p);
     cf__spin_lock(&p->pop_lock);
@@ -99,6 +101,10 @@ static void break_pool(thread_pool *p, char *message)
      * before the pool is: safe to read without the lock. */
     fail_all(queued, p->broken_message ? p->broken_message
                                        : cf_strerror(CF_EBROKEN_THREAD_POOL));
+    if (first)
+        cf__monitor_worker_event(p->executor, CF_EVENT_CRASH,
+                                 cf__current_worker, CF_EBROKEN_THREAD_POOL,
+                                 p->broken_message);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -238,6 +244,9 @@ static void serve(thread_pool *p, int index, bool initialize)
 {
     worker_slot *slot = &p->slots[index];
     cf__current_pool = p->executor;
+    cf__current_worker = index;
+    cf__monitor_worker_event(p->executor, CF_EVENT_WORKER_START, index, 0,
+                             NULL);
 
     if (initialize && p->initializer) {
         int rc = p->initializer(p->initarg);
@@ -274,6 +283,11 @@ static void serve(thread_pool *p, int index, bool initialize)
         if (!wait_for_work(p) && exit_if_no_work(p))
             break;
     }
+    /* The pool outlives this call: it is freed only once its threads are
+     * joined. */
+    cf__monitor_worker_event(p->executor, CF_EVENT_WORKER_EXIT, index, 0,
+                             NULL);
+    cf__current_worker = -1;
     cf__current_pool = NULL;
 }
 

@@ -1,0 +1,469 @@
+/* monitor.c - stats and observers of an executor (cf_executor_monitor,
+ * cf_executor_get_stats).
+ *
+ * Design: monitoring lives in the core, around ops->submit, so the
+ * executors need no code for tasks: while it is on, a submit wraps the
+ * task in a `record` (56 bytes, a future slab's slot) and submits
+ * `monitored_task` instead, and a link (chain.c) on the task's future
+ * reports its end:
+ *
+ *   submit ---> SUBMIT; record {fn, arg, future, submit time}; ops->submit
+ *   worker ---> monitored_task: START (queue wait), fn(arg), run time
+ *   future done --link--> FINISH (outcome, run time); counts; free record
+ *
+ * An executor whose tasks run in another process (a process pool) gets
+ * no wrapper, only the count and the link. Off, a submit reads
+ * ex->monitor (NULL) and nothing else.
+ *
+ * The record's `word` holds three flags in its low bits: STARTED and
+ * RUNNING, set by monitored_task, and DONE, set by the link; above them,
+ * the submit time in ns until the task starts, then the index + 1 of the
+ * worker that runs it. A future is normally done only after its task returned, but
+ * a task's future can be completed from outside while the task still
+ * runs (cf_future_set_result on a running future): whichever of
+ * monitored_task and the link ends second frees the record.
+ *
+ * Counters and time histograms are sharded (SHARDS cache-line groups, a
+ * thread picks one once), so threads that submit and workers that finish
+ * do not write the same lines. get_stats sums the shards. Histograms have
+ * four buckets per power of two of nanoseconds: quantiles within 12.5%.
+ *
+ * The monitor lives from the first cf_executor_monitor() to the
+ * executor's free, after its waited shutdown: records of tasks under way
+ * point to it. Observer changes publish a new {fn, arg} pair; old pairs
+ * are kept until the free, as an event in flight may still read one.
+ */
+#include "core/core.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Thread_local int cf__current_worker = -1;
+
+enum {
+    SHARDS = 8,
+    SUB = 4,                  /* buckets per power of two */
+    MAX_LOG = 42,             /* 2^42 ns: 73 minutes; longer clamps */
+    BUCKETS = SUB * MAX_LOG,  /* values 0..3 take buckets 0..3 */
+};
+
+typedef struct histogram {
+    atomic_uint_fast64_t bucket[BUCKETS]; /* their sum is the count */
+    atomic_uint_fast64_t total_ns;
+    atomic_int_fast64_t min_ns; /* INT64_MAX until the first sample */
+    atomic_int_fast64_t max_ns;
+} histogram;
+
+typedef struct shard {
+    _Alignas(64) atomic_uint_fast64_t submitted;
+    atomic_uint_fast64_t started;
+    atomic_uint_fast64_t ended_started;   /* done after they started */
+    atomic_uint_fast64_t ended_unstarted; /* done without starting */
+    atomic_uint_fast64_t failed;
+    atomic_uint_fast64_t cancelled;
+    histogram wait;
+    histogram run;
+} shard;
+
+typedef struct observer {
+    cf_observer_fn fn;
+    void *arg;
+    struct observer *older; /* kept until the monitor is freed */
+} observer;
+
+struct cf__monitor {
+    cf_executor *ex;
+    bool shares_memory; /* tasks run here: wrap them */
+    atomic_bool stats;
+    _Atomic(observer *) observer; /* NULL or fn == NULL: none */
+    cf__spinlock lock;            /* serialises cf_executor_monitor */
+    shard shards[SHARDS];
+};
+
+/* The record's flags, in the low bits of `word` (a time in ns). */
+enum { STARTED = 1, RUNNING = 2, DONE = 4, FLAGS = 7 };
+
+typedef struct record {
+    cf__link link;      /* on the task's future */
+    cf_fn fn;           /* the task */
+    union {
+        void *arg;      /* until it runs */
+        int64_t run_ns; /* once it ran (written before RUNNING clears) */
+    } u;
+    cf_future *future;
+    atomic_uint_fast64_t word; /* submit time or worker index | flags */
+    cf__monitor *m;
+} record;
+
+_Static_assert(sizeof(record) <= sizeof(cf_future),
+               "a record fits a future's slot");
+
+/* ------------------------------------------------------------------------ */
+/* Counting                                                                 */
+
+static shard *my_shard(cf__monitor *m)
+{
+    static atomic_uint next_shard;
+    static _Thread_local unsigned index = UINT32_MAX;
+    if (index == UINT32_MAX)
+        index = atomic_fetch_add_explicit(&next_shard, 1,
+                                          memory_order_relaxed) %
+                SHARDS;
+    return &m->shards[index];
+}
+
+static void add(atomic_uint_fast64_t *counter)
+{
+    atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+}
+
+static unsigned bucket_of(int64_t ns)
+{
+    if (ns < SUB)
+        return ns < 0 ? 0 : (unsigned)ns;
+    unsigned log = 63 - (unsigned)__builtin_clzll((unsigned long long)ns);
+    if (log >= MAX_LOG)
+        return BUCKETS - 1;
+    unsigned sub = (unsigned)(ns >> (log - 2)) & (SUB - 1);
+    return SUB * (log - 1) + sub;
+}
+
+/* The smallest value of a bucket, and the one after its largest. */
+static double bucket_low(unsigned b)
+{
+    if (b < SUB)
+        return b;
+    unsigned log = b / SUB + 1, sub = b % SUB;
+    return (double)((uint64_t)(SUB + sub) << (log - 2));
+}
+
+static void sample(histogram *h, int64_t ns)
+{
+    if (ns < 0)
+        ns = 0;
+    int_fast64_t seen = atomic_load_explicit(&h->min_ns, memory_order_relaxed);
+    while (ns < seen && !atomic_compare_exchange_weak_explicit(
+                            &h->min_ns, &seen, ns, memory_order_relaxed,
+                            memory_order_relaxed))
+        ;
+    seen = atomic_load_explicit(&h->max_ns, memory_order_relaxed);
+    while (ns > seen && !atomic_compare_exchange_weak_explicit(
+                            &h->max_ns, &seen, ns, memory_order_relaxed,
+                            memory_order_relaxed))
+        ;
+    atomic_fetch_add_explicit(&h->bucket[bucket_of(ns)], 1,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->total_ns, (uint_fast64_t)ns,
+                              memory_order_relaxed);
+}
+
+static bool counting(cf__monitor *m)
+{
+    return atomic_load_explicit(&m->stats, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Events                                                                   */
+
+/* Calls the observer, if any. `now` < 0: read the clock only then. */
+static void emit(cf__monitor *m, cf_event_kind kind, cf_future *f,
+                 int worker, int code, const char *message, int64_t now,
+                 int64_t duration_ns)
+{
+    observer *o = atomic_load_explicit(&m->observer, memory_order_acquire);
+    if (!o || !o->fn)
+        return;
+    if (now < 0)
+        now = cf__now_ns();
+    cf_event ev = {.kind = kind,
+                   .executor = m->ex,
+                   .future = f,
+                   .worker = worker,
+                   .code = code,
+                   .message = message,
+                   .time = (double)now / 1e9,
+                   .duration = (double)duration_ns / 1e9};
+    o->fn(&ev, o->arg);
+}
+
+void cf__monitor_worker_event(cf_executor *ex, cf_event_kind kind,
+                              int worker, int code, const char *message)
+{
+    cf__monitor *m = atomic_load_explicit(&ex->monitor, memory_order_acquire);
+    if (m)
+        emit(m, kind, NULL, worker, code, message, -1, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tasks                                                                    */
+
+static void free_record(record *r)
+{
+    cf__future_mem_free(r);
+}
+
+/* What a monitored executor runs in place of the task. */
+static void *monitored_task(void *arg, cf_call *call)
+{
+    record *r = arg;
+    cf__monitor *m = r->m;
+    int64_t start = cf__now_ns();
+    /* The submit time gives way to the worker's index, for FINISH. */
+    uint_fast64_t word = atomic_load_explicit(&r->word, memory_order_relaxed);
+    uint_fast64_t worker = (uint_fast64_t)(cf__current_worker + 1) << 3;
+    while (!atomic_compare_exchange_weak_explicit(
+        &r->word, &word, (word & DONE) | STARTED | RUNNING | worker,
+        memory_order_acq_rel, memory_order_relaxed))
+        ;
+    int64_t wait = start - (int64_t)(word & ~(uint_fast64_t)FLAGS);
+    if (counting(m)) {
+        shard *s = my_shard(m);
+        add(&s->started);
+        sample(&s->wait, wait);
+    }
+    emit(m, CF_EVENT_START, r->future, cf__current_worker, 0, NULL, start,
+         wait);
+    cf_fn fn = r->fn;
+    void *result = fn(r->u.arg, call);
+    int64_t run = cf__now_ns() - start;
+    if (counting(m))
+        sample(&my_shard(m)->run, run);
+    r->u.run_ns = run;
+    word = atomic_fetch_and_explicit(&r->word, ~(uint_fast64_t)RUNNING,
+                                     memory_order_acq_rel);
+    if (word & DONE)
+        free_record(r); /* its future was completed from outside */
+    return result;
+}
+
+/* The link on the task's future: it is done. */
+static void task_done(cf__link *link)
+{
+    record *r = (record *)link;
+    cf__monitor *m = r->m;
+    cf_future *f = r->future;
+    uint_fast64_t word = atomic_fetch_or_explicit(&r->word, DONE,
+                                                  memory_order_acq_rel);
+    int code = cf__future_outcome(f);
+    bool ran = (word & STARTED) && !(word & RUNNING);
+    int64_t run = ran ? r->u.run_ns : 0;
+    if (counting(m)) {
+        shard *s = my_shard(m);
+        add(word & STARTED ? &s->ended_started : &s->ended_unstarted);
+        if (code == CF_ECANCELLED && cf_future_cancelled(f))
+            add(&s->cancelled);
+        else if (code != CF_OK)
+            add(&s->failed);
+    }
+    emit(m, CF_EVENT_FINISH, f, (word & STARTED) ? (int)(word >> 3) - 1 : -1,
+         code, NULL, -1, run);
+    if (!(word & RUNNING))
+        free_record(r);
+}
+
+int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
+                       cf_fn fn, void *arg, const cf_codec *codec)
+{
+    int64_t now = cf__now_ns();
+    emit(m, CF_EVENT_SUBMIT, f, -1, 0, NULL, now, 0);
+    record *r = cf__future_mem_alloc();
+    if (!r) {
+        emit(m, CF_EVENT_FINISH, f, -1, CF_ENOMEM, NULL, -1, 0);
+        return CF_ENOMEM;
+    }
+    r->link.run = task_done;
+    r->fn = fn;
+    r->u.arg = arg;
+    r->future = f;
+    atomic_init(&r->word, (uint_fast64_t)now & ~(uint_fast64_t)FLAGS);
+    r->m = m;
+    int rc = m->shares_memory
+                 ? ex->ops->submit(ex->impl, f, monitored_task, r, codec)
+                 : ex->ops->submit(ex->impl, f, fn, arg, codec);
+    if (rc != CF_OK) {
+        free_record(r);
+        emit(m, CF_EVENT_FINISH, f, -1, rc, NULL, -1, 0);
+        return rc;
+    }
+    if (counting(m))
+        add(&my_shard(m)->submitted);
+    /* Attached once the executor has the task: a refused task leaves no
+     * link behind. If the task is done already, it reports now. */
+    if (!cf__future_attach(f, &r->link, false))
+        cf__chain_fire(&r->link);
+    return CF_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The API                                                                  */
+
+static cf__monitor *monitor_new(cf_executor *ex)
+{
+    cf__monitor *m = aligned_alloc(64, (sizeof *m + 63) / 64 * 64);
+    if (!m)
+        return NULL;
+    memset(m, 0, sizeof *m);
+    m->ex = ex;
+    m->shares_memory = cf__executor_shares_memory(ex);
+    atomic_init(&m->stats, false);
+    atomic_init(&m->observer, NULL);
+    atomic_init(&m->lock.held, false);
+    for (int i = 0; i < SHARDS; i++) {
+        atomic_init(&m->shards[i].wait.min_ns, INT64_MAX);
+        atomic_init(&m->shards[i].run.min_ns, INT64_MAX);
+    }
+    return m;
+}
+
+int cf_executor_monitor(cf_executor *ex, const cf_monitor_options *opts)
+{
+    static const cf_monitor_options off = {0};
+    if (!ex)
+        return CF_EINVAL;
+    if (!opts)
+        opts = &off;
+    bool on = opts->stats || opts->observer;
+    /* Made once, by the first call that turns monitoring on; a race of
+     * two first calls keeps one monitor. */
+    cf__monitor *m = atomic_load_explicit(&ex->monitor_mem,
+                                          memory_order_acquire);
+    if (!m && !on)
+        return CF_OK;
+    observer *o = NULL;
+    if (opts->observer && !(o = malloc(sizeof *o)))
+        return CF_ENOMEM;
+    if (!m) {
+        cf__monitor *made = monitor_new(ex);
+        if (!made) {
+            free(o);
+            return CF_ENOMEM;
+        }
+        if (atomic_compare_exchange_strong_explicit(
+                &ex->monitor_mem, &m, made, memory_order_acq_rel,
+                memory_order_acquire))
+            m = made;
+        else
+            free(made); /* another first call won: `m` is its monitor */
+    }
+    cf__spin_lock(&m->lock);
+    if (o) {
+        o->fn = opts->observer;
+        o->arg = opts->observer_arg;
+        o->older = atomic_load_explicit(&m->observer, memory_order_relaxed);
+        atomic_store_explicit(&m->observer, o, memory_order_release);
+    } else if (atomic_load_explicit(&m->observer, memory_order_relaxed)) {
+        /* No observer now: an empty pair keeps the old ones reachable. */
+        observer *none = malloc(sizeof *none);
+        if (none) {
+            *none = (observer){NULL, NULL, atomic_load_explicit(
+                                               &m->observer,
+                                               memory_order_relaxed)};
+            atomic_store_explicit(&m->observer, none, memory_order_release);
+        }
+    }
+    atomic_store_explicit(&m->stats, opts->stats, memory_order_relaxed);
+    atomic_store_explicit(&ex->monitor, on ? m : NULL, memory_order_release);
+    cf__spin_unlock(&m->lock);
+    return CF_OK;
+}
+
+void cf__monitor_free(cf_executor *ex)
+{
+    cf__monitor *m = atomic_load_explicit(&ex->monitor_mem,
+                                          memory_order_acquire);
+    if (!m)
+        return;
+    observer *o = atomic_load_explicit(&m->observer, memory_order_relaxed);
+    while (o) {
+        observer *older = o->older;
+        free(o);
+        o = older;
+    }
+    free(m);
+}
+
+static void summarize(const histogram *const *hs, cf_time_stats *out)
+{
+    uint64_t count = 0, total = 0, buckets[BUCKETS] = {0};
+    int64_t min = INT64_MAX, max = 0;
+    for (int i = 0; i < SHARDS; i++) {
+        const histogram *h = hs[i];
+        total += atomic_load_explicit(&h->total_ns, memory_order_relaxed);
+        int64_t lo = atomic_load_explicit(&h->min_ns, memory_order_relaxed);
+        int64_t hi = atomic_load_explicit(&h->max_ns, memory_order_relaxed);
+        min = lo < min ? lo : min;
+        max = hi > max ? hi : max;
+        for (unsigned b = 0; b < BUCKETS; b++) {
+            uint64_t k = atomic_load_explicit(&h->bucket[b],
+                                              memory_order_relaxed);
+            buckets[b] += k;
+            count += k;
+        }
+    }
+    memset(out, 0, sizeof *out);
+    if (count == 0)
+        return;
+    if (min > max) /* a sample half recorded by another thread */
+        min = max;
+    out->count = count;
+    out->total = (double)total / 1e9;
+    out->min = (double)min / 1e9;
+    out->max = (double)max / 1e9;
+    /* A quantile is the middle of its bucket, kept within [min, max]. */
+    const double qs[3] = {0.50, 0.90, 0.99};
+    double *outs[3] = {&out->p50, &out->p90, &out->p99};
+    uint64_t seen = 0;
+    unsigned b = 0;
+    for (int q = 0; q < 3; q++) {
+        uint64_t rank = (uint64_t)(qs[q] * (double)(count - 1)) + 1;
+        while (b < BUCKETS - 1 && seen + buckets[b] < rank)
+            seen += buckets[b++];
+        double mid = (bucket_low(b) + (b + 1 < BUCKETS ? bucket_low(b + 1)
+                                                       : bucket_low(b))) /
+                     2e9;
+        *outs[q] = mid < out->min ? out->min : mid > out->max ? out->max : mid;
+    }
+}
+
+static uint64_t left(uint64_t a, uint64_t b, uint64_t c)
+{
+    return a > b + c ? a - b - c : 0;
+}
+
+int cf_executor_get_stats(cf_executor *ex, cf_executor_stats *out)
+{
+    if (!ex || !out)
+        return CF_EINVAL;
+    cf_executor_stats st;
+    memset(&st, 0, sizeof st);
+    st.workers_alive = st.workers_idle = -1;
+    if (ex->worker_counts)
+        ex->worker_counts(ex->impl, &st.workers_alive, &st.workers_idle);
+    cf__monitor *m = atomic_load_explicit(&ex->monitor_mem,
+                                          memory_order_acquire);
+    if (m) {
+        uint64_t started = 0, ended_started = 0, ended_unstarted = 0;
+        const histogram *waits[SHARDS], *runs[SHARDS];
+        for (int i = 0; i < SHARDS; i++) {
+            shard *s = &m->shards[i];
+#define SUM(field) atomic_load_explicit(&s->field, memory_order_relaxed)
+            st.submitted += SUM(submitted);
+            started += SUM(started);
+            ended_started += SUM(ended_started);
+            ended_unstarted += SUM(ended_unstarted);
+            st.failed += SUM(failed);
+            st.cancelled += SUM(cancelled);
+#undef SUM
+            waits[i] = &s->wait;
+            runs[i] = &s->run;
+        }
+        st.queued = left(st.submitted, started, ended_unstarted);
+        st.running = left(started, ended_started, 0);
+        st.finished = left(ended_started + ended_unstarted, st.cancelled, 0);
+        summarize(waits, &st.queue_wait);
+        summarize(runs, &st.run_time);
+    }
+    *out = st;
+    return CF_OK;
+}
