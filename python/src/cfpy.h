@@ -62,6 +62,7 @@ typedef struct cfpy_state {
         *FINISHED;
     PyObject *FIRST_COMPLETED, *FIRST_EXCEPTION, *ALL_COMPLETED;
     cfpy_pool *pools;   /* every pool not yet freed; guarded by the GIL */
+    unsigned pools_walk; /* numbers the walks over `pools` */
     bool exiting;       /* _python_exit() ran: no new work */
 } cfpy_state;
 
@@ -193,6 +194,10 @@ struct cfpy_pool {
     int max_workers;
     bool shutdown;              /* shutdown() called */
     bool orphaned;              /* its executor object is gone */
+    /* A thread is freeing it (the GIL is dropped while it waits): others
+     * leave it alone. */
+    bool reaping;
+    unsigned visit;             /* the last walk of st->pools that saw it */
     cfpy_pool *next;            /* st->pools */
 };
 

@@ -110,33 +110,57 @@ static bool pool_finished(cfpy_pool *pool)
     return rc == CF_OK;
 }
 
+/* Frees `pool` if its threads have ended and no other thread is freeing
+ * it. The GIL is dropped meanwhile, so `reaping` keeps others off it. */
+static void try_free(cfpy_pool *pool)
+{
+    if (pool->reaping)
+        return;
+    pool->reaping = true;
+    if (pool_finished(pool))
+        pool_free(pool);
+    else
+        pool->reaping = false;
+}
+
+/* Finds a pool of the list that this walk has not seen and that matches
+ * `orphans_only`. Each call marks what it returns, so a walk that drops the
+ * GIL between calls (the list may change meanwhile) sees every pool once. */
+static cfpy_pool *next_unvisited(cfpy_state *st, unsigned walk,
+                                 bool orphans_only)
+{
+    for (cfpy_pool *p = st->pools; p; p = p->next) {
+        if (p->visit == walk || p->reaping || (orphans_only && !p->orphaned))
+            continue;
+        p->visit = walk;
+        return p;
+    }
+    return NULL;
+}
+
 /* Frees the pools whose executor is gone and whose threads have ended. */
 static void reap_orphans(cfpy_state *st)
 {
-    cfpy_pool *p = st->pools;
-    while (p) {
-        cfpy_pool *next = p->next;
-        if (p->orphaned && pool_finished(p))
-            pool_free(p);
-        p = next;
-    }
+    unsigned walk = ++st->pools_walk;
+    cfpy_pool *p;
+    while ((p = next_unvisited(st, walk, true)) != NULL)
+        try_free(p);
 }
 
 int cfpy_pools_exit(cfpy_state *st)
 {
     st->exiting = true;
     /* Queued work finishes first, as the stdlib's _python_exit does. */
-    for (cfpy_pool *p = st->pools; p; p = p->next) {
-        if (join_pool(p, false) < 0)
+    unsigned walk = ++st->pools_walk;
+    cfpy_pool *p;
+    while ((p = next_unvisited(st, walk, false)) != NULL) {
+        p->reaping = true; /* no other thread frees it while we wait */
+        int rc = join_pool(p, false);
+        p->reaping = false;
+        if (rc < 0)
             return -1;
     }
-    cfpy_pool *p = st->pools;
-    while (p) {
-        cfpy_pool *next = p->next;
-        if (p->orphaned)
-            pool_free(p);
-        p = next;
-    }
+    reap_orphans(st);
     return 0;
 }
 
@@ -493,8 +517,7 @@ static void executor_dealloc(PyObject *self)
         pool->shutdown = true;
         pool->orphaned = true;
         cf_executor_shutdown(pool->ex, false, false);
-        if (pool_finished(pool))
-            pool_free(pool);
+        try_free(pool);
     }
     tp->tp_free(self);
     Py_DECREF(tp);
