@@ -239,7 +239,10 @@ int cfpy_future_finish(cfpy_state *st, cfpy_future *f, PyObject *result,
         invalid_state(st, f);
         return -1;
     }
-    bool was_pending = cf__future_state(f->cf) == CF__PENDING;
+    /* Claim a pending future from its task: a worker may be taking it
+     * right now, without the GIL; whichever moves it to RUNNING first
+     * owns the task's reference (the other sees it running or done). */
+    bool claimed = cf_future_set_running_or_notify_cancel(f->cf) == CF_OK;
     PyObject *old_result = f->result, *old_exc = f->exception;
     f->result = exc ? NULL : Py_NewRef(result);
     f->exception = exc ? Py_NewRef(exc) : NULL;
@@ -255,7 +258,7 @@ int cfpy_future_finish(cfpy_state *st, cfpy_future *f, PyObject *result,
     Py_XDECREF(old_result);
     Py_XDECREF(old_exc);
     /* A running task still holds its reference: it sees the future done. */
-    bool task_ref = was_pending && withdraw(f);
+    bool task_ref = claimed && withdraw(f);
     notify_waiters(f, exc ? "add_exception" : "add_result");
     protocol_exit(f, entered, true);
     int rc = run_callbacks(st, f);
@@ -716,26 +719,30 @@ static int set_state(cfpy_future *f, PyObject *value, void *closure)
     if (eq != 0)
         return eq < 0 ? -1 : 0;
     int s = cf__future_state(f->cf);
-    bool ok = false;
+    bool ok = false, claimed = false; /* claimed: taken from its task */
     if (PyObject_RichCompareBool(value, st->RUNNING, Py_EQ) == 1) {
-        ok = s == CF__PENDING &&
-             cf_future_set_running_or_notify_cancel(f->cf) == CF_OK;
+        ok = claimed = s == CF__PENDING &&
+                       cf_future_set_running_or_notify_cancel(f->cf) ==
+                           CF_OK;
     } else if (PyObject_RichCompareBool(value, st->CANCELLED, Py_EQ) == 1) {
-        ok = s == CF__PENDING && cf__future_cancel(f->cf);
+        ok = claimed = s == CF__PENDING && cf__future_cancel(f->cf);
     } else if (PyObject_RichCompareBool(value, st->CANCELLED_AND_NOTIFIED,
                                         Py_EQ) == 1) {
-        if (s == CF__PENDING)
-            cf__future_cancel(f->cf);
+        claimed = s == CF__PENDING && cf__future_cancel(f->cf);
         ok = cf__state_cancelled(cf__future_state(f->cf)) &&
              (cf__state_done(cf__future_state(f->cf)) ||
               cf_future_set_running_or_notify_cancel(f->cf) ==
                   CF_ECANCELLED);
     } else if (PyObject_RichCompareBool(value, st->FINISHED, Py_EQ) == 1) {
         bool failed = f->exception && f->exception != Py_None;
-        ok = (s == CF__PENDING || s == CF__RUNNING) &&
+        claimed = s == CF__PENDING &&
+                  cf_future_set_running_or_notify_cancel(f->cf) == CF_OK;
+        ok = cf__future_state(f->cf) == CF__RUNNING &&
              cf__future_finish(f->cf, NULL, NULL, failed ? CF_ETASK : 0,
                                NULL) == CF_OK;
     }
+    if (claimed && withdraw(f))
+        Py_DECREF(f); /* its task will skip it; the caller holds f */
     if (PyErr_Occurred())
         return -1;
     if (!ok) {
@@ -744,8 +751,6 @@ static int set_state(cfpy_future *f, PyObject *value, void *closure)
                      value);
         return -1;
     }
-    if (s == CF__PENDING && withdraw(f))
-        Py_DECREF(f); /* its task will skip it; the caller holds f */
     return 0;
 }
 

@@ -23,6 +23,7 @@ def work(x):
         time.sleep(0.0005)
     return x
 
+
 def run(seed, seconds):
     rnd = random.Random(seed)
     end = time.monotonic() + seconds
@@ -45,6 +46,11 @@ def run(seed, seconds):
         t = threading.Thread(target=finisher); t.start()
         for f in rnd.sample(fs, len(fs) // 3):
             f.cancel()
+        for f in rnd.sample(fs, len(fs) // 10):  # as executor authors may
+            try:
+                f.set_result(0)
+            except std.InvalidStateError:
+                pass
         op = rnd.randrange(5)
         try:
             if op == 0:
