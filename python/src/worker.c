@@ -14,7 +14,11 @@
  * A task runs its future's call, drops fn and args at once, stores the
  * outcome, and completes the future: with the GIL when callbacks or stdlib
  * waiters need it, otherwise after dropping the GIL, through the core,
- * so the thread that waits for the result finds the GIL free.
+ * so the thread that waits for the result finds the GIL free. When more
+ * calls are queued, the worker claims and runs them in the same hold of
+ * the GIL (a burst, bounded in time): their own tasks find them running
+ * and skip them. Claiming is the core's PENDING-to-RUNNING step, so a
+ * call is run once, by whoever claims it first.
  */
 #include "cfpy.h"
 
@@ -28,6 +32,9 @@ typedef struct worker_tls {
 } worker_tls;
 
 static _Thread_local worker_tls tls;
+
+/* The longest a worker runs queued calls in one hold of the GIL. */
+enum { BURST_NS = 5 * 1000 * 1000 };
 
 /* Fails every queued future with BrokenThreadPool(message). GIL held. */
 static void fail_queued(cfpy_pool *pool)
@@ -196,16 +203,57 @@ bool cfpy_future_run(cfpy_state *st, cfpy_future *f, bool *failed)
     return false;
 }
 
+/* Claims the oldest queued future no worker has taken yet, as a worker
+ * popping its task would (PENDING to RUNNING; its task will skip it).
+ * GIL held. */
+static cfpy_future *claim_queued(cfpy_pool *pool)
+{
+    for (cfpy_link *l = pool->queued.next; l != &pool->queued; l = l->next) {
+        cfpy_future *f = (cfpy_future *)((char *)l -
+                                         offsetof(cfpy_future, link));
+        if (cf_future_set_running_or_notify_cancel(f->cf) == CF_OK)
+            return f;
+        /* Running: a worker took its task and waits for the GIL. */
+    }
+    return NULL;
+}
+
+/* More calls are queued: run them here, in this hold of the GIL, instead
+ * of handing the GIL back and forth once per call (a futex wake-up each
+ * when the submitting thread waits too). The interpreter's switch
+ * interval still lets other threads in while the calls run. Bounded, so
+ * that this thread returns to the core's loop now and then. GIL held. */
+static void run_burst(cfpy_pool *pool)
+{
+    int64_t until = cf__now_ns() + BURST_NS;
+    cfpy_future *f;
+    while (cf__now_ns() < until && (f = claim_queued(pool)) != NULL) {
+        cf_future *cf = cf_future_retain(f->cf);
+        bool failed = false;
+        if (cfpy_future_run(pool->st, f, &failed))
+            cf__future_finish(cf, NULL, NULL, failed ? CF_ETASK : 0, NULL);
+        cf_future_release(cf);
+    }
+}
+
 void *cfpy_worker_task(void *arg, cf_call *call)
 {
     cfpy_future *f = arg;
+    cfpy_pool *pool = tls.pool;
     PyEval_RestoreThread(tls.ts);
     if (!tls.named) {
-        name_thread(tls.pool, tls.index);
+        name_thread(pool, tls.index);
         tls.named = true;
     }
     bool failed = false;
-    bool core_completes = cfpy_future_run(tls.pool->st, f, &failed);
+    bool core_completes = cfpy_future_run(pool->st, f, &failed);
+    if (pool->queued.next != &pool->queued) {
+        if (core_completes) /* now: the burst would delay it */
+            cf__future_finish(call->future, NULL, NULL,
+                              failed ? CF_ETASK : 0, NULL);
+        core_completes = false;
+        run_burst(pool);
+    }
     PyEval_SaveThread();
     if (core_completes && failed)
         return cf_fail(call, CF_ETASK, NULL);

@@ -130,6 +130,19 @@ class SubmitTest(unittest.TestCase):
             t.join(timeout=30)
             self.assertFalse(t.is_alive())
 
+    def test_each_call_runs_once_or_is_cancelled(self):
+        seen = []
+        with cfutures.ThreadPoolExecutor(3) as ex:
+            fs = [ex.submit(seen.append, i) for i in range(20000)]
+            for f in fs[::7]:
+                f.cancel()
+        ran = set(seen)
+        self.assertEqual(len(ran), len(seen))
+        cancelled = {i for i, f in enumerate(fs) if f.cancelled()}
+        self.assertEqual(ran | cancelled, set(range(20000)))
+        self.assertFalse(ran & cancelled)
+        self.assertTrue(all(f.done() for f in fs))
+
     def test_burst_runs_concurrently(self):
         gate = Latch(4)
 
