@@ -192,9 +192,12 @@ def groups():
         "Then chains: N dependent hops, 1 worker",
         "ns_per_hop", "ns/hop", "submit, wait, submit", [
             Case("submit, wait, submit", ["bench_then", "chain_submit", n2]),
+            Case("done-callback chain by hand",
+                 ["bench_then", "chain_callback", n2],
+                 "each step's callback submits the next"),
             Case("then chain on the pool", ["bench_then", "chain_then", n2]),
             Case("inline then chain", ["bench_then", "chain_inline", n2]),
-        ], extra=("sys_ns_per_hop",)))
+        ], extra=("run_ns_per_hop", "sys_ns_per_hop")))
 
     out.append(Group(
         f"Memory: RSS per pending task, {nmem} tasks queued behind a busy "

@@ -263,13 +263,17 @@ CF_API bool cf_future_done(const cf_future *f);    /* cancelled or finished */
  *   CF_ETIMEDOUT  not done in time;
  *   CF_ETASK      the task failed with its own code (see exception);
  *   CF_E*         the executor failed it (CF_EBROKEN_PROCESS_POOL, ...);
+ *   CF_EDEADLK    called from a task, a wait that could never end: `f` is
+ *                 the task's own future, or its task waits (through other
+ *                 tasks' waits) for this one;
  *   CF_EINVAL     NULL `f` or NaN timeout.
- * `out` may be NULL. Blocks. */
+ * `out` may be NULL. Blocks; from a thread pool's task, it may run `f`
+ * in place instead (see "wait and as_completed"). */
 CF_API int cf_future_result(cf_future *f, double timeout, void **out);
 
 /* Waits like cf_future_result(). Returns CF_OK with `*out` set to the
  * failure (`out->code == 0` and message "" when the task succeeded), or
- * CF_ECANCELLED, CF_ETIMEDOUT, CF_EINVAL. Blocks. */
+ * CF_ECANCELLED, CF_ETIMEDOUT, CF_EDEADLK, CF_EINVAL. Blocks. */
 CF_API int cf_future_exception(cf_future *f, double timeout, cf_error *out);
 
 /* Attaches `fn(f, arg)`, called once when the future is cancelled or
@@ -317,6 +321,32 @@ CF_API int cf_future_set_exception(cf_future *f, int code,
 /* ------------------------------------------------------------------------ */
 /* wait and as_completed                                                    */
 
+/* Waits inside tasks. A task may wait for other tasks of its own pool
+ * (submit and wait, a recursive divide-and-conquer) however few workers
+ * the pool has: when a thread pool's task waits for a future still queued
+ * in that same pool, its worker claims it and runs it in place, on its own
+ * stack, rather than sleep while no worker is left to run it (the worker
+ * that later takes it from the queue finds it started and skips it). Only
+ * the futures the task waits for are run this way, and only its own
+ * pool's. So the spec's single-worker wait_on_future completes.
+ *
+ * A wait that could never end returns CF_EDEADLK instead of hanging: a
+ * task waiting for its own future, or for one whose task waits, through
+ * the waits of other tasks, for it (the spec's wait_on_a / wait_on_b
+ * pair: of the two waits, the second to begin gets CF_EDEADLK). A wait
+ * for any of several futures (CF_FIRST_COMPLETED, as_completed) gets it
+ * only when every future it waits for is in such a cycle. This holds in
+ * cf_future_result(), cf_future_exception(), cf_wait(), as_completed and
+ * cf_map_next() called from any task (a thread pool's, a custom
+ * executor's, an inline continuation).
+ *
+ * What is not covered: cycles through futures that no task runs (a bare
+ * future that a task would complete by hand), and a pool whose workers
+ * all wait for tasks queued in another pool whose workers all wait for
+ * them (a worker helps only its own pool). A wait with a timeout that
+ * runs a future in place returns when that task returns, which may be
+ * after the timeout; a poll (timeout <= 0) runs nothing. */
+
 typedef enum cf_return_when {
     CF_ALL_COMPLETED = 0,   /* every future finished or cancelled */
     CF_FIRST_COMPLETED = 1, /* any future finished or cancelled */
@@ -330,8 +360,8 @@ typedef enum cf_return_when {
  * when not wanted), with each distinct future once, in first-seen order, and
  * their counts in `n_done` / `n_not_done` (may be NULL). The entries are
  * borrowed from `fs`. A timeout is not an error, as in Python: it returns
- * CF_OK and not_done says what is left. Returns CF_OK, CF_EINVAL, CF_ENOMEM.
- * Blocks. Cost: linear in n. */
+ * CF_OK and not_done says what is left. Returns CF_OK, CF_EINVAL, CF_ENOMEM,
+ * CF_EDEADLK (from a task: see above). Blocks. Cost: linear in n. */
 CF_API int cf_wait(cf_future *const *fs, size_t n, double timeout,
                    cf_return_when return_when, cf_future **done,
                    size_t *n_done, cf_future **not_done, size_t *n_not_done);
@@ -350,7 +380,8 @@ CF_API int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout,
 /* Returns CF_OK with the next completed future in `*out` (a new reference),
  * CF_EEND when every future has been returned, or CF_ETIMEDOUT when the
  * deadline passed first (later calls may still return futures that complete
- * meanwhile, polling). Not thread-safe: one consumer per iterator. Blocks. */
+ * meanwhile, polling), CF_EDEADLK (from a task: see above). Not
+ * thread-safe: one consumer per iterator. Blocks. */
 CF_API int cf_as_completed_next(cf_as_completed *it, cf_future **out);
 
 /* Frees the iterator and its references. Futures are not cancelled. */
@@ -753,11 +784,13 @@ CF_API int cf_executor_map_stream(cf_executor *ex, cf_fn fn,
 
 /* Returns the next result in input order: CF_OK with `*result` (borrowed,
  * valid until the next call or cf_map_free()), CF_EEND after the last,
- * CF_ETIMEDOUT if it is late, CF_ECANCELLED, or the failure of that call
- * (CF_ETASK or a CF_E* code) with details in `*error` (may be NULL). A
- * failure does not end the iteration: the next call moves on. CF_ETIMEDOUT
- * does not consume the item: after the deadline has passed, each call polls
- * the same item, returning it once ready and CF_ETIMEDOUT until then. Not thread-safe: one consumer per
+ * CF_ETIMEDOUT if it is late, CF_EDEADLK (from a task whose wait for the
+ * item could never end; it is not consumed), CF_ECANCELLED, or the
+ * failure of that call (CF_ETASK or a CF_E* code) with details in
+ * `*error` (may be NULL). A failure does not end the iteration: the next
+ * call moves on. CF_ETIMEDOUT does not consume the item: after the
+ * deadline has passed, each call polls the same item, returning it once
+ * ready and CF_ETIMEDOUT until then. Not thread-safe: one consumer per
  * iterator. Blocks. */
 CF_API int cf_map_next(cf_map *m, void **result, cf_error *error);
 

@@ -99,6 +99,9 @@ struct cf_future {
     /* Set once before the future is shared: a cancel makes it
      * CANCELLED_UNNOTIFIED (see cf__future_use_notify_protocol). */
     bool notify_protocol;
+    /* The helping tag of the thread pool whose queue holds it (nested.c),
+     * set by that pool's submit; 0: none. Meaningful while PENDING. */
+    uint8_t pool_tag;
     /* Continuations and combinators waiting on this future and not done
      * (see cf__future_attach); meaningful only while it is not done.
      * Saturates: from CF__DEPENDENTS_MAX on it stays there, and the
@@ -138,6 +141,11 @@ bool cf__future_attach(cf_future *f, cf__link *link, bool dependent);
 
 /* Where cf_future.dependents saturates. */
 #define CF__DEPENDENTS_MAX UINT16_MAX
+
+/* Takes `link` off `f` before it fires. Returns true if it was attached
+ * and `f` is not done (then it will never run); false otherwise (it has
+ * run, or will: `f` is done). */
+bool cf__future_unlink(cf_future *f, cf__link *link);
 
 /* One dependent of `f` stops waiting on it. Returns true if `f` is not
  * done and no dependent is left, so that the caller may cancel it; false
@@ -308,6 +316,55 @@ bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns);
 /* A completion queue whose descriptor is a pipe even where eventfd
  * exists (use_pipe), so tests cover the fallback. */
 int cf__completion_queue_open(bool use_pipe, cf_completion_queue **out);
+
+/* The plain wait: blocks until `f`'s state is at least `done_from`
+ * (CF__CANCELLED: done for cf_wait; CF__CANCELLED_UNNOTIFIED: done for its
+ * result) or the deadline passes. Returns true if done. */
+bool cf__future_block(cf_future *f, int64_t deadline_ns, int done_from);
+
+/* cf__future_wait_done() that also says why it gave up: CF_OK (done),
+ * CF_ETIMEDOUT, CF_EDEADLK (a task waiting for itself: see nested.c). */
+int cf__future_wait(cf_future *f, int64_t deadline_ns);
+
+/* ------------------------------------------------------------------------ */
+/* Waits from inside tasks (nested.c)                                       */
+
+/* The future whose task this thread runs (the innermost, when a waiting
+ * worker runs another task in place), or NULL: cf__invoke() sets it for
+ * the task and puts back the one before. */
+extern _Thread_local cf_future *cf__running;
+/* This thread's pool's helping tag (a thread pool worker's), or 0. */
+extern _Thread_local uint8_t cf__helping_tag;
+
+/* A task's wait, while it lasts, in nested.c's registry (on the waiting
+ * function's stack; the fields are nested.c's). */
+typedef struct cf__wait_frame cf__wait_frame;
+struct cf__wait_frame {
+    cf_future *running;    /* the waiting task's future */
+    cf_future *waiting_on; /* the one future it waits for; NULL: several */
+    cf__wait_frame *next, *prev;
+};
+
+/* A wait for `f` from inside a task (cf__running not NULL): runs `f`
+ * here if it is queued in this thread's pool, else blocks as
+ * cf__future_block() does unless that would wait for the task itself.
+ * Returns CF_OK (done), CF_ETIMEDOUT, CF_EDEADLK. */
+int cf__nested_wait(cf_future *f, int64_t deadline_ns, int done_from);
+
+/* From inside a task waiting for any of fs[0..n): runs one of them that is
+ * queued in this thread's pool, starting at *cursor (advanced past those
+ * that cannot be: they never can later). Returns the one it ran (done
+ * now), or NULL. */
+cf_future *cf__nested_help_one(cf_future *const *fs, size_t n,
+                               size_t *cursor);
+
+/* From inside a task, before it blocks waiting for any of fs[0..n):
+ * CF_EDEADLK if every one not yet done waits, in the end, for the task
+ * itself; else registers the wait in `fr` and returns CF_OK, to be ended
+ * by cf__nested_end_wait(fr). */
+int cf__nested_begin_wait(cf__wait_frame *fr, cf_future *const *fs,
+                          size_t n, int done_from);
+void cf__nested_end_wait(cf__wait_frame *fr);
 
 /* ------------------------------------------------------------------------ */
 /* Calls: what a running task sees as `cf_call *`.                          */

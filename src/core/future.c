@@ -156,6 +156,7 @@ cf_future *cf__future_alloc(void)
     f->has_cancel_hook = false;
     f->failed = false;
     f->notify_protocol = false;
+    f->pool_tag = 0;
     f->dependents = 0;
     return f;
 }
@@ -183,23 +184,6 @@ cf_future *cf_future_retain(cf_future *f)
     return f;
 }
 
-/* Frees a future whose last reference is gone. */
-static void destroy(cf_future *f)
-{
-    int state = atomic_load_explicit(&f->state, memory_order_relaxed);
-    if (state == CF__FINISHED && f->failed) {
-        free(f->end.failure.message);
-    } else if (state == CF__FINISHED) {
-        if (f->end.value.free_result && f->end.value.result)
-            f->end.value.free_result(f->end.value.result);
-    } else if (!cf__state_cancelled(state)) {
-        /* Released while pending: its callbacks will now never run; free
-         * them. No waiter can be left: waiters hold references. */
-        free_entries(f->end.lists.callbacks);
-    }
-    cf__future_mem_free(f);
-}
-
 /* Futures this thread is freeing whose results have destructors, which
  * may release more futures (a when_all's value holds its inputs, which may
  * be when_alls...): those wait on this list, linked through `next` (the
@@ -210,19 +194,10 @@ static _Thread_local struct {
     bool freeing;
 } dying;
 
-void cf_future_release(cf_future *f)
+/* The last release of a finished future whose result has a destructor.
+ * Out of line: most futures have none. */
+__attribute__((noinline)) static void release_owned(cf_future *f)
 {
-    if (!f)
-        return;
-    /* acq_rel: the last releaser must see every write made by the others. */
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    if (!(atomic_load_explicit(&f->state, memory_order_relaxed) ==
-              CF__FINISHED &&
-          !f->failed && f->end.value.free_result)) {
-        destroy(f);
-        return;
-    }
     atomic_store_explicit(&f->next, dying.head, memory_order_relaxed);
     dying.head = f;
     if (dying.freeing)
@@ -230,9 +205,33 @@ void cf_future_release(cf_future *f)
     dying.freeing = true;
     while ((f = dying.head) != NULL) {
         dying.head = atomic_load_explicit(&f->next, memory_order_relaxed);
-        destroy(f);
+        f->end.value.free_result(f->end.value.result);
+        cf__future_mem_free(f);
     }
     dying.freeing = false;
+}
+
+void cf_future_release(cf_future *f)
+{
+    if (!f)
+        return;
+    /* acq_rel: the last releaser must see every write made by the others. */
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    int state = atomic_load_explicit(&f->state, memory_order_relaxed);
+    if (state == CF__FINISHED && f->failed) {
+        free(f->end.failure.message);
+    } else if (state == CF__FINISHED) {
+        if (f->end.value.free_result && f->end.value.result) {
+            release_owned(f);
+            return;
+        }
+    } else if (!cf__state_cancelled(state)) {
+        /* Released while pending: its callbacks will now never run; free
+         * them. No waiter can be left: waiters hold references. */
+        free_entries(f->end.lists.callbacks);
+    }
+    cf__future_mem_free(f);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -514,6 +513,8 @@ static int wait_for(cf_future *f, double timeout)
     int rc = cf__deadline_from_timeout(timeout, &deadline);
     if (rc != CF_OK)
         return rc;
+    if (cf__running) /* from inside a task: see nested.c */
+        return cf__nested_wait(f, deadline, CF__CANCELLED_UNNOTIFIED);
     return wait_done(f, deadline, CF__CANCELLED_UNNOTIFIED) ? CF_OK
                                                             : CF_ETIMEDOUT;
 }
@@ -587,6 +588,26 @@ bool cf__future_attach(cf_future *f, cf__link *link, bool dependent)
         f->dependents++;
     cf__spin_unlock(&f->lock);
     return true;
+}
+
+bool cf__future_unlink(cf_future *f, cf__link *link)
+{
+    void *tagged = (void *)((uintptr_t)link | LINK_TAG);
+    bool found = false;
+    cf__spin_lock(&f->lock);
+    if (!cf__state_done_for_result(atomic_load_explicit(
+            &f->state, memory_order_relaxed))) {
+        /* Newest first; the link is usually the only entry, or close. */
+        void **at = &f->end.lists.callbacks;
+        while (*at && *at != tagged)
+            at = (void **)((uintptr_t)*at & ~LINK_TAG);
+        if (*at) {
+            *at = link->next;
+            found = true;
+        }
+    }
+    cf__spin_unlock(&f->lock);
+    return found;
 }
 
 bool cf__future_detach(cf_future *f)
@@ -701,9 +722,23 @@ static inline bool wait_done(cf_future *f, int64_t deadline_ns,
     return cf__future_state(f) >= done_from;
 }
 
+bool cf__future_block(cf_future *f, int64_t deadline_ns, int done_from)
+{
+    return wait_done(f, deadline_ns, done_from);
+}
+
+int cf__future_wait(cf_future *f, int64_t deadline_ns)
+{
+    if (cf__state_done(cf__future_state(f)))
+        return CF_OK;
+    if (cf__running)
+        return cf__nested_wait(f, deadline_ns, CF__CANCELLED);
+    return wait_done(f, deadline_ns, CF__CANCELLED) ? CF_OK : CF_ETIMEDOUT;
+}
+
 bool cf__future_wait_done(cf_future *f, int64_t deadline_ns)
 {
-    return wait_done(f, deadline_ns, CF__CANCELLED);
+    return cf__future_wait(f, deadline_ns) == CF_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -745,7 +780,11 @@ void cf__invoke(cf_future *f, cf_fn fn, void *arg, cf__outcome *out)
                     .message = NULL,
                     .free_result = NULL,
                     .cancel_flag = &f->cancel_requested};
+    /* Waits inside the task know which task waits (nested.c). */
+    cf_future *outer = cf__running;
+    cf__running = f;
     void *result = fn(arg, &call);
+    cf__running = outer;
     if (call.code != 0 && call.free_result && result)
         call.free_result(result); /* a failing task's value is not delivered */
     out->result = call.code ? NULL : result;

@@ -455,28 +455,32 @@ static int next_item(cf_map *m, void **result, cf_error *error)
  * so long tasks do not pay for the polling. */
 #define MAP_YIELD_NS 200000
 
-/* Waits for the future of the oldest slot; false once the deadline has
- * passed. A map with a timeout waits as cf_future_result() does. */
-static bool wait_slot(cf_map *m, cf_future *f)
+/* Waits for the future of the oldest slot. Returns CF_OK once it is done,
+ * CF_ETIMEDOUT once the deadline has passed, CF_EDEADLK from inside a task
+ * whose wait would never end (see nested.c). A map with a timeout waits
+ * as cf_future_result() does. */
+static int wait_slot(cf_map *m, cf_future *f)
 {
     if (m->deadline != CF__NO_DEADLINE)
-        return cf__future_wait_done(f, m->deadline);
-    if (m->slow) {
+        return cf__future_wait(f, m->deadline);
+    if (m->slow || cf__running) {
+        /* Inside a task, no polling: the wait runs the slot's task here if
+         * it is queued in this thread's pool. */
         int64_t start = cf__now_ns();
-        cf__future_wait_done(f, CF__NO_DEADLINE);
+        int rc = cf__future_wait(f, CF__NO_DEADLINE);
         m->slow = cf__now_ns() - start >= MAP_YIELD_NS;
-        return true;
+        return rc;
     }
     int64_t until = 0;
     for (unsigned i = 0; !cf__state_done(cf__future_state(f)); i++) {
         if (!cf__spin_continue(i, &until, MAP_YIELD_NS)) {
             m->slow = true;
-            return cf__future_wait_done(f, CF__NO_DEADLINE);
+            return cf__future_wait(f, CF__NO_DEADLINE);
         }
         if ((i & 7) == 7)
             cf__yield();
     }
-    return true;
+    return CF_OK;
 }
 
 int cf_map_next(cf_map *m, void **result, cf_error *error)
@@ -495,8 +499,10 @@ int cf_map_next(cf_map *m, void **result, cf_error *error)
             return CF_EEND;
         }
         cf_future *f = m->ring[m->head].future;
-        if (!cf__state_done(cf__future_state(f)) && !wait_slot(m, f))
-            return CF_ETIMEDOUT;
+        int rc = cf__state_done(cf__future_state(f)) ? CF_OK
+                                                     : wait_slot(m, f);
+        if (rc != CF_OK)
+            return rc;
         m->current = ring_pop(m);
         m->item = 0;
         fill(m); /* a submit error is reported in order, after these */

@@ -18,9 +18,9 @@
  * The record's `word` holds three flags in its low bits: STARTED and
  * RUNNING, set by monitored_task, and DONE, set by the link; above them,
  * the submit time in ns until the task starts, then the index + 1 of the
- * worker that runs it. A future is normally done only after its task returned, but
- * a task's future can be completed from outside while the task still
- * runs (cf_future_set_result on a running future): whichever of
+ * worker that runs it. A future is normally done only after its task
+ * returned, but a task's future can be completed from outside while the
+ * task still runs (cf_future_set_result on a running future): whichever of
  * monitored_task and the link ends second frees the record.
  *
  * Counters and time histograms are sharded (SHARDS cache-line groups, a

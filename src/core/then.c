@@ -7,8 +7,10 @@
  * on D, attached first while D is still private, and `on_input` on the
  * antecedent. It holds a reference to each future and is freed by
  * whichever link runs second, so the antecedent, and the value the
- * continuation reads from it, live until D is done (unless that value
- * needs nothing of it: see release_input_early). While D waits, its own
+ * continuation reads from it, live until D is done. Usually the value
+ * needs nothing of its future (no destructor): then on_input takes
+ * on_self off D and ends the op itself, in the thread that completed the
+ * input, so that the worker running D does what it does for any task. While D waits, its own
  * `start` words (unused until it is submitted) hold the function and its
  * argument.
  *
@@ -127,6 +129,22 @@ static void *run_always(void *arg, cf_call *call)
     return op->u.always.fn(input_of(op), op->u.always.arg, call);
 }
 
+/* Runs `fn(arg)` for D: now, here (inline), or by submitting D itself as
+ * the task's future. */
+static void start_task(cf_executor *ex, cf_future *d, cf_fn fn, void *arg)
+{
+    if (!ex) {
+        if (cf_future_set_running_or_notify_cancel(d) == CF_OK)
+            cf__run_task(d, fn, arg);
+        return;
+    }
+    int rc = cf__executor_submit_future(ex, d, fn, arg);
+    if (rc != CF_OK)
+        cf__future_finish(d, NULL, NULL, rc,
+                          cf__format("the continuation could not be "
+                                     "submitted: %s", cf_strerror(rc)));
+}
+
 static void input_done(cf__link *link)
 {
     then_op *op = (then_op *)link;
@@ -142,29 +160,40 @@ static void input_done(cf__link *link)
         /* on_input has run: its words hold the call from now on. */
         op->u.always.fn = (cf_then_fn)(void (*)(void))fn;
         op->u.always.arg = arg;
-        fn = run_always;
-        arg = op;
-    } else if (cf__future_outcome(input) != CF_OK) {
+        start_task(op->ex, d, run_always, op);
+        op_unref(op);
+        return;
+    }
+    bool ok = cf__future_outcome(input) == CF_OK;
+    cf_executor *ex = op->ex;
+    /* The common case: what D still needs of the input is its outcome, or
+     * a value with no destructor. Then on_self has no more work (the input
+     * is done), so it comes off D and the op ends here, in the thread that
+     * completed the input, instead of in the worker that completes D: a
+     * hop then costs the worker what a submitted task does. */
+    if ((!ok || !input->end.value.free_result) &&
+        cf__future_unlink(d, &op->on_self)) {
+        cf__future_mem_free(op);
+        if (ok)
+            start_task(ex, d, fn, cf__future_result(input));
+        else
+            pass_on(d, input);
+        cf_future_release(input);
+        cf_future_release(d);
+        return;
+    }
+    /* on_self stays on D: its value has a destructor (D needs the input
+     * until it is done), or D was cancelled a moment ago. */
+    if (!ok) {
         pass_on(d, input);
         release_input_early(op);
         op_unref(op);
         return;
-    } else {
-        arg = cf__future_result(input);
-        /* A value without a destructor does not need its future. */
-        if (!input->end.value.free_result)
-            release_input_early(op);
     }
-    if (!op->ex) {
-        if (cf_future_set_running_or_notify_cancel(d) == CF_OK)
-            cf__run_task(d, fn, arg);
-    } else {
-        int rc = cf__executor_submit_future(op->ex, d, fn, arg);
-        if (rc != CF_OK)
-            cf__future_finish(d, NULL, NULL, rc,
-                              cf__format("the continuation could not be "
-                                         "submitted: %s", cf_strerror(rc)));
-    }
+    arg = cf__future_result(input);
+    if (!input->end.value.free_result)
+        release_input_early(op);
+    start_task(ex, d, fn, arg);
     op_unref(op);
 }
 

@@ -224,11 +224,28 @@ static bool condition_holds(cf_future *const *fs, size_t n, int return_when)
  * cost an array as large as the set and a notification per completion,
  * which the completing workers pay while this thread is still installing
  * (W1: 50-65 ns per future of 1M; this way 5-15). */
-static void wait_each(cf_future *const *fs, size_t n, int64_t deadline)
+static int wait_each(cf_future *const *fs, size_t n, int64_t deadline)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!cf__future_wait_done(fs[i], deadline))
-            return;
+    for (size_t i = 0; i < n; i++) {
+        int rc = cf__future_wait(fs[i], deadline);
+        if (rc != CF_OK)
+            return rc == CF_EDEADLK ? rc : CF_OK; /* a timeout is not */
+    }
+    return CF_OK;
+}
+
+/* From inside a task (nested.c): runs the futures queued in this thread's
+ * pool until the condition holds or none is left to run here. Returns
+ * true if the condition holds. */
+static bool help_until(cf_future *const *fs, size_t n, int return_when)
+{
+    size_t cursor = 0;
+    cf_future *ran;
+    while ((ran = cf__nested_help_one(fs, n, &cursor)) != NULL)
+        if (return_when == CF_FIRST_COMPLETED ||
+            (return_when == CF_FIRST_EXCEPTION && failed(ran)))
+            return true;
+    return condition_holds(fs, n, return_when);
 }
 
 /* FIRST_COMPLETED, FIRST_EXCEPTION: installs nodes on the futures not done
@@ -237,9 +254,21 @@ static void wait_each(cf_future *const *fs, size_t n, int64_t deadline)
 static int block_until(cf_future *const *fs, size_t n, int return_when,
                        int64_t deadline)
 {
+    bool nested = cf__running != NULL;
+    cf__wait_frame frame;
+    if (nested) {
+        if (help_until(fs, n, return_when))
+            return CF_OK;
+        int rc = cf__nested_begin_wait(&frame, fs, n, CF__CANCELLED);
+        if (rc != CF_OK)
+            return rc;
+    }
     cf__wait_node *nodes = malloc(n * sizeof *nodes);
-    if (!nodes)
+    if (!nodes) {
+        if (nested)
+            cf__nested_end_wait(&frame);
         return CF_ENOMEM;
+    }
     cf__waiter w;
     cf__event_init(&w.event);
     atomic_init(&w.lock.held, false);
@@ -280,6 +309,8 @@ static int block_until(cf_future *const *fs, size_t n, int return_when,
         cf__wait_node_remove(&nodes[i]);
     cf__event_destroy(&w.event);
     free(nodes);
+    if (nested)
+        cf__nested_end_wait(&frame);
     return CF_OK;
 }
 
@@ -306,9 +337,10 @@ int cf_wait(cf_future *const *fs, size_t n, double timeout,
         return CF_ENOMEM;
     }
     if (return_when == CF_ALL_COMPLETED)
-        wait_each(uniq, m, deadline); /* no scan first: it is one */
-    else if (!condition_holds(uniq, m, return_when) &&
-             (rc = block_until(uniq, m, return_when, deadline)) != CF_OK) {
+        rc = wait_each(uniq, m, deadline); /* no scan first: it is one */
+    else if (!condition_holds(uniq, m, return_when))
+        rc = block_until(uniq, m, return_when, deadline);
+    if (rc != CF_OK) {
         free(uniq);
         return rc;
     }
@@ -342,6 +374,7 @@ struct cf_as_completed {
     size_t n;
     cf__wait_node *nodes;  /* one per future in `futures` */
     size_t *ready;         /* indexes done before the call, yielded first */
+    size_t help_cursor;    /* from inside a task: see cf__nested_help_one */
     size_t n_ready, ready_pos;
     size_t yielded;
     int64_t deadline;
@@ -439,15 +472,34 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out)
     }
     if (it->yielded == it->n)
         return CF_EEND;
+    bool nested = false;
+    cf__wait_frame frame;
     for (;;) {
         unsigned seq = cf__event_seq(&it->w.event);
         cf__wait_node *node = pop_completed(it);
         if (node) {
+            if (nested)
+                cf__nested_end_wait(&frame);
             it->yielded++;
             *out = cf_future_retain(node->future);
             return CF_OK;
         }
+        /* From inside a task (nested.c): run a future queued in this
+         * thread's pool, and look again; before blocking, make sure that
+         * something else can end the wait. */
+        if (cf__running && !nested) {
+            if (cf__nested_help_one(it->futures, it->n, &it->help_cursor))
+                continue;
+            int rc = cf__nested_begin_wait(&frame, it->futures, it->n,
+                                           CF__CANCELLED);
+            if (rc != CF_OK)
+                return rc;
+            nested = true;
+            continue; /* a look before sleeping: a future may be done */
+        }
         if (!cf__event_wait_spinning(&it->w.event, seq, it->deadline)) {
+            if (nested)
+                cf__nested_end_wait(&frame);
             /* One last look: a completion may have raced the deadline. */
             if ((node = pop_completed(it)) != NULL) {
                 it->yielded++;

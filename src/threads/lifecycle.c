@@ -16,6 +16,25 @@
 
 static atomic_uint pool_counter;
 
+/* Helping tags (thread_pool.h): one per live pool, 1 to 255. */
+static _Atomic(const thread_pool *) tag_owner[256];
+
+static uint8_t take_helping_tag(const thread_pool *p)
+{
+    for (int tag = 1; tag < 256; tag++) {
+        const thread_pool *none = NULL;
+        if (atomic_compare_exchange_strong(&tag_owner[tag], &none, p))
+            return (uint8_t)tag;
+    }
+    return 0; /* its workers will not help: see core/nested.c */
+}
+
+static void give_back_helping_tag(const thread_pool *p)
+{
+    if (p->helping_tag)
+        atomic_store(&tag_owner[p->helping_tag], NULL);
+}
+
 static void cancel_all(cf_future *f)
 {
     while (f) {
@@ -99,6 +118,7 @@ static int pool_shutdown(void *impl, double timeout, bool cancel_futures,
 static void pool_destroy(void *impl)
 {
     thread_pool *p = impl;
+    give_back_helping_tag(p);
     if (inherited(p)) {
         /* Its locks may be held by parent threads that do not exist here,
          * and its thread handles are the parent's: release memory only.
@@ -201,6 +221,7 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
     memset(p, 0, sizeof *p);
     init_atomics(p);
     p->max_workers = opts->max_workers ? opts->max_workers : default_workers();
+    p->helping_tag = take_helping_tag(p);
     p->max_searching = cf__cpu_count() / 2 > 1 ? cf__cpu_count() / 2 : 1;
     p->threads = calloc((size_t)p->max_workers, sizeof *p->threads);
     p->slots = calloc((size_t)p->max_workers, sizeof *p->slots);
@@ -231,6 +252,7 @@ fail_executor:
     cf__cond_destroy(&p->threads_done);
     cf__mutex_destroy(&p->lock);
 fail_alloc:
+    give_back_helping_tag(p);
     free(p->threads);
     free(p->slots);
     free(p);

@@ -245,6 +245,7 @@ static void serve(thread_pool *p, int index, bool initialize)
     worker_slot *slot = &p->slots[index];
     cf__current_pool = p->executor;
     cf__current_worker = index;
+    cf__helping_tag = p->helping_tag;
     cf__monitor_worker_event(p->executor, CF_EVENT_WORKER_START, index, 0,
                              NULL);
 
@@ -288,6 +289,7 @@ static void serve(thread_pool *p, int index, bool initialize)
     cf__monitor_worker_event(p->executor, CF_EVENT_WORKER_EXIT, index, 0,
                              NULL);
     cf__current_worker = -1;
+    cf__helping_tag = 0;
     cf__current_pool = NULL;
 }
 
@@ -462,6 +464,7 @@ int cf__thread_pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
                                        : CF_ESHUTDOWN;
     f->start.task.fn = fn;
     f->start.task.arg = arg;
+    f->pool_tag = p->helping_tag;
     /* The queue's reference. A future with one reference, the caller's,
      * is seen by nobody else (a future allocated by this submit), so a
      * plain store does what an atomic increment would, without its cost.

@@ -51,6 +51,10 @@ typedef struct thread_pool {
     cf_executor *executor; /* back pointer, for cf__current_pool */
     int max_workers;
     int max_searching; /* workers that may spin at once: half the CPUs */
+    /* Marks this pool's queued futures, so that a worker whose task waits
+     * for one runs it in place (core/nested.c); 0: none left (255 live
+     * pools have one). */
+    uint8_t helping_tag;
     unsigned fork_generation;
     int (*initializer)(void *);
     void *initarg;
