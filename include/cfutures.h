@@ -219,6 +219,27 @@ CF_API const cf_codec *cf_codec_word(void);
  * the receiving side, freed by the future or the worker). */
 CF_API const cf_codec *cf_codec_string(void);
 
+/* A length and that many bytes, in one allocation (`data` points just
+ * past the struct): what cf_codec_bytes() carries, such as a serialized
+ * call a language binding made. */
+typedef struct cf_bytes {
+    size_t len;
+    unsigned char *data;
+} cf_bytes;
+
+/* Allocates a cf_bytes of `len` bytes, a copy of `data` (NULL: left
+ * uninitialised, for the caller to fill). Free it with cf_bytes_free().
+ * Returns NULL when out of memory. */
+CF_API cf_bytes *cf_bytes_new(const void *data, size_t len);
+CF_API void cf_bytes_free(cf_bytes *b);
+
+/* A codec for cf_bytes in both directions; NULL crosses as NULL. A task
+ * receives a `cf_bytes *` it must not free (the worker frees it after the
+ * task) and returns one from cf_bytes_new() (or NULL), which the worker
+ * frees once sent. The future owns the result it decodes (a cf_bytes,
+ * freed with the future's last reference). */
+CF_API const cf_codec *cf_codec_bytes(void);
+
 /* ------------------------------------------------------------------------ */
 /* Futures                                                                  */
 
@@ -892,7 +913,65 @@ typedef enum cf_start_method {
     /* Plain fork of the parent: faster to start, safe only while the
      * parent has no other threads. */
     CF_START_FORK = 1,
+    /* Workers run another program (cf_process_pool_options.program), which
+     * calls cf_process_worker_main(). Tasks, custom codecs and the
+     * initializer must be registered by name in both programs
+     * (cf_task_register()); submitting an unregistered one is CF_EINVAL. */
+    CF_START_PROGRAM = 2,
+    /* Workers are started by a callback (cf_process_pool_options.
+     * start_worker), which hands the child its channel; the child calls
+     * cf_process_worker_serve(). Names as for CF_START_PROGRAM: the child
+     * may run anything (a language runtime's own process launcher). */
+    CF_START_CALLBACK = 3,
 } cf_start_method;
+
+/* How tasks and results travel between a pool and its workers. */
+typedef enum cf_transport {
+    /* A socket per worker plus memory shared with it: tasks are claimed
+     * and results published without a system call while both sides are
+     * busy, and several tasks may wait at a busy worker. The default. */
+    CF_TRANSPORT_SHARED_MEMORY = 0,
+    /* Two pipes per worker, nothing shared: for sandboxes without memfd
+     * or shared mappings. A worker is sent a task only when it is free,
+     * so each task costs a round trip through the pool's manager. */
+    CF_TRANSPORT_PIPES = 1,
+} cf_transport;
+
+/* What a worker started by a callback (CF_START_CALLBACK) needs to reach
+ * its pool: descriptors the child must get (inherited across fork, or
+ * passed to it; their numbers may change on the way) and hand to
+ * cf_process_worker_serve(). */
+typedef struct cf_worker_channel {
+    int read_fd;  /* tasks arrive here */
+    int write_fd; /* results go here (the same as read_fd for a socket) */
+    int shm_fd;   /* the pool's shared memory, or -1 */
+    int slot;     /* this worker's place in it, or -1 */
+} cf_worker_channel;
+
+/* What a start_worker callback tells the pool about the process it
+ * started. */
+typedef struct cf_worker_process {
+    /* The worker's process id (> 0). */
+    long pid;
+    /* NULL: the worker is a child of this process and the pool reaps it
+     * (waitpid). Set: the pool calls it once, on its manager thread, after
+     * the worker ended (its channel closed or, where the kernel has
+     * pidfds, its process ended), to learn its wait status as waitpid()
+     * reports it; for workers that are not this process's children or
+     * that the starter reaps itself. Returns 0 with `*wait_status` set, or
+     * nonzero when the status is unknown. Must not block for long. */
+    int (*reap)(void *start_ctx, long pid, int *wait_status);
+} cf_worker_process;
+
+/* Starts one worker process for a CF_START_CALLBACK pool. The child gets
+ * `channel`'s descriptors and calls cf_process_worker_serve() with them
+ * (and exits with the status it reports). Runs on the pool's manager
+ * thread; the pool closes its copies of the child's descriptors once it
+ * returns. Returns CF_OK with `*out` filled in, or a CF_E* code (the
+ * pool then treats the start as failed: CF_EAGAIN, CF_ENOMEM, ...). */
+typedef int (*cf_start_worker_fn)(void *start_ctx,
+                                  const cf_worker_channel *channel,
+                                  cf_worker_process *out);
 
 typedef struct cf_process_pool_options {
     /* Most worker processes. 0: CPUs this process may use. <0: CF_EINVAL. */
@@ -911,6 +990,25 @@ typedef struct cf_process_pool_options {
      * true: only the dead worker's task fails (CF_EBROKEN_PROCESS_POOL
      * naming the worker), a replacement starts and the rest carry on. */
     bool survive_worker_death;
+    /* CF_START_PROGRAM: the program workers run (a path; no PATH search),
+     * its argument vector (argv[0] included, NULL-terminated; NULL means
+     * {program, NULL}) and descriptors the worker keeps at the same
+     * numbers (n_keep_fds of them; the channel's descriptors are placed
+     * above them). Copied at creation. */
+    const char *program;
+    const char *const *program_argv;
+    const int *keep_fds;
+    size_t n_keep_fds;
+    /* CF_START_CALLBACK: starts a worker; called with `start_ctx`. */
+    cf_start_worker_fn start_worker;
+    void *start_ctx;
+    /* How tasks and results travel (CF_TRANSPORT_SHARED_MEMORY). */
+    cf_transport transport;
+    /* Task names every worker must know, NULL-terminated (NULL: none).
+     * Each worker checks them as it starts; one it does not know breaks
+     * the pool, the message naming it (instead of each task failing as it
+     * is run). Copied at creation. */
+    const char *const *required_tasks;
 } cf_process_pool_options;
 
 /* Creates a process pool. Returns CF_OK, CF_EINVAL (bad options; an
@@ -921,6 +1019,55 @@ typedef struct cf_process_pool_options {
  * none runs fails the queued futures with CF_EAGAIN or CF_ESYS. */
 CF_API int cf_process_pool_new(const cf_process_pool_options *opts,
                                cf_executor **out);
+
+/* ------------------------------------------------------------------------ */
+/* Workers that run another program                                         */
+
+/* Names `fn` for workers that run another program (CF_START_PROGRAM,
+ * CF_START_CALLBACK): both programs register the same name for their own
+ * copy of the task, and the pool sends the name instead of an address.
+ * Names are 1 to 255 bytes, compared as bytes. Pools whose workers run this
+ * same program (CF_START_EXEC, CF_START_FORK) keep finding code by
+ * address, so registering changes nothing for them. Registrations last for
+ * the life of the process. Returns CF_OK (also when this very pair was
+ * registered before), CF_EINVAL (NULL or bad name; the name already names
+ * another function; `fn` already has another name), CF_ENOMEM.
+ * Thread-safe. */
+CF_API int cf_task_register(const char *name, cf_fn fn);
+
+/* The same for a custom codec (a static object, as for every codec) and
+ * for a pool initializer. */
+CF_API int cf_codec_register(const char *name, const cf_codec *codec);
+CF_API int cf_initializer_register(const char *name,
+                                   int (*initializer)(void *initarg));
+
+/* What a worker program adds to its pool's setup. */
+typedef struct cf_worker_options {
+    /* Runs in the worker after the pool's initializer (if any), before its
+     * first task, with `initarg` (local to the worker: any pointer). A
+     * nonzero return breaks the pool as a failing pool initializer does.
+     * For setup that needs the worker's own state (a binding's decoded
+     * initializer). NULL: none. */
+    int (*initializer)(void *initarg);
+    void *initarg;
+} cf_worker_options;
+
+/* Serves tasks if this process was started as a CF_START_PROGRAM worker
+ * (it finds its channel in the environment variable CF_PROCESS_WORKER,
+ * which it removes), until the pool lets it go or goes away. Register the
+ * tasks first. Returns CF_OK once done, with the status the process should
+ * exit with in `*exit_status` (0: a clean end), or CF_EINVAL when this
+ * process is not such a worker (carry on as a normal program) or
+ * `exit_status` is NULL. `opts` may be NULL. Blocks. */
+CF_API int cf_process_worker_main(const cf_worker_options *opts,
+                                  int *exit_status);
+
+/* Serves tasks on `channel`, for a worker started by a start_worker
+ * callback (CF_START_CALLBACK). Same returns; CF_EINVAL also for a
+ * channel without descriptors. Does not close the descriptors. Blocks. */
+CF_API int cf_process_worker_serve(const cf_worker_channel *channel,
+                                   const cf_worker_options *opts,
+                                   int *exit_status);
 
 /* End every worker with SIGTERM / SIGKILL (Python 3.14's
  * terminate_workers() / kill_workers()): shut the pool down, cancel what

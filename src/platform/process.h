@@ -1,11 +1,14 @@
-/* process.h - the OS layer for worker processes: spawn, watch, reap,
- * wake-up descriptors, non-blocking socket I/O, and finding code by module.
+/* process.h - the OS layer for worker processes: channels, spawn, watch,
+ * reap, wake-up descriptors, non-blocking I/O, and finding code by module.
  *
- * Design: a worker is a child process joined to its parent by one
- * AF_UNIX stream socket (both directions; sends never raise SIGPIPE) and
- * watched through a pidfd where the kernel has them, else through the
- * socket's EOF. Every descriptor is created close-on-exec; the child keeps
- * only its end of the socket. Nothing here installs a signal handler.
+ * Design: a worker is a process joined to its parent by a channel, one
+ * AF_UNIX stream socket (both directions; sends never raise SIGPIPE) or
+ * two pipes, and watched through a pidfd where the kernel has them, else
+ * through the channel's EOF. Every descriptor is created close-on-exec;
+ * the child keeps only its ends of the channel (and what its caller asks
+ * to keep). Nothing here installs a signal handler. What travels on the
+ * channel, and the environment variable a worker finds it by, belong to
+ * the layer above (src/processes/).
  */
 #ifndef CF_PLATFORM_PROCESS_H
 #define CF_PLATFORM_PROCESS_H
@@ -28,18 +31,14 @@ typedef struct cf__code_ref {
     uint64_t offset;
 } cf__code_ref;
 
-/* The environment variable that makes a program start as a worker:
- * "<fd>:<parent pid>:<shm fd>:<slot>" (shm fd -1: no shared slot). */
-#define CF__WORKER_ENV "CF_PROCESS_WORKER"
-/* The descriptors an exec'd worker finds its socket and the pool's shared
- * memory on. */
-#define CF__WORKER_FD 3
-#define CF__WORKER_SHM_FD 4
+/* Descriptors below this number are never used for a pool's own shared
+ * memory, so that placing a child's descriptors never overwrites it. */
+#define CF__HIGH_FD 10
 
 /* Shared memory for a pool and its workers (memfd + mmap, so exec'd
  * workers can map it too). What it holds is the caller's business. */
 typedef struct cf__shm {
-    int fd; /* >= CF__WORKER_SHM_FD + 1, close-on-exec; -1 if none */
+    int fd; /* >= CF__HIGH_FD, close-on-exec; -1 if none */
     void *base;
     size_t size;
 } cf__shm;
@@ -49,27 +48,68 @@ typedef struct cf__shm {
 int cf__shm_create(size_t size, cf__shm *out);
 void cf__shm_destroy(cf__shm *shm);
 
+/* A channel between a parent and one child: both ends of a socket pair
+ * (then read and write descriptors are the same) or of two pipes. The
+ * parent's ends are non-blocking; every descriptor is close-on-exec. */
+typedef struct cf__channel {
+    int parent_read, parent_write;
+    int child_read, child_write;
+    bool socket;
+} cf__channel;
+
+/* Creates a channel: a socket pair, or with `pipes` two pipes. Returns
+ * CF_OK, CF_EAGAIN (descriptor limits), CF_ENOMEM, CF_ESYS. */
+int cf__channel_open(bool pipes, cf__channel *out);
+/* Closes the child's ends (the parent's copies, once the child has them). */
+void cf__channel_close_child(cf__channel *c);
+/* Closes every end still open. */
+void cf__channel_close(cf__channel *c);
+
 typedef struct cf__proc {
     pid_t pid;
-    int fd;    /* the parent's end of the socket, non-blocking */
+    int fd;       /* the parent's end to read from, non-blocking */
+    int write_fd; /* ... and to write to (== fd for a socket) */
+    bool socket;  /* the channel is a socket */
     int pidfd; /* readable once the child has exited; -1 if unsupported */
 } cf__proc;
+
+/* The child's side of a channel after the parent's ends were taken. */
+void cf__proc_from_channel(cf__channel *c, pid_t pid, cf__proc *out);
 
 /* The path of the running program, for exec (malloc'd). Returns CF_OK,
  * CF_ENOMEM or CF_ESYS. */
 int cf__proc_self_exe(char **out);
 
-/* Starts `exe` as a worker (fork + exec, via posix_spawn: safe in a
- * multithreaded parent). Returns CF_OK, CF_EAGAIN (resource limits),
- * CF_ENOMEM, CF_ESYS. */
-int cf__proc_spawn_exec(const char *exe, const cf__shm *shm, int slot,
-                        cf__proc *out);
+/* What to exec. The child gets `fds` (n_fds of them, -1 allowed) at the
+ * numbers fd_base, fd_base + 1, ..., keeps `keep_fds` at their own numbers
+ * (each must be below fd_base), and nothing else above 2. */
+typedef struct cf__exec_spec {
+    const char *exe;
+    char *const *argv;   /* NULL: {exe, NULL} */
+    const char *env_var; /* "NAME=value", added to the environment (an
+                            inherited NAME is replaced); NULL: none */
+    const int *keep_fds;
+    size_t n_keep_fds;
+    const int *fds;
+    int n_fds;
+    int fd_base;
+} cf__exec_spec;
 
-/* Forks a worker that runs `child_main(fd, ctx)` and exits with its
- * return value. The child resets its signal mask and closes every
- * descriptor but 0-2 and its socket. Same returns. */
-int cf__proc_spawn_fork(int (*child_main)(int fd, void *ctx), void *ctx,
-                        cf__proc *out);
+/* Starts a program (fork + exec, via posix_spawn: safe in a multithreaded
+ * parent), with an empty signal mask and default signal dispositions.
+ * Returns CF_OK with its pid, CF_EAGAIN (resource limits), CF_ENOMEM,
+ * CF_ESYS, CF_EINVAL (a kept descriptor at or above fd_base). */
+int cf__proc_spawn_exec(const cf__exec_spec *spec, pid_t *pid);
+
+/* Forks a child that runs `child_main(ch, ctx)` and exits with its return
+ * value. The child resets its signal mask and closes every descriptor but
+ * 0-2 and its ends of `ch`. Same returns. */
+int cf__proc_spawn_fork(const cf__channel *ch,
+                        int (*child_main)(const cf__channel *ch, void *ctx),
+                        void *ctx, pid_t *pid);
+
+/* A pidfd for `pid` (any process this one may signal), or -1. */
+int cf__pidfd_open(pid_t pid);
 
 /* Sends `sig` to the child unless it has been reaped. */
 void cf__proc_signal(const cf__proc *p, int sig);
@@ -77,6 +117,9 @@ void cf__proc_signal(const cf__proc *p, int sig);
 /* Waits for the child to end (blocking) and closes its descriptors.
  * Returns the raw wait status. Never waits for any other child. */
 int cf__proc_reap(cf__proc *p);
+
+/* Closes the descriptors of a process someone else reaps. */
+void cf__proc_forget(cf__proc *p);
 
 /* Writes a description of a wait status: "exited with status 3",
  * "was killed by signal SIGKILL (Killed)". */
@@ -95,6 +138,13 @@ ptrdiff_t cf__sock_send(int fd, const struct iovec *iov, int n);
  * available now, -2 on error (treated as EOF). */
 ptrdiff_t cf__sock_recv(int fd, void *buf, size_t n);
 
+/* The same on a non-blocking pipe. A write to a pipe whose reader is gone
+ * returns -1 without killing the caller: SIGPIPE is raised on the calling
+ * thread only, so callers keep it blocked there (pool manager threads
+ * block every signal), and it is taken back before this returns. */
+ptrdiff_t cf__pipe_write(int fd, const void *buf, size_t n);
+ptrdiff_t cf__pipe_read(int fd, void *buf, size_t n);
+
 /* A wake-up descriptor (eventfd): readable once signalled. */
 int cf__wake_open(int *fd);
 void cf__wake_signal(int fd);
@@ -104,21 +154,28 @@ void cf__fd_close(int fd);
 /* ------------------------------------------------------------------------ */
 /* Worker side                                                              */
 
-/* Reads CF__WORKER_ENV and removes it from the environment. Returns true
- * if this process is a worker, with its socket, its parent's pid, the
- * pool's shared memory (`shm->base` NULL if none: the mapping is made
- * here, before the descriptors are closed, and lives as long as the
- * process) and the index of its slot in it (-1 if none). */
-bool cf__worker_env_take(int *fd, pid_t *parent, cf__shm *shm, int *slot);
+/* Maps all of the shared memory behind `fd` (made by cf__shm_create() in
+ * the parent). Returns {-1, NULL, 0} when it cannot; the mapping lives as
+ * long as the process. `fd` is not kept. */
+cf__shm cf__shm_map(int fd);
 
-/* Makes this process a well-behaved worker: dies with its parent
- * (PR_SET_PDEATHSIG, checked against `parent` for the race before it was
- * set), keeps no descriptor but 0-2 and `fd` (made close-on-exec, so a
- * task's own child processes do not inherit it). Returns false if the
- * parent is already gone. */
-bool cf__worker_process_setup(int fd, pid_t parent);
+/* Dies with the parent (PR_SET_PDEATHSIG), checked against `parent` for
+ * the race before it was set. Returns false if the parent is already
+ * gone. */
+bool cf__die_with_parent(pid_t parent);
 
-/* Blocking I/O for the worker: all of `len` bytes, or false (peer gone). */
+/* Closes every descriptor from `from` (>= 3) up but `keep` (n of them),
+ * and makes those close-on-exec, so a task's own child processes do not
+ * inherit them. */
+void cf__keep_only_fds(const int *keep, int n, int from);
+
+/* Unblocks every signal of the calling thread (a worker started from a
+ * thread that blocked them must still die of SIGTERM). */
+void cf__unblock_signals(void);
+
+/* Blocking I/O for the worker: all of `len` bytes, or false (peer gone).
+ * Sockets never raise SIGPIPE; a pipe to a dead reader may (the worker
+ * then ends, as its pool is gone). */
 bool cf__fd_write_all(int fd, const void *buf, size_t len);
 /* Blocking read of at least 1 byte: > 0 bytes, 0 at EOF or error. */
 ptrdiff_t cf__fd_read_some(int fd, void *buf, size_t len);

@@ -82,7 +82,7 @@ int cf__proc_self_exe(char **out)
     return CF_OK;
 }
 
-static int open_pidfd(pid_t pid)
+int cf__pidfd_open(pid_t pid)
 {
 #if defined(__linux__) && defined(SYS_pidfd_open)
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -95,8 +95,20 @@ static int open_pidfd(pid_t pid)
     return -1;
 }
 
-static int make_socketpair(int sv[2])
+/* ------------------------------------------------------------------------ */
+/* Channels                                                                 */
+
+static int set_nonblocking(int fd)
 {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
+        return errno_to_cf(errno);
+    return CF_OK;
+}
+
+static int open_socketpair(cf__channel *c)
+{
+    int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return errno_to_cf(errno);
     /* Large buffers: fewer wake-ups for big payloads. Best effort. */
@@ -105,18 +117,80 @@ static int make_socketpair(int sv[2])
         setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
         setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
     }
-    int fl = fcntl(sv[0], F_GETFL);
-    if (fl < 0 || fcntl(sv[0], F_SETFL, fl | O_NONBLOCK) != 0) {
-        int e = errno;
-        close(sv[0]);
-        close(sv[1]);
-        return errno_to_cf(e);
-    }
+    *c = (cf__channel){sv[0], sv[0], sv[1], sv[1], true};
     return CF_OK;
 }
 
+static int open_pipes(cf__channel *c)
+{
+    int to_child[2], to_parent[2];
+    if (pipe2(to_child, O_CLOEXEC) != 0)
+        return errno_to_cf(errno);
+    if (pipe2(to_parent, O_CLOEXEC) != 0) {
+        int e = errno;
+        close(to_child[0]);
+        close(to_child[1]);
+        return errno_to_cf(e);
+    }
+#if defined(F_SETPIPE_SZ)
+    /* Larger pipes: fewer wake-ups for big payloads. Best effort. */
+    fcntl(to_child[1], F_SETPIPE_SZ, 1 << 20);
+    fcntl(to_parent[1], F_SETPIPE_SZ, 1 << 20);
+#endif
+    *c = (cf__channel){to_parent[0], to_child[1], to_child[0], to_parent[1],
+                       false};
+    return CF_OK;
+}
+
+int cf__channel_open(bool pipes, cf__channel *out)
+{
+    cf__channel c;
+    int rc = pipes ? open_pipes(&c) : open_socketpair(&c);
+    if (rc != CF_OK)
+        return rc;
+    rc = set_nonblocking(c.parent_read);
+    if (rc == CF_OK && c.parent_write != c.parent_read)
+        rc = set_nonblocking(c.parent_write);
+    if (rc != CF_OK) {
+        cf__channel_close(&c);
+        return rc;
+    }
+    *out = c;
+    return CF_OK;
+}
+
+/* Closes both ends of a side (once if they are one socket). */
+static void close_pair(int *r, int *w)
+{
+    if (*w != *r)
+        cf__fd_close(*w);
+    cf__fd_close(*r);
+    *r = *w = -1;
+}
+
+void cf__channel_close_child(cf__channel *c)
+{
+    close_pair(&c->child_read, &c->child_write);
+}
+
+void cf__channel_close(cf__channel *c)
+{
+    close_pair(&c->parent_read, &c->parent_write);
+    cf__channel_close_child(c);
+}
+
+void cf__proc_from_channel(cf__channel *c, pid_t pid, cf__proc *out)
+{
+    out->pid = pid;
+    out->fd = c->parent_read;
+    out->write_fd = c->parent_write;
+    out->socket = c->socket;
+    out->pidfd = cf__pidfd_open(pid);
+    c->parent_read = c->parent_write = -1;
+}
+
 /* ------------------------------------------------------------------------ */
-/* Shared slots                                                             */
+/* Shared memory                                                            */
 
 int cf__shm_create(size_t size, cf__shm *out)
 {
@@ -125,9 +199,9 @@ int cf__shm_create(size_t size, cf__shm *out)
     int fd = memfd_create("cfutures-pool", MFD_CLOEXEC);
     if (fd < 0)
         return errno_to_cf(errno);
-    /* Kept above the numbers a spawned worker's descriptors are dup'ed
-     * to, so those dups never overwrite it. */
-    int high = fcntl(fd, F_DUPFD_CLOEXEC, CF__WORKER_SHM_FD + 1);
+    /* Kept above the numbers a spawned worker's descriptors are placed
+     * at, so placing them never overwrites it. */
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, CF__HIGH_FD);
     int e = errno;
     close(fd);
     if (high < 0)
@@ -156,8 +230,26 @@ void cf__shm_destroy(cf__shm *shm)
     *shm = (cf__shm){-1, NULL, 0};
 }
 
-/* environ plus our variable (any inherited one replaced). */
-static char **worker_environ(char *var)
+cf__shm cf__shm_map(int fd)
+{
+    struct stat st;
+    cf__shm shm = {-1, NULL, 0};
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size <= 0)
+        return shm;
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED) {
+        shm.base = p; /* the mapping lives as long as the process */
+        shm.size = (size_t)st.st_size;
+    }
+    return shm;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Spawning                                                                 */
+
+/* environ plus `var` (any inherited variable of the same name replaced). */
+static char **child_environ(const char *var)
 {
     size_t n = 0;
     while (environ && environ[n])
@@ -165,141 +257,165 @@ static char **worker_environ(char *var)
     char **env = malloc((n + 2) * sizeof *env);
     if (!env)
         return NULL;
-    size_t k = 0, prefix = strlen(CF__WORKER_ENV "=");
+    const char *eq = var ? strchr(var, '=') : NULL;
+    size_t prefix = eq ? (size_t)(eq - var) + 1 : 0;
+    size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], CF__WORKER_ENV "=", prefix) != 0)
+        if (!prefix || strncmp(environ[i], var, prefix) != 0)
             env[k++] = environ[i];
-    env[k++] = var;
+    if (var)
+        env[k++] = (char *)var;
     env[k] = NULL;
     return env;
 }
 
-static int spawn_attrs(posix_spawnattr_t *attr, posix_spawn_file_actions_t *fa,
-                       int child_fd, int shm_fd)
+/* The file actions that give the child `fds` at fd_base + i from the
+ * temporary copies `high` (above every target, so no placement overwrites
+ * a source), keep `keep_fds`, and close the rest. */
+static int file_actions(posix_spawn_file_actions_t *fa,
+                        const cf__exec_spec *spec, const int *high)
+{
+    int rc = posix_spawn_file_actions_init(fa);
+    if (rc != 0)
+        return CF_ENOMEM;
+    /* dup2 onto itself clears close-on-exec (glibc >= 2.29). */
+    for (size_t i = 0; rc == 0 && i < spec->n_keep_fds; i++)
+        rc = posix_spawn_file_actions_adddup2(fa, spec->keep_fds[i],
+                                              spec->keep_fds[i]);
+    for (int i = 0; rc == 0 && i < spec->n_fds; i++)
+        if (high[i] >= 0)
+            rc = posix_spawn_file_actions_adddup2(fa, high[i],
+                                                  spec->fd_base + i);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
+    /* Descriptors the caller left inheritable stay out of the worker. */
+    rc = rc ? rc : posix_spawn_file_actions_addclosefrom_np(
+                       fa, spec->fd_base + spec->n_fds);
+#endif
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(fa);
+        return errno_to_cf(rc);
+    }
+    return CF_OK;
+}
+
+static int spawn_attrs(posix_spawnattr_t *attr)
 {
     sigset_t none, all;
     sigemptyset(&none);
     sigfillset(&all);
     if (posix_spawnattr_init(attr) != 0)
         return CF_ENOMEM;
-    if (posix_spawn_file_actions_init(fa) != 0) {
-        posix_spawnattr_destroy(attr);
-        return CF_ENOMEM;
-    }
     /* The manager thread blocks every signal; the worker must not inherit
      * that mask, nor a disposition the caller set to "ignore". */
     int rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK |
                                                 POSIX_SPAWN_SETSIGDEF);
     rc = rc ? rc : posix_spawnattr_setsigmask(attr, &none);
     rc = rc ? rc : posix_spawnattr_setsigdefault(attr, &all);
-    /* dup2 onto itself clears close-on-exec (glibc >= 2.29). */
-    rc = rc ? rc : posix_spawn_file_actions_adddup2(fa, child_fd,
-                                                    CF__WORKER_FD);
-    /* After the socket: shm_fd is above both numbers (cf__shm_create). */
-    if (shm_fd >= 0)
-        rc = rc ? rc : posix_spawn_file_actions_adddup2(fa, shm_fd,
-                                                        CF__WORKER_SHM_FD);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
-    /* Descriptors the caller left inheritable stay out of the worker. */
-    rc = rc ? rc : posix_spawn_file_actions_addclosefrom_np(fa,
-                                                    CF__WORKER_SHM_FD + 1);
-#endif
     if (rc != 0) {
-        posix_spawn_file_actions_destroy(fa);
         posix_spawnattr_destroy(attr);
         return errno_to_cf(rc);
     }
     return CF_OK;
 }
 
-int cf__proc_spawn_exec(const char *exe, const cf__shm *shm, int slot,
-                        cf__proc *out)
+enum { MAX_PLACED_FDS = 8 };
+
+int cf__proc_spawn_exec(const cf__exec_spec *spec, pid_t *pid)
 {
-    int sv[2];
-    int rc = make_socketpair(sv);
-    if (rc != CF_OK)
-        return rc;
-    bool shared = shm && shm->base;
-    char var[96];
-    snprintf(var, sizeof var, CF__WORKER_ENV "=%d:%ld:%d:%d", CF__WORKER_FD,
-             (long)getpid(), shared ? CF__WORKER_SHM_FD : -1,
-             shared ? slot : -1);
-    char **env = worker_environ(var);
+    if (spec->n_fds < 0 || spec->n_fds > MAX_PLACED_FDS || spec->fd_base < 3)
+        return CF_EINVAL;
+    for (size_t i = 0; i < spec->n_keep_fds; i++)
+        if (spec->keep_fds[i] < 0 || spec->keep_fds[i] >= spec->fd_base)
+            return CF_EINVAL;
+    int high[MAX_PLACED_FDS];
+    int rc = CF_OK;
+    for (int i = 0; i < spec->n_fds; i++)
+        high[i] = -1;
+    for (int i = 0; rc == CF_OK && i < spec->n_fds; i++) {
+        if (spec->fds[i] < 0)
+            continue;
+        high[i] = fcntl(spec->fds[i], F_DUPFD_CLOEXEC,
+                        spec->fd_base + spec->n_fds);
+        if (high[i] < 0)
+            rc = errno_to_cf(errno);
+    }
+    char **env = rc == CF_OK ? child_environ(spec->env_var) : NULL;
+    if (rc == CF_OK && !env)
+        rc = CF_ENOMEM;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_t fa;
-    if (!env) {
-        rc = CF_ENOMEM;
-        goto out_sock;
-    }
-    if ((rc = spawn_attrs(&attr, &fa, sv[1], shared ? shm->fd : -1)) !=
-        CF_OK)
-        goto out_env;
-    char *argv[] = {(char *)exe, NULL};
-    pid_t pid;
-    int err = posix_spawn(&pid, exe, &fa, &attr, argv, env);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    if (err != 0) {
-        rc = errno_to_cf(err);
-        goto out_env;
+    if (rc == CF_OK && (rc = spawn_attrs(&attr)) == CF_OK) {
+        if ((rc = file_actions(&fa, spec, high)) == CF_OK) {
+            char *default_argv[] = {(char *)spec->exe, NULL};
+            int err = posix_spawn(pid, spec->exe, &fa, &attr,
+                                  spec->argv ? spec->argv : default_argv,
+                                  env);
+            rc = err ? errno_to_cf(err) : CF_OK;
+            posix_spawn_file_actions_destroy(&fa);
+        }
+        posix_spawnattr_destroy(&attr);
     }
     free(env);
-    close(sv[1]);
-    out->pid = pid;
-    out->fd = sv[0];
-    out->pidfd = open_pidfd(pid);
-    return CF_OK;
-out_env:
-    free(env);
-out_sock:
-    close(sv[0]);
-    close(sv[1]);
+    for (int i = 0; i < spec->n_fds; i++)
+        cf__fd_close(high[i]);
     return rc;
 }
 
-/* Closes every descriptor above 2 except `keep`. */
-static void close_all_but(int keep)
+/* Closes every descriptor from `from` up that is not in `keep`. */
+static void close_others(const int *keep, int n, int from)
 {
+    int top = from - 1;
+    for (int i = 0; i < n; i++)
+        top = keep[i] > top ? keep[i] : top;
+    for (int fd = from; fd <= top; fd++) {
+        bool kept = false;
+        for (int i = 0; i < n && !kept; i++)
+            kept = keep[i] == fd;
+        if (!kept)
+            close(fd);
+    }
 #if defined(__linux__) && defined(SYS_close_range)
-    if (keep > 3)
-        syscall(SYS_close_range, 3u, (unsigned)keep - 1, 0u);
-    if (syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0u) == 0)
+    if (syscall(SYS_close_range, (unsigned)top + 1, ~0u, 0u) == 0)
         return;
 #endif
     long max = sysconf(_SC_OPEN_MAX);
-    for (int fd = 3; fd < (max > 0 ? max : 1024); fd++)
-        if (fd != keep)
-            close(fd);
+    for (int fd = top + 1; fd < (max > 0 ? max : 1024); fd++)
+        close(fd);
 }
 
-int cf__proc_spawn_fork(int (*child_main)(int fd, void *ctx), void *ctx,
-                        cf__proc *out)
+void cf__keep_only_fds(const int *keep, int n, int from)
 {
-    int sv[2];
-    int rc = make_socketpair(sv);
-    if (rc != CF_OK)
-        return rc;
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(sv[0]);
-        close(sv[1]);
-        return errno_to_cf(e);
+    close_others(keep, n, from < 3 ? 3 : from);
+    for (int i = 0; i < n; i++) {
+        int fl = keep[i] >= 0 ? fcntl(keep[i], F_GETFD) : -1;
+        if (fl >= 0)
+            fcntl(keep[i], F_SETFD, fl | FD_CLOEXEC);
     }
-    if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        pthread_sigmask(SIG_SETMASK, &none, NULL);
-        close_all_but(sv[1]);
-        if (!cf__worker_process_setup(sv[1], parent))
-            _exit(1);
-        _exit(child_main(sv[1], ctx)); /* mappings are inherited */
+}
+
+void cf__unblock_signals(void)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+}
+
+int cf__proc_spawn_fork(const cf__channel *ch,
+                        int (*child_main)(const cf__channel *ch, void *ctx),
+                        void *ctx, pid_t *pid)
+{
+    pid_t child = fork();
+    if (child < 0)
+        return errno_to_cf(errno);
+    if (child == 0) {
+        cf__unblock_signals();
+        int keep[] = {ch->child_read, ch->child_write};
+        close_others(keep, 2, 3);
+        cf__channel mine = *ch;
+        mine.parent_read = mine.parent_write = -1;
+        _exit(child_main(&mine, ctx)); /* mappings are inherited */
     }
-    close(sv[1]);
-    out->pid = pid;
-    out->fd = sv[0];
-    out->pidfd = open_pidfd(pid);
+    *pid = child;
     return CF_OK;
 }
 
@@ -315,16 +431,20 @@ void cf__proc_signal(const cf__proc *p, int sig)
         kill(p->pid, sig);
 }
 
+void cf__proc_forget(cf__proc *p)
+{
+    close_pair(&p->fd, &p->write_fd);
+    cf__fd_close(p->pidfd);
+    p->pidfd = -1;
+    p->pid = -1;
+}
+
 int cf__proc_reap(cf__proc *p)
 {
     int status = 0;
     while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
         ;
-    cf__fd_close(p->fd);
-    cf__fd_close(p->pidfd);
-    p->fd = -1;
-    p->pidfd = -1;
-    p->pid = -1;
+    cf__proc_forget(p);
     return status;
 }
 
@@ -393,6 +513,44 @@ ptrdiff_t cf__sock_recv(int fd, void *buf, size_t n)
     }
 }
 
+ptrdiff_t cf__pipe_write(int fd, const void *buf, size_t n)
+{
+    for (;;) {
+        ssize_t r = write(fd, buf, n);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        if (errno == EPIPE) {
+            /* Take back the SIGPIPE the kernel raised on this thread,
+             * which blocks it, before anything unblocks it. */
+            sigset_t pipe;
+            sigemptyset(&pipe);
+            sigaddset(&pipe, SIGPIPE);
+            struct timespec zero = {0, 0};
+            while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR)
+                ;
+        }
+        return -1;
+    }
+}
+
+ptrdiff_t cf__pipe_read(int fd, void *buf, size_t n)
+{
+    for (;;) {
+        ssize_t r = read(fd, buf, n);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return -1;
+        return -2;
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Wake-up descriptor                                                       */
 
@@ -427,67 +585,30 @@ void cf__wake_drain(int fd)
 /* ------------------------------------------------------------------------ */
 /* Worker side                                                              */
 
-/* Maps all of the pool's shared memory from `shm_fd` ({-1, NULL, 0} if
- * there is none or it cannot be mapped: the worker then never busy-waits). */
-static cf__shm map_shm(int shm_fd)
-{
-    struct stat st;
-    cf__shm shm = {-1, NULL, 0};
-    if (shm_fd < 0 || fstat(shm_fd, &st) != 0 || st.st_size <= 0)
-        return shm;
-    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
-                   MAP_SHARED, shm_fd, 0);
-    if (p != MAP_FAILED) {
-        shm.base = p; /* the mapping lives as long as the worker */
-        shm.size = (size_t)st.st_size;
-    }
-    return shm;
-}
-
-bool cf__worker_env_take(int *fd, pid_t *parent, cf__shm *shm, int *slot)
-{
-    const char *v = getenv(CF__WORKER_ENV);
-    if (!v)
-        return false;
-    int f, shm_fd = -1, index = -1;
-    long ppid;
-    bool ok = sscanf(v, "%d:%ld:%d:%d", &f, &ppid, &shm_fd, &index) >= 2 &&
-              f >= 0 && ppid > 0;
-    /* A task that starts this program again must not make it a worker. */
-    unsetenv(CF__WORKER_ENV);
-    if (!ok)
-        return false;
-    *fd = f;
-    *parent = (pid_t)ppid;
-    *shm = map_shm(index >= 0 ? shm_fd : -1);
-    *slot = shm->base ? index : -1;
-    return true;
-}
-
-bool cf__worker_process_setup(int fd, pid_t parent)
+bool cf__die_with_parent(pid_t parent)
 {
 #if defined(__linux__)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
 #endif
     /* The parent may have died before the line above: then our parent is
      * already someone else (init or a subreaper). */
-    if (getppid() != parent)
-        return false;
-    close_all_but(fd);
-    int fl = fcntl(fd, F_GETFD);
-    if (fl >= 0)
-        fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-    return true;
+    return getppid() == parent;
 }
 
 bool cf__fd_write_all(int fd, const void *buf, size_t len)
 {
     const unsigned char *p = buf;
+    bool socket = true;
     while (len > 0) {
-        ssize_t r = send(fd, p, len, MSG_NOSIGNAL);
+        ssize_t r = socket ? send(fd, p, len, MSG_NOSIGNAL)
+                           : write(fd, p, len);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
+            if (socket && errno == ENOTSOCK) {
+                socket = false; /* a pipe */
+                continue;
+            }
             return false;
         }
         p += r;

@@ -155,3 +155,80 @@ const cf_codec *cf_codec_string(void)
 {
     return &string_codec;
 }
+
+/* ------------------------------------------------------------------------ */
+/* cf_codec_bytes: a length and that many bytes                             */
+
+cf_bytes *cf_bytes_new(const void *data, size_t len)
+{
+    if (len > (size_t)PTRDIFF_MAX - sizeof(cf_bytes))
+        return NULL;
+    cf_bytes *b = malloc(sizeof *b + (len ? len : 1));
+    if (!b)
+        return NULL;
+    b->len = len;
+    b->data = (unsigned char *)(b + 1);
+    if (data && len)
+        memcpy(b->data, data, len);
+    return b;
+}
+
+void cf_bytes_free(cf_bytes *b)
+{
+    free(b);
+}
+
+static void bytes_free(void *value)
+{
+    cf_bytes_free(value);
+}
+
+/* A tag byte tells NULL (0) from a value (1), as for strings. */
+static int bytes_encode(const void *value, cf_buffer *out)
+{
+    const cf_bytes *b = value;
+    if (b && !b->data && b->len)
+        return CF_ECODEC;
+    size_t len = b ? b->len : 0;
+    if (len > SIZE_MAX - 1)
+        return CF_ENOMEM;
+    int rc = cf__buffer_reserve(out, 1 + len);
+    if (rc != CF_OK)
+        return rc;
+    out->data[out->len++] = b ? 1 : 0;
+    if (len) {
+        memcpy(out->data + out->len, b->data, len);
+        out->len += len;
+    }
+    return CF_OK;
+}
+
+static int bytes_decode(const void *data, size_t len, void **value)
+{
+    const unsigned char *p = data;
+    if (len == 0 || p[0] > 1 || (p[0] == 0 && len != 1))
+        return CF_ECODEC;
+    if (p[0] == 0) {
+        *value = NULL;
+        return CF_OK;
+    }
+    cf_bytes *b = cf_bytes_new(p + 1, len - 1);
+    if (!b)
+        return CF_ENOMEM;
+    *value = b;
+    return CF_OK;
+}
+
+static const cf_codec bytes_codec = {
+    .encode_arg = bytes_encode,
+    .decode_arg = bytes_decode,
+    .free_arg = bytes_free,
+    .encode_result = bytes_encode,
+    .decode_result = bytes_decode,
+    .free_result = bytes_free,
+};
+
+const cf_codec *cf_codec_bytes(void)
+{
+    return &bytes_codec;
+}

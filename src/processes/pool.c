@@ -74,7 +74,9 @@
 #include <time.h>
 
 #include "platform/process.h"
+#include "processes/registry.h"
 #include "processes/shm_slot.h"
+#include "processes/spawn.h"
 #include "processes/wire.h"
 #include "processes/worker.h"
 
@@ -114,6 +116,10 @@ typedef struct task {
 
 typedef struct wproc {
     cf__proc proc;
+    /* Who reaps it: NULL for our own child (waitpid), else the start
+     * callback's reaper (see cf_worker_process). */
+    int (*reap)(void *ctx, long pid, int *wait_status);
+    void *reap_ctx;
     enum wstate state;
     /* Claimed tasks (RUNNING), oldest first; their results come in this
      * order. Manager thread only. */
@@ -149,12 +155,15 @@ struct process_pool {
     /* Immutable after creation. */
     cf_executor *ex;
     int max_workers;
-    cf_start_method method;
-    char *exe;             /* exec mode: the program to start */
+    cf__spawn_config spawn; /* how workers start */
+    bool by_name;          /* workers run another program: code by name */
     bool has_init;
-    char *init_module;     /* initializer's module (copy) */
-    uint64_t init_offset;
+    char *init_module;     /* initializer's module or name (copy) */
+    size_t init_len;
+    uint64_t init_offset;  /* CF__WIRE_NAMED for a name */
     void *initarg;
+    cf_buffer required;    /* the required task names, as INIT lists them */
+    uint32_t n_required;
     size_t max_tasks_per_child;
     const cf_codec *codec;
     bool survive;
@@ -284,7 +293,23 @@ static void task_fail(task *t, int code, const char *message)
     task_free(t);
 }
 
-static int codec_to_wire(const cf_codec *codec, cf__wire_codec *out)
+/* How workers will find the code at `addr`: by module and offset when
+ * they run this same program, else by the name it was registered under
+ * (CF_EINVAL when it has none). Code on the heap or the stack has no
+ * module: CF_EINVAL too. */
+static int code_ref(const process_pool *pool, int kind, const void *addr,
+                    cf__wire_ref *ref)
+{
+    if (!pool->by_name)
+        return cf__addr_to_ref(addr, ref);
+    ref->offset = CF__WIRE_NAMED;
+    return cf__registry_name(kind, addr, &ref->module, &ref->module_len)
+               ? CF_OK
+               : CF_EINVAL;
+}
+
+static int codec_to_wire(const process_pool *pool, const cf_codec *codec,
+                         cf__wire_codec *out)
 {
     if (codec == cf_codec_word()) {
         out->kind = CF__CODEC_WORD;
@@ -294,10 +319,12 @@ static int codec_to_wire(const cf_codec *codec, cf__wire_codec *out)
         out->kind = CF__CODEC_STRING;
         return CF_OK;
     }
+    if (codec == cf_codec_bytes()) {
+        out->kind = CF__CODEC_BYTES;
+        return CF_OK;
+    }
     out->kind = CF__CODEC_CUSTOM;
-    /* The worker finds the codec where it finds functions: by module and
-     * offset. A codec on the heap or the stack has no such address. */
-    return cf__addr_to_ref(codec, &out->ref);
+    return code_ref(pool, CF__REG_CODEC, codec, &out->ref);
 }
 
 /* Builds a task and the head of its message (header, fn, codec). */
@@ -307,8 +334,9 @@ static int task_new(process_pool *pool, cf_future *f, cf_fn fn,
 {
     cf__wire_ref fn_ref;
     cf__wire_codec wc;
-    if (cf__addr_to_ref(cf__fn_addr((cf__any_fn)fn), &fn_ref) != CF_OK ||
-        codec_to_wire(codec, &wc) != CF_OK)
+    if (code_ref(pool, CF__REG_TASK, cf__fn_addr((cf__any_fn)fn), &fn_ref) !=
+            CF_OK ||
+        codec_to_wire(pool, codec, &wc) != CF_OK)
         return CF_EINVAL;
     task *t = task_alloc(pool);
     if (!t)
@@ -512,7 +540,10 @@ static void w_flush(wproc *w)
     while (!w->send_failed && w_has_output(w)) {
         struct iovec iov = {w->out.data + w->out_off,
                             w->out.len - w->out_off};
-        ptrdiff_t sent = cf__sock_send(w->proc.fd, &iov, 1);
+        ptrdiff_t sent = w->proc.socket
+                             ? cf__sock_send(w->proc.write_fd, &iov, 1)
+                             : cf__pipe_write(w->proc.write_fd, iov.iov_base,
+                                              iov.iov_len);
         if (sent < 0) {
             w_lose(w, "sending to it failed");
             return;
@@ -535,13 +566,17 @@ static int w_send_init(process_pool *pool, wproc *w)
 {
     size_t start;
     int rc = cf__wire_begin(&w->out, CF__MSG_INIT, 0, &start);
+    rc = rc ? rc : cf__wire_put_u32(&w->out, CF__WIRE_VERSION);
     rc = rc ? rc : cf__wire_put_u32(&w->out, pool->has_init ? 1 : 0);
     if (rc == CF_OK && pool->has_init) {
-        cf__wire_ref ref = {pool->init_module, strlen(pool->init_module),
+        cf__wire_ref ref = {pool->init_module, pool->init_len,
                             pool->init_offset};
         rc = cf__wire_put_ref(&w->out, &ref);
     }
     rc = rc ? rc : cf__wire_put_u64(&w->out, (uint64_t)(uintptr_t)pool->initarg);
+    rc = rc ? rc : cf__wire_put_u32(&w->out, pool->n_required);
+    rc = rc ? rc : cf_buffer_append(&w->out, pool->required.data,
+                                    pool->required.len);
     if (rc == CF_OK)
         cf__wire_end(&w->out, start);
     return rc;
@@ -590,13 +625,15 @@ static int spawn_worker(process_pool *pool, wproc *w)
         memset(w->in.data, 0, w->in.cap);
         memset(w->out.data + w->out.len, 0, w->out.cap - w->out.len);
     }
+    cf__spawned started;
     if (rc == CF_OK)
-        rc = pool->method == CF_START_FORK
-                 ? cf__proc_spawn_fork(cf__worker_main_forked, w->slot,
-                                       &w->proc)
-                 : cf__proc_spawn_exec(pool->exe, &pool->shm, index,
-                                       &w->proc);
-    if (rc != CF_OK) {
+        rc = cf__spawn_worker(&pool->spawn, &pool->shm,
+                              w->slot ? index : -1, &started);
+    if (rc == CF_OK) {
+        w->proc = started.proc;
+        w->reap = started.reap;
+        w->reap_ctx = started.reap_ctx;
+    } else {
         cf__buffer_destroy(&w->out);
         cf__buffer_destroy(&w->in);
         return rc;
@@ -1212,8 +1249,11 @@ static void w_receive(process_pool *pool, wproc *w)
             w_lose(w, "no memory to receive its result");
             return;
         }
-        ptrdiff_t n = cf__sock_recv(w->proc.fd, w->in.data + w->in.len,
-                                    w->in.cap - w->in.len);
+        ptrdiff_t n = w->proc.socket
+                          ? cf__sock_recv(w->proc.fd, w->in.data + w->in.len,
+                                          w->in.cap - w->in.len)
+                          : cf__pipe_read(w->proc.fd, w->in.data + w->in.len,
+                                          w->in.cap - w->in.len);
         if (n == -1)
             return; /* nothing more for now */
         if (n == 0) {
@@ -1281,9 +1321,19 @@ static void w_exited(process_pool *pool, wproc *w)
     else
         w_drain_ring(pool, w);
     pid_t pid = w->proc.pid;
-    int status = cf__proc_reap(&w->proc);
     char how[128], what[300], why[640];
-    cf__proc_describe_status(status, how, sizeof how);
+    int status = 0;
+    if (!w->reap) {
+        status = cf__proc_reap(&w->proc);
+        cf__proc_describe_status(status, how, sizeof how);
+    } else {
+        bool known = w->reap(w->reap_ctx, (long)pid, &status) == 0;
+        cf__proc_forget(&w->proc);
+        if (known)
+            cf__proc_describe_status(status, how, sizeof how);
+        else
+            snprintf(how, sizeof how, "ended (status unknown)");
+    }
     enum wstate state = w->state;
     bool terminated = w->terminated;
     /* A worker that died on its own may also have failed a read (a peer
@@ -1512,8 +1562,9 @@ static bool step(process_pool *pool)
     return done;
 }
 
-/* Fills the poll set: the wake-up fd, then per worker its socket and its
- * pidfd. Returns the number of entries. */
+/* Fills the poll set: the wake-up fd, then per worker its channel's read
+ * end, its write end (the same socket, or a pipe) and its pidfd. Returns
+ * the number of entries. */
 static int poll_set(process_pool *pool)
 {
     struct pollfd *p = pool->pfds;
@@ -1521,13 +1572,11 @@ static int poll_set(process_pool *pool)
     p[n++] = (struct pollfd){pool->wake_fd, POLLIN, 0};
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
-        short ev = 0;
-        if (w->state != W_FREE && !w->eof)
-            ev |= POLLIN;
-        if (w->state != W_FREE && !w->send_failed && w_has_output(w))
-            ev |= POLLOUT;
-        /* fd -1 makes poll skip an entry; indexes stay 1 + 2i. */
-        p[n++] = (struct pollfd){ev ? w->proc.fd : -1, ev, 0};
+        bool in = w->state != W_FREE && !w->eof;
+        bool out = w->state != W_FREE && !w->send_failed && w_has_output(w);
+        /* fd -1 makes poll skip an entry; indexes stay 1 + 3i. */
+        p[n++] = (struct pollfd){in ? w->proc.fd : -1, POLLIN, 0};
+        p[n++] = (struct pollfd){out ? w->proc.write_fd : -1, POLLOUT, 0};
         p[n++] = (struct pollfd){
             w->state != W_FREE ? w->proc.pidfd : -1, POLLIN, 0};
     }
@@ -1544,13 +1593,14 @@ static void handle_events(process_pool *pool)
     }
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
-        short sock = pool->pfds[1 + 2 * i].revents;
-        short pid = pool->pfds[2 + 2 * i].revents;
+        short in = pool->pfds[1 + 3 * i].revents;
+        short out = pool->pfds[2 + 3 * i].revents;
+        short pid = pool->pfds[3 + 3 * i].revents;
         if (w->state == W_FREE)
             continue;
-        if (sock & POLLOUT)
-            w_flush(w);
-        if (sock & (POLLIN | POLLHUP | POLLERR))
+        if (out)
+            w_flush(w); /* POLLERR too: the send then fails and says so */
+        if (in & (POLLIN | POLLHUP | POLLERR))
             w_receive(pool, w);
         /* Without a pidfd, EOF is the only sign of the end. */
         if (w->state != W_FREE && (pid || (w->eof && w->proc.pidfd < 0)))
@@ -1795,6 +1845,17 @@ int cf_process_pool_kill_workers(cf_executor *ex)
     return terminate(ex, SIGKILL);
 }
 
+static void free_config(process_pool *pool)
+{
+    cf__shm_destroy(&pool->shm);
+    free(pool->cancel_buf);
+    free(pool->workers);
+    free(pool->pfds);
+    free(pool->init_module);
+    cf__buffer_destroy(&pool->required);
+    cf__spawn_config_destroy(&pool->spawn);
+}
+
 static void pool_destroy(void *impl)
 {
     process_pool *pool = impl;
@@ -1802,16 +1863,11 @@ static void pool_destroy(void *impl)
         join_manager(pool);
     free_spares(pool);
     cf__fd_close(pool->wake_fd);
-    cf__shm_destroy(&pool->shm);
     cf__cond_destroy(&pool->changed);
     cf__mutex_destroy(&pool->cancel_lock);
     cf__mutex_destroy(&pool->lock);
     free(pool->broken_msg);
-    free(pool->cancel_buf);
-    free(pool->workers);
-    free(pool->pfds);
-    free(pool->init_module);
-    free(pool->exe);
+    free_config(pool);
     free(pool);
 }
 
@@ -1827,9 +1883,47 @@ static const cf_executor_ops process_pool_ops = {
 
 static int check_options(const cf_process_pool_options *o)
 {
-    if (o->max_workers < 0 ||
-        (o->start_method != CF_START_EXEC && o->start_method != CF_START_FORK))
+    if (o->max_workers < 0 || (unsigned)o->start_method > CF_START_CALLBACK ||
+        (unsigned)o->transport > CF_TRANSPORT_PIPES)
         return CF_EINVAL;
+    return CF_OK;
+}
+
+/* The INIT message's list of names every worker must know. */
+static int configure_required(process_pool *pool,
+                              const cf_process_pool_options *o)
+{
+    cf__buffer_init(&pool->required);
+    for (size_t i = 0; o->required_tasks && o->required_tasks[i]; i++) {
+        const char *name = o->required_tasks[i];
+        size_t len = strlen(name);
+        if (len == 0 || len > CF__REGISTRY_NAME_MAX)
+            return CF_EINVAL;
+        int rc = cf__wire_put_name(&pool->required, name, len);
+        if (rc != CF_OK)
+            return rc;
+        pool->n_required++;
+    }
+    return CF_OK;
+}
+
+static int configure_initializer(process_pool *pool,
+                                 const cf_process_pool_options *o)
+{
+    if (!o->initializer)
+        return CF_OK;
+    cf__wire_ref ref;
+    if (code_ref(pool, CF__REG_INITIALIZER,
+                 cf__fn_addr((cf__any_fn)o->initializer), &ref) != CF_OK)
+        return CF_EINVAL;
+    pool->init_module = malloc(ref.module_len + 1);
+    if (!pool->init_module)
+        return CF_ENOMEM;
+    memcpy(pool->init_module, ref.module, ref.module_len);
+    pool->init_module[ref.module_len] = '\0';
+    pool->init_len = ref.module_len;
+    pool->init_offset = ref.offset;
+    pool->has_init = true;
     return CF_OK;
 }
 
@@ -1837,7 +1931,6 @@ static int check_options(const cf_process_pool_options *o)
 static int configure(process_pool *pool, const cf_process_pool_options *o)
 {
     pool->max_workers = o->max_workers ? o->max_workers : cf_cpu_count();
-    pool->method = o->start_method;
     pool->max_tasks_per_child = o->max_tasks_per_child;
     pool->codec = o->codec ? o->codec : cf_codec_word();
     pool->survive = o->survive_worker_death;
@@ -1845,44 +1938,31 @@ static int configure(process_pool *pool, const cf_process_pool_options *o)
     pool->owner = getpid();
     pool->wake_fd = -1;
     pool->shm.fd = -1;
+    int rc = cf__spawn_configure(&pool->spawn, o);
+    if (rc != CF_OK)
+        return rc;
+    pool->by_name = !cf__spawn_same_program(&pool->spawn);
     cf__wire_codec wc;
-    if (codec_to_wire(pool->codec, &wc) != CF_OK)
+    if (codec_to_wire(pool, pool->codec, &wc) != CF_OK)
         return CF_EINVAL;
-    if (o->initializer) {
-        cf__wire_ref ref;
-        if (cf__addr_to_ref(cf__fn_addr((cf__any_fn)o->initializer), &ref) != CF_OK)
-            return CF_EINVAL;
-        pool->init_module = cf__strdup(ref.module);
-        if (!pool->init_module)
-            return CF_ENOMEM;
-        pool->init_offset = ref.offset;
-        pool->has_init = true;
-    }
-    /* Without shared slots (no memfd) the pool works the same, only
-     * without busy-waiting on the workers. */
-    cf__shm_create((size_t)pool->max_workers * sizeof(cf__shm_slot),
-                   &pool->shm);
+    if ((rc = configure_initializer(pool, o)) != CF_OK ||
+        (rc = configure_required(pool, o)) != CF_OK)
+        return rc;
+    /* Without shared slots (no memfd, or the pipes transport) the pool
+     * works the same, only without busy-waiting on the workers. */
+    if (o->transport == CF_TRANSPORT_SHARED_MEMORY)
+        cf__shm_create((size_t)pool->max_workers * sizeof(cf__shm_slot),
+                       &pool->shm);
     pool->workers = calloc((size_t)pool->max_workers, sizeof *pool->workers);
-    pool->pfds = calloc(1 + 2 * (size_t)pool->max_workers,
+    pool->pfds = calloc(1 + 3 * (size_t)pool->max_workers,
                         sizeof *pool->pfds);
     pool->cancel_buf = calloc((size_t)pool->max_workers * WINDOW,
                               sizeof *pool->cancel_buf);
     if (!pool->workers || !pool->pfds || !pool->cancel_buf)
         return CF_ENOMEM;
-    if (pool->method == CF_START_EXEC)
-        return cf__proc_self_exe(&pool->exe);
     return CF_OK;
 }
 
-static void free_config(process_pool *pool)
-{
-    cf__shm_destroy(&pool->shm);
-    free(pool->cancel_buf);
-    free(pool->workers);
-    free(pool->pfds);
-    free(pool->init_module);
-    free(pool->exe);
-}
 
 int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
 {

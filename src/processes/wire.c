@@ -217,7 +217,8 @@ void cf__wire_get_codec(cf__wire_reader *r, cf__wire_codec *codec)
     codec->ref.offset = 0;
     if (codec->kind == CF__CODEC_CUSTOM)
         cf__wire_get_ref(r, &codec->ref);
-    else if (codec->kind != CF__CODEC_WORD && codec->kind != CF__CODEC_STRING)
+    else if (codec->kind != CF__CODEC_WORD &&
+             codec->kind != CF__CODEC_STRING && codec->kind != CF__CODEC_BYTES)
         r->bad = true;
 }
 
@@ -225,6 +226,7 @@ int cf__wire_decode_init(const void *p, size_t len, cf__wire_init *out)
 {
     cf__wire_reader r;
     cf__wire_reader_init(&r, p, len);
+    out->version = cf__wire_get_u32(&r);
     uint32_t has = cf__wire_get_u32(&r);
     out->has_init = has == 1;
     out->init.module = "";
@@ -235,7 +237,40 @@ int cf__wire_decode_init(const void *p, size_t len, cf__wire_init *out)
     if (out->has_init)
         cf__wire_get_ref(&r, &out->init);
     out->initarg = cf__wire_get_u64(&r);
-    return r.bad || r.pos != len ? CF_ECODEC : CF_OK;
+    out->n_required = cf__wire_get_u32(&r);
+    if (r.bad)
+        return CF_ECODEC;
+    out->required = r.p + r.pos;
+    out->required_len = r.len - r.pos;
+    /* Every name must be there, and nothing after them. */
+    cf__wire_reader names;
+    cf__wire_reader_init(&names, out->required, out->required_len);
+    for (uint32_t i = 0; i < out->n_required; i++) {
+        const char *name;
+        size_t n;
+        if (cf__wire_next_name(&names, &name, &n) != CF_OK)
+            return CF_ECODEC;
+    }
+    return names.pos == names.len ? CF_OK : CF_ECODEC;
+}
+
+int cf__wire_next_name(cf__wire_reader *r, const char **name, size_t *len)
+{
+    uint32_t n = cf__wire_get_u32(r);
+    const unsigned char *p = cf__wire_get_bytes(r, n);
+    if (r->bad || n == 0)
+        return CF_ECODEC;
+    *name = (const char *)p;
+    *len = n;
+    return CF_OK;
+}
+
+int cf__wire_put_name(cf_buffer *buf, const char *name, size_t len)
+{
+    if (len == 0 || len > UINT32_MAX)
+        return CF_EINVAL;
+    int rc = cf__wire_put_u32(buf, (uint32_t)len);
+    return rc ? rc : cf_buffer_append(buf, name, len);
 }
 
 int cf__wire_decode_task(const void *p, size_t len, bool chunk,

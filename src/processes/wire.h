@@ -11,7 +11,9 @@
  *   header: u32 type | u32 flags (0) | u64 payload length | u64 id
  *
  * Payloads (parent -> worker):
- *   INIT   u32 has_init | [ref initializer] | u64 initarg
+ *   INIT   u32 version (CF__WIRE_VERSION) | u32 has_init | [ref initializer]
+ *          | u64 initarg | u32 n | n x (u32 len | bytes): task names the
+ *          worker must know (the pool's required_tasks)
  *   TASK   ref fn | codec | arg bytes (the rest)
  *   CHUNK  ref fn | codec | u64 n | n x (u64 len | bytes)
  *   WORDS  ref fn | codec (WORD) | u64 n | n x u64: a chunk of words
@@ -24,9 +26,11 @@
  *   WORDS_RESULT u64 n | n x u64: every item of a WORDS chunk succeeded
  *                with a word and nothing to free (else CHUNK_RESULT)
  * where
- *   ref   = u32 module name length | name bytes | u64 offset
+ *   ref   = u32 length | bytes | u64 offset
  *           (a function or object: the module that holds it, "" for the
- *           main program, and its offset from that module's load address)
+ *           main program, and its offset from that module's load address;
+ *           or, with offset CF__WIRE_NAMED, the name it was registered
+ *           under, for workers that run another program)
  *   codec = u32 kind (CF__CODEC_*) | [ref of the cf_codec if CUSTOM]
  */
 #ifndef CF_WIRE_H
@@ -40,6 +44,13 @@
 #include <string.h>
 
 #define CF__WIRE_HEADER_SIZE 24
+
+/* The protocol's version, in INIT: a worker program built against another
+ * version of the library refuses to start rather than misread frames. */
+#define CF__WIRE_VERSION 2
+
+/* A ref's offset that says its bytes are a registered name. */
+#define CF__WIRE_NAMED UINT64_MAX
 
 /* A payload larger than this is taken for corruption (1 TiB). */
 #define CF__WIRE_MAX_PAYLOAD ((uint64_t)1 << 40)
@@ -62,6 +73,7 @@ enum cf__codec_kind {
     CF__CODEC_WORD = 0,
     CF__CODEC_STRING = 1,
     CF__CODEC_CUSTOM = 2,
+    CF__CODEC_BYTES = 3,
 };
 
 typedef struct cf__wire_header {
@@ -71,8 +83,14 @@ typedef struct cf__wire_header {
     uint64_t id;
 } cf__wire_header;
 
-/* Where a function or object lives (platform/process.h). */
+/* Where a function or object lives (platform/process.h), or its name
+ * (offset CF__WIRE_NAMED). */
 typedef cf__code_ref cf__wire_ref;
+
+static inline bool cf__wire_ref_named(const cf__wire_ref *ref)
+{
+    return ref->offset == CF__WIRE_NAMED;
+}
 
 typedef struct cf__wire_codec {
     uint32_t kind;    /* enum cf__codec_kind */
@@ -151,9 +169,13 @@ void cf__wire_get_codec(cf__wire_reader *r, cf__wire_codec *codec);
 
 /* Decoded messages; pointers point into the payload. */
 typedef struct cf__wire_init {
+    uint32_t version;
     bool has_init;
     cf__wire_ref init;
     uint64_t initarg;
+    uint32_t n_required;       /* names, iterated by cf__wire_next_name() */
+    const unsigned char *required;
+    size_t required_len;
 } cf__wire_init;
 
 typedef struct cf__wire_task {
@@ -186,6 +208,12 @@ int cf__wire_decode_status(const void *p, size_t len, cf__wire_status *out);
 void cf__wire_chunk_items(const cf__wire_task *t, cf__wire_reader *r);
 int cf__wire_next_item(cf__wire_reader *r, const unsigned char **data,
                        size_t *len);
+/* Iterates the required names of an INIT (`r` over init->required):
+ * CF_OK with the next one, or CF_ECODEC. */
+int cf__wire_next_name(cf__wire_reader *r, const char **name, size_t *len);
+/* Appends a name as INIT lists them. */
+int cf__wire_put_name(cf_buffer *buf, const char *name, size_t len);
+
 /* Iterates a CHUNK_RESULT: u64 n first, then n statuses. */
 int cf__wire_next_status(cf__wire_reader *r, cf__wire_status *out);
 

@@ -1,11 +1,10 @@
-/* process_worker.c - the worker side of the process pool.
+/* worker.c - the worker side of the process pool: the loop that runs
+ * tasks.
  *
- * Design: a worker is the caller's own program, started either by exec
- * (CF_START_EXEC, with CF__WORKER_ENV set) or by fork (CF_START_FORK). An
- * exec'd worker never reaches main(): the constructor below notices the
- * variable, runs the worker loop and _exits, so the caller's main needs no
- * special code. Constructors of modules that run later than this one (for
- * the shared library: the main program's own) have not run in a worker.
+ * Design: a worker is a process started by its pool in one of the ways of
+ * spawn.c, which reaches this loop through worker_entry.c (or straight
+ * from fork()). It reads frames from its channel (a socket, or a pipe each
+ * way) and writes results back.
  *
  * The loop is strictly serial: read frames, run each task, append its
  * result, and flush the results before waiting for anything, so a burst
@@ -14,7 +13,9 @@
  * (skipped if it was cancelled or moved to another worker meanwhile); see
  * cf__shm_slot. Waiting for input busy-waits briefly before it sleeps.
  * A task is named by module + offset
- * (wire.h); each lookup goes through dl_iterate_phdr, cached per worker.
+ * (wire.h; each lookup goes through dl_iterate_phdr, cached per worker),
+ * or by the name it was registered under (registry.c) when the worker
+ * runs another program than its pool.
  * The worker keeps only its socket; its parent's death ends it (EOF on the
  * socket, and PR_SET_PDEATHSIG). cf__process_worker_active() is true on its
  * thread, so a task calling back into an executor gets CF_EDEADLK.
@@ -28,13 +29,10 @@
 #include <unistd.h>
 
 #include "platform/process.h"
+#include "processes/registry.h"
 #include "processes/shm_slot.h"
 #include "processes/wire.h"
 #include "processes/worker.h"
-
-#if defined(__GLIBC__)
-#include <stdio_ext.h>
-#endif
 
 
 /* ------------------------------------------------------------------------ */
@@ -50,7 +48,9 @@ typedef struct cache_entry {
 } cache_entry;
 
 typedef struct worker {
-    int fd;
+    int read_fd;
+    int write_fd;
+    const cf_worker_options *opts; /* the worker program's, or NULL */
     cf__shm_slot *slot; /* shared counters, or NULL */
     uint_fast64_t seen_to; /* slot->to_worker when we last read */
     unsigned k;            /* number of the last task frame, for the claim words */
@@ -63,8 +63,11 @@ typedef struct worker {
     unsigned next_slot;
 } worker;
 
-static void *resolve(worker *w, const cf__wire_ref *ref)
+/* The code `ref` names: a registered name of `kind`, or an address. */
+static void *resolve(worker *w, const cf__wire_ref *ref, int kind)
 {
+    if (cf__wire_ref_named(ref))
+        return (void *)cf__registry_find(kind, ref->module, ref->module_len);
     for (int i = 0; i < CACHE_SLOTS; i++) {
         cache_entry *e = &w->cache[i];
         if (e->module && e->offset == ref->offset &&
@@ -96,8 +99,10 @@ static const cf_codec *resolve_codec(worker *w, const cf__wire_codec *c)
         return cf_codec_word();
     case CF__CODEC_STRING:
         return cf_codec_string();
+    case CF__CODEC_BYTES:
+        return cf_codec_bytes();
     default:
-        return resolve(w, &c->ref);
+        return resolve(w, &c->ref, CF__REG_CODEC);
     }
 }
 
@@ -258,12 +263,24 @@ static int fail_init(cf_buffer *out, int code, const char *msg)
     return rc;
 }
 
-static void describe_ref(const cf__wire_ref *ref, char *buf, size_t n)
+/* Says why `ref` was not found: "'name' is not registered in worker
+ * process 42" or "main+0x1234 is not in worker process 42". */
+static void not_found(const cf__wire_ref *ref, const char *what, char *buf,
+                      size_t n)
 {
-    snprintf(buf, n, "%.*s+0x%llx", (int)(ref->module_len > 200 ? 200 :
-                                          ref->module_len),
-             ref->module_len ? ref->module : "main",
-             (unsigned long long)ref->offset);
+    int len = (int)(ref->module_len > 200 ? 200 : ref->module_len);
+    if (cf__wire_ref_named(ref))
+        snprintf(buf, n, "the %s '%.*s' is not registered in worker "
+                 "process %ld (cf_%s_register)", what, len, ref->module,
+                 (long)getpid(),
+                 strcmp(what, "task function") == 0 ? "task"
+                 : strcmp(what, "codec") == 0       ? "codec"
+                                                    : "initializer");
+    else
+        snprintf(buf, n, "the %s was not found in worker process %ld "
+                 "(%.*s+0x%llx)", what, (long)getpid(), len,
+                 ref->module_len ? ref->module : "main",
+                 (unsigned long long)ref->offset);
 }
 
 static int handle_task(worker *w, const cf__wire_header *h,
@@ -275,7 +292,7 @@ static int handle_task(worker *w, const cf__wire_header *h,
     if ((words ? cf__wire_decode_words(p, h->len, &t)
                : cf__wire_decode_task(p, h->len, chunk, &t)) != CF_OK)
         return CF_ECODEC; /* a corrupt stream: nothing sane to answer */
-    cf_fn fn = (cf_fn)cf__addr_fn(resolve(w, &t.fn));
+    cf_fn fn = (cf_fn)cf__addr_fn(resolve(w, &t.fn, CF__REG_TASK));
     const cf_codec *codec = resolve_codec(w, &t.codec);
     size_t start;
     /* A chunk answers with a CHUNK_RESULT (a WORDS chunk may answer with
@@ -288,10 +305,9 @@ static int handle_task(worker *w, const cf__wire_header *h,
     if (rc != CF_OK)
         return rc;
     if (!fn || !codec) {
-        char where[256], msg[320];
-        describe_ref(!fn ? &t.fn : &t.codec.ref, where, sizeof where);
-        snprintf(msg, sizeof msg, "the %s was not found in the worker (%s)",
-                 !fn ? "task function" : "codec", where);
+        char msg[400];
+        not_found(!fn ? &t.fn : &t.codec.ref, !fn ? "task function" : "codec",
+                  msg, sizeof msg);
         if (chunk)
             rc = cf__wire_put_u64(&w->out, t.n);
         for (uint64_t i = 0; rc == CF_OK && i < (chunk ? t.n : 1); i++) {
@@ -332,33 +348,70 @@ static int handle_task(worker *w, const cf__wire_header *h,
     return rc;
 }
 
+/* Checks that every task the pool requires is registered here. Returns
+ * 0, or CF_EINVAL with the first missing name in `msg`. */
+static int check_required(const cf__wire_init *init, char *msg, size_t n)
+{
+    cf__wire_reader r;
+    cf__wire_reader_init(&r, init->required, init->required_len);
+    for (uint32_t i = 0; i < init->n_required; i++) {
+        cf__wire_ref ref = {NULL, 0, CF__WIRE_NAMED};
+        cf__wire_next_name(&r, &ref.module, &ref.module_len); /* decoded */
+        if (!cf__registry_find(CF__REG_TASK, ref.module, ref.module_len)) {
+            not_found(&ref, "task function", msg, n);
+            return CF_EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Runs the pool's initializer, then the worker program's own. Returns 0,
+ * or the failing one's code with a message in `msg`. */
+static int run_initializers(worker *w, const cf__wire_init *init, char *msg,
+                            size_t n)
+{
+    int rc = 0;
+    if (init->has_init) {
+        int (*fn)(void *) = (int (*)(void *))cf__addr_fn(
+            resolve(w, &init->init, CF__REG_INITIALIZER));
+        if (!fn) {
+            not_found(&init->init, "initializer", msg, n);
+            return CF_EINVAL;
+        }
+        rc = fn((void *)(uintptr_t)init->initarg);
+        snprintf(msg, n, "the initializer returned %d", rc);
+    }
+    if (rc == 0 && w->opts && w->opts->initializer) {
+        rc = w->opts->initializer(w->opts->initarg);
+        snprintf(msg, n, "the worker program's initializer returned %d", rc);
+    }
+    return rc;
+}
+
 static int handle_init(worker *w, const unsigned char *p, size_t len)
 {
     cf__wire_init init;
     if (cf__wire_decode_init(p, len, &init) != CF_OK)
         return CF_ECODEC;
-    if (init.has_init) {
-        int (*fn)(void *) = (int (*)(void *))cf__addr_fn(resolve(w, &init.init));
-        int rc;
-        char msg[320];
-        if (!fn) {
-            char where[256];
-            describe_ref(&init.init, where, sizeof where);
-            snprintf(msg, sizeof msg,
-                     "the initializer was not found in the worker (%s)",
-                     where);
-            rc = CF_EINVAL;
-        } else {
-            rc = fn((void *)(uintptr_t)init.initarg);
-            snprintf(msg, sizeof msg, "the initializer returned %d", rc);
-        }
-        if (rc != 0) {
-            fail_init(&w->out, rc, msg);
-            return CF_EINVAL; /* tell the loop to stop */
-        }
+    char msg[400];
+    int rc = 0;
+    if (init.version != CF__WIRE_VERSION) {
+        snprintf(msg, sizeof msg, "worker process %ld speaks protocol %u, "
+                 "the pool %u: the worker program was built with another "
+                 "version of cfutures", (long)getpid(), CF__WIRE_VERSION,
+                 (unsigned)init.version);
+        rc = CF_EINVAL;
+    }
+    if (rc == 0)
+        rc = check_required(&init, msg, sizeof msg);
+    if (rc == 0)
+        rc = run_initializers(w, &init, msg, sizeof msg);
+    if (rc != 0) {
+        fail_init(&w->out, rc, msg);
+        return CF_EINVAL; /* tell the loop to stop */
     }
     size_t start;
-    int rc = cf__wire_begin(&w->out, CF__MSG_READY, 0, &start);
+    rc = cf__wire_begin(&w->out, CF__MSG_READY, 0, &start);
     if (rc == CF_OK && (rc = cf__wire_put_u64(&w->out, (uint64_t)getpid())) ==
                            CF_OK)
         cf__wire_end(&w->out, start);
@@ -385,7 +438,7 @@ static bool nudge_if_asleep(worker *w)
      * stores asleep, then reads those (Dekker), so one of us sees it. */
     if (!atomic_load(&w->slot->asleep))
         return true;
-    return cf__fd_write_all(w->fd, w->nudge, sizeof w->nudge);
+    return cf__fd_write_all(w->write_fd, w->nudge, sizeof w->nudge);
 }
 
 /* Publishes `len` bytes of frames in the shared ring (see cf__shm_slot).
@@ -522,7 +575,7 @@ static int drain_frames(worker *w, size_t *need)
 
 static bool flush(worker *w)
 {
-    bool ok = cf__fd_write_all(w->fd, w->out.data, w->out.len);
+    bool ok = cf__fd_write_all(w->write_fd, w->out.data, w->out.len);
     w->out.len = 0;
     /* Keep a modest buffer around, not the largest result ever sent. */
     if (w->out.cap > (4u << 20))
@@ -581,7 +634,7 @@ static int worker_loop(worker *w)
         if (!make_room(w, need))
             return 1;
         spin_for_input(w);
-        ptrdiff_t n = cf__fd_read_some(w->fd, w->in.data + w->in.len,
+        ptrdiff_t n = cf__fd_read_some(w->read_fd, w->in.data + w->in.len,
                                        w->in.cap - w->in.len);
         if (n <= 0)
             return 0; /* EOF: the pool let us go, or the parent died */
@@ -606,12 +659,14 @@ static bool make_nudge(worker *w)
     return ok;
 }
 
-int cf__worker_main(int fd, void *shm_slot)
+int cf__worker_main(const cf__worker_link *link, const cf_worker_options *opts)
 {
     worker w;
     memset(&w, 0, sizeof w);
-    w.fd = fd;
-    w.slot = shm_slot;
+    w.read_fd = link->read_fd;
+    w.write_fd = link->write_fd;
+    w.slot = link->slot;
+    w.opts = opts;
     if (w.slot)
         w.seen_to = atomic_load(&w.slot->to_worker);
     cf__buffer_init(&w.in);
@@ -639,30 +694,4 @@ int cf__worker_main(int fd, void *shm_slot)
     /* What tasks printed must not be lost to _exit. */
     fflush(NULL);
     return code;
-}
-
-/* A forked worker starts with copies of the parent's unwritten stdio
- * buffers: drop them, or they would be printed twice. */
-int cf__worker_main_forked(int fd, void *slot)
-{
-#if defined(__GLIBC__)
-    __fpurge(stdout);
-    __fpurge(stderr);
-#endif
-    return cf__worker_main(fd, slot);
-}
-
-__attribute__((constructor)) static void worker_entry(void)
-{
-    int fd, index;
-    pid_t parent;
-    cf__shm shm;
-    if (!cf__worker_env_take(&fd, &parent, &shm, &index))
-        return;
-    cf__shm_slot *slot = NULL;
-    if (index >= 0 && shm.size / sizeof *slot > (size_t)index)
-        slot = (cf__shm_slot *)shm.base + index;
-    if (!cf__worker_process_setup(fd, parent))
-        _exit(1);
-    _exit(cf__worker_main(fd, slot));
 }
