@@ -258,10 +258,20 @@ static inline void release_go(const char *base)
     touch(p);
 }
 
+/* The transport the tests run over: CF_TEST_TRANSPORT=pipes (CMake
+ * registers the process-pool tests once more that way), else the default. */
+static inline cf_transport test_transport(void)
+{
+    const char *t = getenv("CF_TEST_TRANSPORT");
+    return t && strcmp(t, "pipes") == 0 ? CF_TRANSPORT_PIPES
+                                        : CF_TRANSPORT_SHARED_MEMORY;
+}
+
 static inline cf_executor *pool_new(int workers, cf_start_method method)
 {
     cf_process_pool_options o = {.max_workers = workers,
-                                 .start_method = method};
+                                 .start_method = method,
+                                 .transport = test_transport()};
     cf_executor *ex = NULL;
     ASSERT_OK(cf_process_pool_new(&o, &ex));
     return ex;

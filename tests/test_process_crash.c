@@ -45,21 +45,23 @@ static void *task_sigkill_self(void *arg, cf_call *call)
 
 /* Writes the start of a RESULT frame claiming `arg` payload bytes (and
  * some of them) straight into the worker's socket, then dies: a result
- * cut short. Exec'd workers find their socket on fd 3. */
+ * cut short. Exec'd workers find their socket on fd 3; over pipes, fd 3
+ * is the task pipe and fd 4 the result pipe. */
 static void *task_die_mid_result(void *arg, cf_call *call)
 {
     (void)call;
+    int out = test_transport() == CF_TRANSPORT_PIPES ? 4 : 3;
     size_t claim = (size_t)(uintptr_t)arg;
     unsigned char h[24] = {18}; /* CF__MSG_RESULT, flags 0 */
     for (int i = 0; i < 8; i++)
         h[8 + i] = (unsigned char)((uint64_t)claim >> (8 * i));
-    if (write(3, h, sizeof h) != (ssize_t)sizeof h)
+    if (write(out, h, sizeof h) != (ssize_t)sizeof h)
         _exit(9);
     size_t part = claim / 2;
     char *body = calloc(1, part ? part : 1);
     size_t done = 0;
     while (done < part) {
-        ssize_t n = write(3, body + done, part - done);
+        ssize_t n = write(out, body + done, part - done);
         if (n <= 0)
             break;
         done += (size_t)n;
@@ -277,7 +279,7 @@ static int init_exit5(void *arg)
 
 TEST_TIMEOUT(exit_in_initializer_breaks_pool, 60)
 {
-    cf_process_pool_options o = {.max_workers = 2,
+    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 2,
                                  .initializer = init_exit5};
     cf_executor *ex;
     ASSERT_OK(cf_process_pool_new(&o, &ex));
@@ -293,7 +295,7 @@ TEST_TIMEOUT(exit_in_initializer_breaks_pool, 60)
 
 TEST_TIMEOUT(exit_in_initializer_breaks_even_surviving_pool, 60)
 {
-    cf_process_pool_options o = {.max_workers = 1,
+    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 1,
                                  .initializer = init_exit5,
                                  .survive_worker_death = true};
     cf_executor *ex;
@@ -310,7 +312,7 @@ TEST_TIMEOUT(exit_in_initializer_breaks_even_surviving_pool, 60)
 
 static void check_survive(cf_start_method method)
 {
-    cf_process_pool_options o = {.max_workers = 2,
+    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 2,
                                  .start_method = method,
                                  .survive_worker_death = true};
     cf_executor *ex;
@@ -357,7 +359,7 @@ TEST_TIMEOUT(survive_worker_death_fork, 60)
 
 TEST_TIMEOUT(survive_idle_worker_killed, 60)
 {
-    cf_process_pool_options o = {.max_workers = 1,
+    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 1,
                                  .survive_worker_death = true};
     cf_executor *ex;
     ASSERT_OK(cf_process_pool_new(&o, &ex));

@@ -94,7 +94,7 @@ static void *task_shout(void *arg, cf_call *call)
 
 TEST_TIMEOUT(string_codec_round_trip, 60)
 {
-    cf_process_pool_options o = {.max_workers = 1,
+    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 1,
                                  .codec = cf_codec_string()};
     cf_executor *ex;
     ASSERT_OK(cf_process_pool_new(&o, &ex));
@@ -244,7 +244,7 @@ TEST_TIMEOUT(large_payloads_both_ways, 180)
 {
     size_t len = harness_scaled(32u << 20, 1u << 20);
     enum { N = 4 };
-    cf_process_pool_options o = {.max_workers = 2,
+    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 2,
                                  .codec = cf_codec_string()};
     cf_executor *ex;
     ASSERT_OK(cf_process_pool_new(&o, &ex));
@@ -429,7 +429,7 @@ static void *task_init_value(void *arg, cf_call *call)
 
 TEST_TIMEOUT(initializer_runs_in_each_worker, 60)
 {
-    cf_process_pool_options o = {.max_workers = 2, .initializer = init_set,
+    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 2, .initializer = init_set,
                                  .initarg = (void *)77};
     cf_executor *ex;
     ASSERT_OK(cf_process_pool_new(&o, &ex));
@@ -454,7 +454,7 @@ static int init_fail(void *arg)
 
 TEST_TIMEOUT(initializer_failure_breaks_pool, 60)
 {
-    cf_process_pool_options o = {.max_workers = 2, .initializer = init_fail};
+    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 2, .initializer = init_fail};
     cf_executor *ex;
     ASSERT_OK(cf_process_pool_new(&o, &ex));
     cf_future *f[4];
@@ -479,7 +479,7 @@ TEST_TIMEOUT(initializer_failure_breaks_pool, 60)
 static void check_max_tasks(size_t per_child)
 {
     size_t n = harness_scaled(60, 12);
-    cf_process_pool_options o = {.max_workers = 2,
+    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 2,
                                  .max_tasks_per_child = per_child};
     cf_executor *ex;
     ASSERT_OK(cf_process_pool_new(&o, &ex));
@@ -916,8 +916,8 @@ static void check_worker_fds(cf_start_method method)
     void *v;
     ASSERT_OK(cf_executor_submit(ex, task_count_fds, NULL, &f));
     ASSERT_OK(cf_future_result(f, 30, &v));
-    /* stdin, stdout, stderr and the socket. */
-    ASSERT((intptr_t)v <= 4);
+    /* stdin, stdout, stderr and the socket (or the two pipes). */
+    ASSERT((intptr_t)v <= (test_transport() == CF_TRANSPORT_PIPES ? 5 : 4));
     cf_future_release(f);
     cf_executor_free(ex);
     close(fds[0]);
