@@ -970,3 +970,45 @@ TEST_TIMEOUT(threads_in_the_caller_do_not_matter, 60)
         cf_future_release(spin[i]);
     cf_executor_free(tp);
 }
+
+/* A done-callback of a cancelled future shuts the same pool down again
+ * (and cancels): the cancels run with no pool lock held, so the nested
+ * shutdown neither deadlocks nor loses a future. */
+static int shutdown_again(cf_future *f, void *arg)
+{
+    (void)f;
+    cf_executor *ex = arg;
+    int rc = cf_executor_shutdown(ex, false, true);
+    return rc == CF_OK ? 0 : rc;
+}
+
+TEST_TIMEOUT(cancel_callback_shuts_the_pool_down_again, 60)
+{
+    tmpdir d;
+    tmpdir_make(&d);
+    char base[256];
+    tmpdir_file(&d, "block", base, sizeof base);
+    cf_executor *ex = pool_new(1, CF_START_EXEC);
+    cf_future *running = submit_path(ex, task_pid_then_wait, base);
+    await_pid(base);
+    /* Some of these wait at the busy worker, the rest in the queue. */
+    enum { N = 40 };
+    cf_future *f[N];
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(cf_executor_submit(ex, task_square, (void *)(intptr_t)i,
+                                     &f[i]));
+        ASSERT_OK(cf_future_add_done_callback(f[i], shutdown_again, ex));
+    }
+    ASSERT_OK(cf_executor_shutdown(ex, false, true));
+    release_go(base);
+    void *v;
+    ASSERT_OK(cf_future_result(running, 30, &v));
+    ASSERT_EQ((intptr_t)v, 1);
+    for (int i = 0; i < N; i++) {
+        ASSERT_CODE(cf_future_result(f[i], 30, NULL), CF_ECANCELLED);
+        cf_future_release(f[i]);
+    }
+    cf_future_release(running);
+    cf_executor_free(ex);
+    tmpdir_remove(&d);
+}

@@ -57,7 +57,7 @@
  * memory for its result) is killed and reported the same way. Workers are
  * reaped by pid, never waitpid(-1).
  *
- * Lock order: cancel_lock, then the pool lock, then a future's lock
+ * Lock order: the pool lock, then a future's lock
  * (set_running only); a future's lock is held while its cancel hook runs,
  * which takes no other lock. Futures are completed and cancelled with no pool
  * lock held, since completion runs callbacks.
@@ -183,8 +183,11 @@ struct process_pool {
     task *head, *tail;     /* guarded by lock: the queue */
     size_t n_queued;       /* guarded by lock */
     size_t n_inflight;     /* guarded by lock: tasks at workers */
-    cf__mutex cancel_lock; /* serialises shutdown(cancel_futures) */
-    cf_future **cancel_buf; /* max_workers * WINDOW: waiting futures */
+    /* max_workers * WINDOW: room to copy the futures waiting at workers
+     * out of the lock, for a shutdown that finds no memory of its own;
+     * cancel_buf_busy while one uses it. */
+    cf_future **cancel_buf;
+    atomic_bool cancel_buf_busy;
     int n_alive;           /* guarded by lock: worker processes not reaped */
     bool shutdown;         /* guarded by lock */
     int terminate_sig;     /* guarded by lock: 0, SIGTERM or SIGKILL */
@@ -1760,25 +1763,38 @@ static void *manager_main(void *arg)
  * manager skips them when it finds them cancelled). */
 static void begin_shutdown(process_pool *pool, bool cancel_futures, int sig)
 {
+    /* The futures are cancelled with no lock held, since cancelling runs
+     * callbacks and a callback may shut this very pool down again. Those
+     * waiting at workers are copied out first, into memory of this call's
+     * own or else the pool's spare buffer; with neither, they are left to
+     * run (as CPython leaves its call queue), the queue is still
+     * cancelled. */
+    size_t cap = cancel_futures ? (size_t)pool->max_workers * WINDOW : 0;
+    cf_future **buf = cap ? malloc(cap * sizeof *buf) : NULL;
+    bool spare = false;
+    if (cap && !buf && !atomic_exchange(&pool->cancel_buf_busy, true)) {
+        buf = pool->cancel_buf;
+        spare = true;
+    }
     size_t n = 0;
-    if (cancel_futures)
-        cf__mutex_lock(&pool->cancel_lock); /* one cancel_buf user */
     cf__mutex_lock(&pool->lock);
     pool->shutdown = true;
     if (sig)
         pool->terminate_sig = sig;
     task *q = cancel_futures ? take_queue(pool) : NULL;
-    for (int i = 0; cancel_futures && i < pool->max_workers; i++)
-        for (task *t = pool->workers[i].wait_head; t; t = t->next)
-            pool->cancel_buf[n++] = cf_future_retain(t->f);
+    for (int i = 0; buf && i < pool->max_workers; i++)
+        for (task *t = pool->workers[i].wait_head; t && n < cap; t = t->next)
+            buf[n++] = cf_future_retain(t->f);
     cf__mutex_unlock(&pool->lock);
     cancel_tasks(q);
     for (size_t i = 0; i < n; i++) {
-        cf__future_cancel(pool->cancel_buf[i]);
-        cf_future_release(pool->cancel_buf[i]);
+        cf__future_cancel(buf[i]);
+        cf_future_release(buf[i]);
     }
-    if (cancel_futures)
-        cf__mutex_unlock(&pool->cancel_lock);
+    if (spare)
+        atomic_store(&pool->cancel_buf_busy, false);
+    else
+        free(buf);
     wake_manager(pool);
 }
 
@@ -1864,7 +1880,6 @@ static void pool_destroy(void *impl)
     free_spares(pool);
     cf__fd_close(pool->wake_fd);
     cf__cond_destroy(&pool->changed);
-    cf__mutex_destroy(&pool->cancel_lock);
     cf__mutex_destroy(&pool->lock);
     free(pool->broken_msg);
     free_config(pool);
@@ -1980,6 +1995,7 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
     if (!pool)
         return CF_ENOMEM;
     atomic_init(&pool->spare_lock.held, false);
+    atomic_init(&pool->cancel_buf_busy, false);
     if ((rc = configure(pool, opts)) != CF_OK)
         goto fail_config;
     if ((rc = cf__wake_open(&pool->wake_fd)) != CF_OK)
@@ -1988,8 +2004,6 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
         goto fail_lock;
     if ((rc = cf__cond_init(&pool->changed)) != CF_OK)
         goto fail_cond;
-    if ((rc = cf__mutex_init(&pool->cancel_lock)) != CF_OK)
-        goto fail_cancel_lock;
     if ((rc = cf_executor_new(&process_pool_ops, pool, &pool->ex)) != CF_OK)
         goto fail_executor;
     cf__executor_set_submit_chunk(pool->ex, pool_submit_chunk);
@@ -2002,8 +2016,6 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
 fail_thread:
     free(pool->ex);
 fail_executor:
-    cf__mutex_destroy(&pool->cancel_lock);
-fail_cancel_lock:
     cf__cond_destroy(&pool->changed);
 fail_cond:
     cf__mutex_destroy(&pool->lock);
