@@ -2,8 +2,8 @@
  * (cf_start_method): exec of this program, fork, exec of another program,
  * or a caller's callback.
  *
- * Design: every way starts from the same channel (platform/process.h: a
- * socket pair, or two pipes for CF_TRANSPORT_PIPES) and ends with a
+ * Design: every way starts from the same channel (opened by the pool's
+ * transport, transport.h: a socket pair, or two pipes) and ends with a
  * cf__proc the manager watches. What differs is only how the child gets
  * its ends and learns it is a worker:
  *
@@ -73,7 +73,9 @@ int cf__spawn_configure(cf__spawn_config *cfg,
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->method = o->start_method;
-    cfg->pipes = o->transport == CF_TRANSPORT_PIPES;
+    cfg->transport = cf__transport_for(o->transport);
+    if (!cfg->transport)
+        return CF_EINVAL;
     switch (o->start_method) {
     case CF_START_EXEC:
         return cf__proc_self_exe(&cfg->exe);
@@ -204,7 +206,7 @@ int cf__spawn_worker(const cf__spawn_config *cfg, const cf__shm *shm,
                      int slot, cf__spawned *out)
 {
     cf__channel ch;
-    int rc = cf__channel_open(cfg->pipes, &ch);
+    int rc = cfg->transport->open(&ch);
     if (rc != CF_OK)
         return rc;
     pid_t pid = -1;

@@ -5,11 +5,12 @@
 #include "core/core.h"
 #include "platform/process.h"
 #include "processes/shm_slot.h"
+#include "processes/transport.h"
 
 /* How a pool starts its workers, resolved from its options at creation. */
 typedef struct cf__spawn_config {
     cf_start_method method;
-    bool pipes;       /* CF_TRANSPORT_PIPES: two pipes, not a socket */
+    const cf__transport *transport; /* opens each worker's channel */
     char *exe;        /* exec and program: the program to start */
     char **argv;      /* program: its arguments, or NULL */
     int *keep_fds;    /* program: descriptors it keeps */

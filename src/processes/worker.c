@@ -34,7 +34,6 @@
 #include "processes/wire.h"
 #include "processes/worker.h"
 
-
 /* ------------------------------------------------------------------------ */
 /* Resolving functions and codecs                                           */
 
@@ -53,7 +52,7 @@ typedef struct worker {
     const cf_worker_options *opts; /* the worker program's, or NULL */
     cf__shm_slot *slot; /* shared counters, or NULL */
     uint_fast64_t seen_to; /* slot->to_worker when we last read */
-    unsigned k;            /* number of the last task frame, for the claim words */
+    unsigned k;    /* number of the last task frame (claim words) */
     cf_buffer in;  /* bytes received; frames start at in_pos */
     size_t in_pos;
     cf_buffer out; /* results not yet written */
@@ -494,8 +493,8 @@ static int claim(worker *w, unsigned k, bool *run)
     unsigned seen = CF__CLAIM(k, CF__CLAIM_PENDING);
     /* seq_cst, then `asleep` is read: the manager stores asleep, then
      * reads the claim words (Dekker), so one of us sees the other. */
-    bool mine = atomic_compare_exchange_strong(word, &seen,
-                                               CF__CLAIM(k, CF__CLAIM_RUNNING));
+    bool mine = atomic_compare_exchange_strong(
+        word, &seen, CF__CLAIM(k, CF__CLAIM_RUNNING));
     *run = mine || seen == CF__CLAIM(k, CF__CLAIM_RUNNING);
     if (!*run) {
         atomic_store_explicit(&s->done, k, memory_order_release);

@@ -27,7 +27,8 @@ typedef struct cf__worker_link {
 
 /* The worker loop; returns the process's exit code. `opts` may be NULL.
  * The _forked variant first drops stdio buffers copied from the parent. */
-int cf__worker_main(const cf__worker_link *link, const cf_worker_options *opts);
+int cf__worker_main(const cf__worker_link *link,
+                    const cf_worker_options *opts);
 int cf__worker_main_forked(const cf__worker_link *link);
 
 #endif /* CF_PROCESSES_WORKER_H */
