@@ -869,25 +869,34 @@ CF_API int cf_cpu_count(void);
 
 /* How it works, and what it asks of your program:
  *
- * - Workers run this same program. An exec'd worker (CF_START_EXEC) never
- *   reaches main(): a constructor in the library sees the environment
- *   variable CF_PROCESS_WORKER, serves tasks, and exits. main() needs no
- *   special code; constructors that run after the library's (for the
- *   shared library: the main program's own) do not run in a worker.
- * - A task, a custom codec and the initializer are found in the worker by
- *   the module that holds them and their offset in it (the main program,
- *   or a shared library by its path; one the parent loaded with dlopen()
- *   is loaded again by that path). So they must be functions, and a codec
- *   a static object (a global or a `static const cf_codec`), not memory on
- *   the heap or the stack: submit returns CF_EINVAL for those.
+ * - By default workers run this same program. An exec'd worker
+ *   (CF_START_EXEC) never reaches main(): a constructor in the library
+ *   sees the environment variable CF_PROCESS_WORKER, serves tasks, and
+ *   exits. main() needs no special code; constructors that run after the
+ *   library's (for the shared library: the main program's own) do not run
+ *   in a worker. Workers may instead run another program
+ *   (CF_START_PROGRAM) or be started by a callback (CF_START_CALLBACK); see
+ *   cf_start_method and cf_task_register().
+ * - In workers of this same program, a task, a custom codec and the
+ *   initializer are found by the module that holds them and their offset
+ *   in it (the main program, or a shared library by its path; one the
+ *   parent loaded with dlopen() is loaded again by that path). So they
+ *   must be functions, and a codec a static object (a global or a
+ *   `static const cf_codec`), not memory on the heap or the stack: submit
+ *   returns CF_EINVAL for those. In workers of another program they are
+ *   found by the name both programs registered; submitting one without a
+ *   name returns CF_EINVAL.
+ * - Tasks and results travel over a transport (cf_transport): a socket
+ *   plus memory shared with each worker by default, or plain pipes.
  * - Arguments and results cross through the codec (cf_codec_word() by
  *   default). With cf_codec_string() a task's result must be malloc'd (or
  *   NULL): the worker frees it once encoded.
  * - A worker runs one task at a time. A few more may wait at a busy
  *   worker (their arguments already sent) but stay pending: the worker
  *   claims each when it is free to start it (the future turns running),
- *   so until then it can be cancelled, and a cancelled task never runs. A task waiting
- *   at a worker moves to another one that falls idle first.
+ *   so until then it can be cancelled, and a cancelled task never runs. A
+ *   task waiting at a worker moves to another one that falls idle first.
+ *   Over pipes a task is sent only to a free worker.
  *   cf_call_cancel_requested() is always false in a worker.
  * - The pool's manager thread and idle workers busy-wait a few tens of
  *   microseconds before they sleep, so back-to-back tasks do not pay for
@@ -899,9 +908,10 @@ CF_API int cf_cpu_count(void);
  *   the task by its function's name, read from the module file's
  *   symbol table (static functions too), or "<module>+0x<offset>" (for
  *   addr2line) when the file is stripped.
- * - Hygiene: workers keep no descriptor of the caller's but 0-2, die with
- *   their parent, and are reaped by pid (the caller's other children are
- *   left alone). The library installs no signal handler. From inside a
+ * - Hygiene: workers keep no descriptor of the caller's but 0-2 (and a
+ *   worker program its keep_fds), die with their parent, and are reaped by
+ *   pid (the caller's other children are left alone; a callback's workers
+ *   by its reap function when it gives one). The library installs no signal handler. From inside a
  *   worker, creating a process pool or calling into an executor the task
  *   did not create there (its parent's) returns CF_EDEADLK; a task may
  *   create and use thread pools of its own. */
