@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -267,11 +268,109 @@ static inline cf_transport test_transport(void)
                                         : CF_TRANSPORT_SHARED_MEMORY;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Worker kinds                                                             */
+
+/* CF_TEST_START=program or =callback (CMake registers the process-pool
+ * tests once more each way) runs a test's default pool (CF_START_EXEC)
+ * with workers of that kind instead:
+ *   program   CF_START_PROGRAM of this very binary, which serves from
+ *             pp_serve_as_program() below before main();
+ *   callback  CF_START_CALLBACK with pp_start_by_fork().
+ * Tasks then go by name, so a test file that runs this way defines
+ * PP_WORKER_KINDS before including this header and registers every task,
+ * codec and initializer it uses in pp_register_names(). */
+static inline cf_start_method test_start(void)
+{
+    const char *k = getenv("CF_TEST_START");
+    if (k && strcmp(k, "program") == 0)
+        return CF_START_PROGRAM;
+    if (k && strcmp(k, "callback") == 0)
+        return CF_START_CALLBACK;
+    return CF_START_EXEC;
+}
+
+/* Starts a worker as a language runtime's launcher would: the child
+ * keeps only its channel, moved to 3 (and 4 for pipes; the shared memory
+ * next), as an exec'd worker has it, and serves it. */
+static inline int pp_start_by_fork(void *ctx, const cf_worker_channel *ch,
+                                   cf_worker_process *out)
+{
+    (void)ctx;
+    pid_t pid = fork();
+    if (pid < 0)
+        return CF_EAGAIN;
+    if (pid == 0) {
+        bool one = ch->read_fd == ch->write_fd;
+        int high[3] = {fcntl(ch->read_fd, F_DUPFD, 100),
+                       one ? -1 : fcntl(ch->write_fd, F_DUPFD, 100),
+                       ch->shm_fd < 0 ? -1 : fcntl(ch->shm_fd, F_DUPFD, 100)};
+        cf_worker_channel moved = {3, one ? 3 : 4, -1, ch->slot};
+        int next = 3;
+        for (int i = 0; i < 3; i++)
+            if (high[i] >= 0 && dup2(high[i], next) == next) {
+                if (i == 2)
+                    moved.shm_fd = next;
+                next++;
+            }
+        for (int fd = next; fd < 1024; fd++)
+            close(fd);
+        int status = 2;
+        cf_process_worker_serve(&moved, NULL, &status);
+        _exit(status);
+    }
+    out->pid = pid;
+    return CF_OK;
+}
+
+/* Options for a test's default pool: the transport and worker kind the
+ * environment asks for. */
+#define PP_KIND                                                          \
+    .transport = test_transport(), .start_method = test_start(),         \
+    .program = "/proc/self/exe", .start_worker = pp_start_by_fork
+
+#ifdef PP_WORKER_KINDS
+static void pp_register_names(void);
+
+__attribute__((constructor(200))) static void pp_names_early(void)
+{
+    pp_register_names(); /* in the tests and in their program workers */
+}
+
+/* A CF_START_PROGRAM worker of this binary serves before main() (whose
+ * harness would run the tests); the library's own constructor serves only
+ * exec'd workers of CF_START_EXEC. */
+__attribute__((constructor(300))) static void pp_serve_as_program(void)
+{
+    const char *v = getenv("CF_PROCESS_WORKER");
+    if (!v || strncmp(v, "main:", 5) != 0)
+        return;
+    int status = 2;
+    cf_process_worker_main(NULL, &status);
+    _exit(status);
+}
+
+/* Registers `x` (a task, codec or initializer) under its own name. */
+#define PP_NAME(x)                                                       \
+    do {                                                                 \
+        int rc_ = _Generic((x), const cf_codec *: cf_codec_register,      \
+                           int (*)(void *): cf_initializer_register,     \
+                           default: pp_task_register)(#x, (x));          \
+        if (rc_ != CF_OK)                                                \
+            fprintf(stderr, "registering %s: %s\n", #x, cf_strerror(rc_)); \
+    } while (0)
+
+static inline int pp_task_register(const char *name, cf_fn fn)
+{
+    return cf_task_register(name, fn);
+}
+#endif
+
 static inline cf_executor *pool_new(int workers, cf_start_method method)
 {
-    cf_process_pool_options o = {.max_workers = workers,
-                                 .start_method = method,
-                                 .transport = test_transport()};
+    cf_process_pool_options o = {PP_KIND, .max_workers = workers};
+    if (method != CF_START_EXEC)
+        o.start_method = method; /* a test of that method */
     cf_executor *ex = NULL;
     ASSERT_OK(cf_process_pool_new(&o, &ex));
     return ex;

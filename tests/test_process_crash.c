@@ -8,6 +8,7 @@
  * limit) and nothing leaks (the harness checks children and descriptors).
  * With survive_worker_death only the dead worker's task fails.
  */
+#define PP_WORKER_KINDS 1 /* see procpool_test.h */
 #include "procpool_test.h"
 
 #include <sys/wait.h>
@@ -279,7 +280,7 @@ static int init_exit5(void *arg)
 
 TEST_TIMEOUT(exit_in_initializer_breaks_pool, 60)
 {
-    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 2,
+    cf_process_pool_options o = {PP_KIND, .max_workers = 2,
                                  .initializer = init_exit5};
     cf_executor *ex;
     ASSERT_OK(cf_process_pool_new(&o, &ex));
@@ -295,7 +296,7 @@ TEST_TIMEOUT(exit_in_initializer_breaks_pool, 60)
 
 TEST_TIMEOUT(exit_in_initializer_breaks_even_surviving_pool, 60)
 {
-    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 1,
+    cf_process_pool_options o = {PP_KIND, .max_workers = 1,
                                  .initializer = init_exit5,
                                  .survive_worker_death = true};
     cf_executor *ex;
@@ -312,9 +313,10 @@ TEST_TIMEOUT(exit_in_initializer_breaks_even_surviving_pool, 60)
 
 static void check_survive(cf_start_method method)
 {
-    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 2,
-                                 .start_method = method,
+    cf_process_pool_options o = {PP_KIND, .max_workers = 2,
                                  .survive_worker_death = true};
+    if (method != CF_START_EXEC)
+        o.start_method = method;
     cf_executor *ex;
     ASSERT_OK(cf_process_pool_new(&o, &ex));
     enum { N = 20 };
@@ -359,7 +361,7 @@ TEST_TIMEOUT(survive_worker_death_fork, 60)
 
 TEST_TIMEOUT(survive_idle_worker_killed, 60)
 {
-    cf_process_pool_options o = {.transport = test_transport(), .max_workers = 1,
+    cf_process_pool_options o = {PP_KIND, .max_workers = 1,
                                  .survive_worker_death = true};
     cf_executor *ex;
     ASSERT_OK(cf_process_pool_new(&o, &ex));
@@ -403,4 +405,21 @@ TEST_TIMEOUT(callers_own_child_is_not_reaped, 60)
     int status;
     ASSERT_EQ(waitpid(child, &status, 0), child);
     ASSERT(WIFSIGNALED(status));
+}
+
+/* The names workers of another kind know these by (procpool_test.h). */
+static void pp_register_names(void)
+{
+    PP_NAME(task_square);
+    PP_NAME(task_getpid);
+    PP_NAME(task_wait_file);
+    PP_NAME(task_pid_then_wait);
+    PP_NAME(task_touch);
+    PP_NAME(task_abort);
+    PP_NAME(task_segv);
+    PP_NAME(task_exit3);
+    PP_NAME(task_sigkill_self);
+    PP_NAME(task_die_mid_result);
+    PP_NAME(init_exit5);
+    PP_NAME(&path_codec);
 }
