@@ -1,4 +1,5 @@
-/* future.c - the future state machine, references, callbacks and waiting.
+/* future.c - the future state machine, references and callbacks (waiting
+ * for one is future_wait.c).
  *
  * Design: states move PENDING -> RUNNING -> FINISHED, or PENDING ->
  * CANCELLED -> CANCELLED_NOTIFIED, or PENDING -> FINISHED (an executor
@@ -24,10 +25,9 @@
  * set_running_or_notify_cancel() moves it to CANCELLED_NOTIFIED and wakes
  * them. Until then its `end` union still holds that list.
  *
- * Waiters are notified while the completer holds the future's lock; a
- * waiter only frees its nodes after removing them under that same lock
- * (cf__wait_node_remove), so a notification never touches freed memory.
- * Callbacks run after the lock is dropped, in the completing thread.
+ * Waiters (future_wait.c) are notified while the completer holds the
+ * future's lock. Callbacks run after the lock is dropped, in the
+ * completing thread.
  */
 #include "core/core.h"
 
@@ -497,9 +497,6 @@ int cf__future_outcome(const cf_future *f)
     return code < 0 ? code : CF_ETASK;
 }
 
-static inline bool wait_done(cf_future *f, int64_t deadline_ns,
-                             int done_from);
-
 /* Waits for `f` per `timeout`, until it is done for its result (a
  * notify-protocol future is, once cancelled). Returns CF_OK once done, or
  * an error. */
@@ -515,8 +512,9 @@ static int wait_for(cf_future *f, double timeout)
         return rc;
     if (cf__running) /* from inside a task: see nested.c */
         return cf__nested_wait(f, deadline, CF__CANCELLED_UNNOTIFIED);
-    return wait_done(f, deadline, CF__CANCELLED_UNNOTIFIED) ? CF_OK
-                                                            : CF_ETIMEDOUT;
+    return cf__future_block(f, deadline, CF__CANCELLED_UNNOTIFIED)
+               ? CF_OK
+               : CF_ETIMEDOUT;
 }
 
 int cf_future_result(cf_future *f, double timeout, void **out)
@@ -622,123 +620,6 @@ bool cf__future_detach(cf_future *f)
     }
     cf__spin_unlock(&f->lock);
     return zero;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Waiting                                                                  */
-
-bool cf__wait_node_install(cf_future *f, cf__wait_node *node)
-{
-    node->future = f;
-    node->prev = NULL;
-    int done_from = node->waiter->wakes_on_cancel ? CF__CANCELLED_UNNOTIFIED
-                                                  : CF__CANCELLED;
-    cf__spin_lock(&f->lock);
-    if (atomic_load_explicit(&f->state, memory_order_relaxed) >= done_from) {
-        node->linked = false;
-        cf__spin_unlock(&f->lock);
-        return false;
-    }
-    node->next = f->end.lists.waiters;
-    if (node->next)
-        node->next->prev = node;
-    f->end.lists.waiters = node;
-    node->linked = true;
-    cf__spin_unlock(&f->lock);
-    return true;
-}
-
-void cf__wait_node_remove(cf__wait_node *node)
-{
-    cf_future *f = node->future;
-    cf__spin_lock(&f->lock);
-    if (node->linked) {
-        if (node->prev)
-            node->prev->next = node->next;
-        else
-            f->end.lists.waiters = node->next;
-        if (node->next)
-            node->next->prev = node->prev;
-        node->linked = false;
-    }
-    cf__spin_unlock(&f->lock);
-}
-
-static void notify_single(cf__waiter *w, cf__wait_node *node, cf_future *f)
-{
-    (void)node;
-    (void)f;
-    cf__event_signal_all(&w->event);
-}
-
-bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns)
-{
-    int64_t until = 0;
-    for (unsigned i = 0; cf__event_seq(ev) == seq; i++) {
-        if (!cf__spin_continue(i, &until, CF__WAIT_SPIN_NS) ||
-            (until != 0 && until > deadline_ns))
-            return cf__event_wait(ev, seq, deadline_ns);
-    }
-    return true;
-}
-
-/* Blocks until `f`'s state is at least `done_from` (CF__CANCELLED: done
- * for cf_wait; CF__CANCELLED_UNNOTIFIED: done for its result) or the
- * deadline passes. Returns true if done. */
-static inline bool wait_done(cf_future *f, int64_t deadline_ns,
-                             int done_from)
-{
-    if (deadline_ns != CF__NO_DEADLINE && cf__now_ns() >= deadline_ns)
-        return cf__future_state(f) >= done_from; /* a poll */
-    int64_t until = 0;
-    for (unsigned i = 0; cf__future_state(f) < done_from; i++) {
-        if (!cf__spin_continue(i, &until, CF__WAIT_SPIN_NS) ||
-            (until != 0 && until > deadline_ns))
-            break;
-    }
-    if (cf__future_state(f) >= done_from)
-        return true;
-
-    cf__waiter w;
-    cf__wait_node node;
-    cf__event_init(&w.event);
-    w.notify = notify_single;
-    w.wakes_on_cancel = done_from == CF__CANCELLED_UNNOTIFIED;
-    node.waiter = &w;
-    if (!cf__wait_node_install(f, &node)) {
-        cf__event_destroy(&w.event);
-        return true;
-    }
-    for (;;) {
-        unsigned seq = cf__event_seq(&w.event);
-        if (cf__future_state(f) >= done_from)
-            break;
-        if (!cf__event_wait(&w.event, seq, deadline_ns))
-            break;
-    }
-    /* Also waits out a completer still notifying us under the lock. */
-    cf__wait_node_remove(&node);
-    cf__event_destroy(&w.event);
-    return cf__future_state(f) >= done_from;
-}
-
-bool cf__future_block(cf_future *f, int64_t deadline_ns, int done_from)
-{
-    return wait_done(f, deadline_ns, done_from);
-}
-
-int cf__future_wait(cf_future *f, int64_t deadline_ns)
-{
-    if (cf__state_done(cf__future_state(f)))
-        return CF_OK;
-    if (cf__running)
-        return cf__nested_wait(f, deadline_ns, CF__CANCELLED);
-    return wait_done(f, deadline_ns, CF__CANCELLED) ? CF_OK : CF_ETIMEDOUT;
-}
-
-bool cf__future_wait_done(cf_future *f, int64_t deadline_ns)
-{
-    return cf__future_wait(f, deadline_ns) == CF_OK;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -1,0 +1,128 @@
+/* future_wait.c - blocking until one future is done: the wait node a
+ * waiter hangs on a future's list, and the spin-then-sleep wait that
+ * cf_future_result(), cf_future_exception() and the executors use.
+ *
+ * Design: a waiter spins briefly (CF__WAIT_SPIN_NS: a hand-off on another
+ * core is often that close), then installs a node on the future's waiter
+ * list under the future's lock and sleeps on its own event. Completers
+ * notify waiters while they hold that lock; a waiter only frees its node
+ * after removing it under the same lock (cf__wait_node_remove), so a
+ * notification never touches freed memory. cf_wait and as_completed
+ * (wait.c) hang one node per future on a shared waiter.
+ */
+#include "core/core.h"
+
+bool cf__wait_node_install(cf_future *f, cf__wait_node *node)
+{
+    node->future = f;
+    node->prev = NULL;
+    int done_from = node->waiter->wakes_on_cancel ? CF__CANCELLED_UNNOTIFIED
+                                                  : CF__CANCELLED;
+    cf__spin_lock(&f->lock);
+    if (atomic_load_explicit(&f->state, memory_order_relaxed) >= done_from) {
+        node->linked = false;
+        cf__spin_unlock(&f->lock);
+        return false;
+    }
+    node->next = f->end.lists.waiters;
+    if (node->next)
+        node->next->prev = node;
+    f->end.lists.waiters = node;
+    node->linked = true;
+    cf__spin_unlock(&f->lock);
+    return true;
+}
+
+void cf__wait_node_remove(cf__wait_node *node)
+{
+    cf_future *f = node->future;
+    cf__spin_lock(&f->lock);
+    if (node->linked) {
+        if (node->prev)
+            node->prev->next = node->next;
+        else
+            f->end.lists.waiters = node->next;
+        if (node->next)
+            node->next->prev = node->prev;
+        node->linked = false;
+    }
+    cf__spin_unlock(&f->lock);
+}
+
+static void notify_single(cf__waiter *w, cf__wait_node *node, cf_future *f)
+{
+    (void)node;
+    (void)f;
+    cf__event_signal_all(&w->event);
+}
+
+bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns)
+{
+    int64_t until = 0;
+    for (unsigned i = 0; cf__event_seq(ev) == seq; i++) {
+        if (!cf__spin_continue(i, &until, CF__WAIT_SPIN_NS) ||
+            (until != 0 && until > deadline_ns))
+            return cf__event_wait(ev, seq, deadline_ns);
+    }
+    return true;
+}
+
+/* Blocks until `f`'s state is at least `done_from` (CF__CANCELLED: done
+ * for cf_wait; CF__CANCELLED_UNNOTIFIED: done for its result) or the
+ * deadline passes. Returns true if done. */
+static bool wait_done(cf_future *f, int64_t deadline_ns,
+                             int done_from)
+{
+    if (deadline_ns != CF__NO_DEADLINE && cf__now_ns() >= deadline_ns)
+        return cf__future_state(f) >= done_from; /* a poll */
+    int64_t until = 0;
+    for (unsigned i = 0; cf__future_state(f) < done_from; i++) {
+        if (!cf__spin_continue(i, &until, CF__WAIT_SPIN_NS) ||
+            (until != 0 && until > deadline_ns))
+            break;
+    }
+    if (cf__future_state(f) >= done_from)
+        return true;
+
+    cf__waiter w;
+    cf__wait_node node;
+    cf__event_init(&w.event);
+    w.notify = notify_single;
+    w.wakes_on_cancel = done_from == CF__CANCELLED_UNNOTIFIED;
+    node.waiter = &w;
+    if (!cf__wait_node_install(f, &node)) {
+        cf__event_destroy(&w.event);
+        return true;
+    }
+    for (;;) {
+        unsigned seq = cf__event_seq(&w.event);
+        if (cf__future_state(f) >= done_from)
+            break;
+        if (!cf__event_wait(&w.event, seq, deadline_ns))
+            break;
+    }
+    /* Also waits out a completer still notifying us under the lock. */
+    cf__wait_node_remove(&node);
+    cf__event_destroy(&w.event);
+    return cf__future_state(f) >= done_from;
+}
+
+bool cf__future_block(cf_future *f, int64_t deadline_ns, int done_from)
+{
+    return wait_done(f, deadline_ns, done_from);
+}
+
+int cf__future_wait(cf_future *f, int64_t deadline_ns)
+{
+    if (cf__state_done(cf__future_state(f)))
+        return CF_OK;
+    if (cf__running)
+        return cf__nested_wait(f, deadline_ns, CF__CANCELLED);
+    return wait_done(f, deadline_ns, CF__CANCELLED) ? CF_OK : CF_ETIMEDOUT;
+}
+
+bool cf__future_wait_done(cf_future *f, int64_t deadline_ns)
+{
+    return cf__future_wait(f, deadline_ns) == CF_OK;
+}
+
