@@ -1003,8 +1003,8 @@ typedef struct cf_process_pool_options {
     /* CF_START_PROGRAM: the program workers run (a path; no PATH search),
      * its argument vector (argv[0] included, NULL-terminated; NULL means
      * {program, NULL}) and descriptors the worker keeps at the same
-     * numbers (n_keep_fds of them; the channel's descriptors are placed
-     * above them). Copied at creation. */
+     * numbers (n_keep_fds of them, each 0 to 1023; the channel's
+     * descriptors are placed above them). Copied at creation. */
     const char *program;
     const char *const *program_argv;
     const int *keep_fds;
