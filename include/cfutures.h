@@ -102,7 +102,8 @@ CF_API const char *cf_version(void);
     XX(ESYS, -13, "a system call failed")                                     \
     XX(EDEADLK, -14, "a task would wait for itself (its own executor)")       \
     XX(ECODEC, -15, "could not encode or decode a value")                     \
-    XX(ENOTSUP, -16, "not supported by this executor")
+    XX(ENOTSUP, -16, "not supported by this executor")                     \
+    XX(ETASK_TIMEOUT, -17, "the task ran past its time limit")
 
 typedef enum cf_errno {
     CF_OK = 0,
@@ -177,8 +178,9 @@ CF_API void cf_call_set_result_free(cf_call *call,
                                     void (*free_result)(void *));
 
 /* True once someone asked the running task to stop early
- * (cf_future_request_cancel() on its future, or a shutdown that cancels
- * futures). Cooperative: the task decides whether to poll it and what to
+ * (cf_future_request_cancel() on its future, a shutdown that cancels
+ * futures, or, on a thread pool or custom executor, the task's time limit:
+ * see cf_submit_options). Cooperative: the task decides whether to poll it and what to
  * return. Cheap enough to poll in an inner loop. Cannot fail. */
 CF_API bool cf_call_cancel_requested(const cf_call *call);
 
@@ -606,6 +608,39 @@ CF_API int cf_executor_submit(cf_executor *ex, cf_fn fn, void *arg,
 CF_API int cf_executor_submit_ex(cf_executor *ex, cf_fn fn, void *arg,
                                  const cf_codec *codec, cf_future **out);
 
+/* Per-task options for cf_executor_submit_opts(). Zero means the default. */
+typedef struct cf_submit_options {
+    /* Codec for this task's argument and result. NULL: the executor's. */
+    const cf_codec *codec;
+    /* Seconds the task may run, counted from its start (time queued does
+     * not count). 0: the executor's default (the pool option task_timeout;
+     * none if it has none). CF_FOREVER: no limit, whatever the default.
+     * Negative or NaN: CF_EINVAL.
+     *
+     * On a process pool, a task still running at its limit is killed with
+     * its worker process: its future fails with CF_ETASK_TIMEOUT, the
+     * message naming the task's function and the limit; a replacement
+     * worker starts as work needs it, and every other task, those that
+     * waited at that worker included, carries on (whether or not the pool
+     * survives worker deaths). A result that reached the pool before the
+     * manager acted on the limit still counts.
+     *
+     * On a thread pool (and a custom executor, which runs tasks in this
+     * process) a thread cannot be stopped safely: at the limit the task's
+     * cf_call_cancel_requested() turns true, and a task that returns after
+     * its limit fails with CF_ETASK_TIMEOUT (its result, if it set a free
+     * function, is freed), whatever it returned. A per-executor timer
+     * thread, started at the first task with a limit and joined when the
+     * executor is freed, raises the flags. */
+    double timeout;
+} cf_submit_options;
+
+/* As cf_executor_submit_ex(), with options (NULL: all defaults). Returns
+ * the same codes, and CF_EINVAL for a bad option. Does not block. */
+CF_API int cf_executor_submit_opts(cf_executor *ex, cf_fn fn, void *arg,
+                                   const cf_submit_options *opts,
+                                   cf_future **out);
+
 /* Stops accepting work. Idempotent. With `cancel_futures`, every task not
  * yet started is cancelled and running tasks see cf_call_cancel_requested().
  * With `wait`, returns when every started task has finished and the
@@ -854,6 +889,10 @@ typedef struct cf_thread_pool_options {
     void (*thread_main)(void (*run)(void *run_arg), void *run_arg,
                         void *thread_ctx);
     void *thread_ctx;
+    /* Default run-time limit of each task, in seconds, for tasks
+     * submitted without one (see cf_submit_options.timeout). 0: none.
+     * Negative or NaN: CF_EINVAL. */
+    double task_timeout;
 } cf_thread_pool_options;
 
 /* Creates a thread pool (no thread starts until work arrives). Returns
@@ -1019,6 +1058,10 @@ typedef struct cf_process_pool_options {
      * the pool, the message naming it (instead of each task failing as it
      * is run). Copied at creation. */
     const char *const *required_tasks;
+    /* Default run-time limit of each task (a map chunk counts as one), in
+     * seconds, for tasks submitted without one (see
+     * cf_submit_options.timeout). 0: none. Negative or NaN: CF_EINVAL. */
+    double task_timeout;
 } cf_process_pool_options;
 
 /* Creates a process pool. Returns CF_OK, CF_EINVAL (bad options; an

@@ -45,7 +45,7 @@ TEST(ok_is_success)
 
 TEST(strerror_is_never_null)
 {
-    int codes[] = {-17, -100, -1000, INT_MIN, INT_MAX, 1, 2, 42, 255};
+    int codes[] = {-18, -100, -1000, INT_MIN, INT_MAX, 1, 2, 42, 255};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         const char *s = cf_strerror(codes[i]);
         ASSERT(s != NULL);
@@ -62,7 +62,7 @@ TEST(strerror_of_task_code_is_the_task_failed)
 
 TEST(err_name_of_unknown_code_is_cf_unknown)
 {
-    int codes[] = {-17, -1000, INT_MIN, INT_MAX, 5};
+    int codes[] = {-18, -1000, INT_MIN, INT_MAX, 5};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         ASSERT_STR_EQ(cf_err_name(codes[i]), "CF_UNKNOWN");
 }

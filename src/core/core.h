@@ -229,6 +229,12 @@ int cf__future_finish(cf_future *f, void *result, void (*free_result)(void *),
 /* Same as cf_future_cancel() but only from PENDING; true if cancelled. */
 bool cf__future_cancel(cf_future *f);
 
+/* Cancels `f` even though its task started, for an executor that stopped
+ * the task by force (a killed worker process): RUNNING (or PENDING) ->
+ * CANCELLED, notifying as a cancel does. True if `f` is now cancelled;
+ * false if it had finished. */
+bool cf__future_cancel_running(cf_future *f);
+
 static inline int cf__future_state(const cf_future *f)
 {
     return atomic_load_explicit(&((cf_future *)f)->state,
@@ -465,7 +471,42 @@ struct cf_executor {
     /* The executor's worker counts for cf_executor_get_stats(); NULL: it
      * does not say. Set once, at creation. */
     void (*worker_counts)(void *impl, int *alive, int *idle);
+    /* Default run-time limit of tasks the core wraps (executors that
+     * share memory: see timeouts.c), in seconds; 0: none. Set once, at
+     * creation. A process pool keeps its own default instead. */
+    double task_timeout;
+    /* The timer thread that raises the cancel flags of wrapped tasks past
+     * their limit (timeouts.c); NULL until the first such task starts. */
+    _Atomic(struct cf__timer *) timer;
 };
+
+/* ------------------------------------------------------------------------ */
+/* Per-task time limits (timeouts.c)                                        */
+
+/* Submits `fn(arg)` for `f` as ops->submit would (through the monitor when
+ * it is on), with a run-time limit of `limit` seconds (0 or infinite:
+ * none). An executor that shares memory gets the task wrapped (the core's
+ * timer raises its cancel flag at the limit, and an overrun fails it with
+ * CF_ETASK_TIMEOUT); another (a process pool) finds the limit in
+ * cf__submit_timeout during its submit. Same contract as ops->submit. */
+int cf__submit_limited(cf_executor *ex, cf_future *f, cf_fn fn, void *arg,
+                       const cf_codec *codec, double limit);
+
+/* The limit the submit under way on this thread asked for (seconds; 0:
+ * none given, the executor's default applies; infinite: none), for an
+ * executor that enforces limits itself (the process pool). */
+extern _Thread_local double cf__submit_timeout;
+
+/* Sets the default limit of an executor that shares memory. */
+void cf__executor_set_task_timeout(cf_executor *ex, double seconds);
+
+/* Stops and joins ex's timer thread, if it has one. Once no task of ex
+ * runs (after its waited shutdown). */
+void cf__executor_timer_free(cf_executor *ex);
+
+/* The plain submit: through the monitor when it is on, else ops->submit. */
+int cf__executor_dispatch(cf_executor *ex, cf_future *f, cf_fn fn, void *arg,
+                          const cf_codec *codec);
 
 /* ------------------------------------------------------------------------ */
 /* Monitoring (monitor.c)                                                   */

@@ -132,6 +132,8 @@ int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
     atomic_init(&ex->monitor, NULL);
     atomic_init(&ex->monitor_mem, NULL);
     ex->worker_counts = NULL;
+    ex->task_timeout = 0;
+    atomic_init(&ex->timer, NULL);
     ex->worker_local = cf__process_worker_active();
     if (ex->worker_local && !register_worker_local(ex)) {
         free(ex);
@@ -170,9 +172,45 @@ int cf_executor_submit_ex(cf_executor *ex, cf_fn fn, void *arg,
     cf_future *f = cf__future_alloc();
     if (!f)
         return CF_ENOMEM;
+    int rc = ex->task_timeout > 0
+                 ? cf__submit_limited(ex, f, fn, arg, codec, ex->task_timeout)
+                 : cf__executor_dispatch(ex, f, fn, arg, codec);
+    if (rc != CF_OK) {
+        cf_future_release(f);
+        return rc;
+    }
+    *out = f;
+    return CF_OK;
+}
+
+int cf__executor_dispatch(cf_executor *ex, cf_future *f, cf_fn fn, void *arg,
+                          const cf_codec *codec)
+{
     cf__monitor *m = atomic_load_explicit(&ex->monitor, memory_order_acquire);
-    int rc = m ? cf__monitor_submit(m, ex, f, fn, arg, codec)
-               : ex->ops->submit(ex->impl, f, fn, arg, codec);
+    return m ? cf__monitor_submit(m, ex, f, fn, arg, codec)
+             : ex->ops->submit(ex->impl, f, fn, arg, codec);
+}
+
+int cf_executor_submit_opts(cf_executor *ex, cf_fn fn, void *arg,
+                            const cf_submit_options *opts, cf_future **out)
+{
+    static const cf_submit_options defaults = {0};
+    if (!opts)
+        opts = &defaults;
+    if (isnan(opts->timeout) || opts->timeout < 0)
+        return foreign_in_worker(ex) ? CF_EDEADLK : CF_EINVAL;
+    if (opts->timeout == 0)
+        return cf_executor_submit_ex(ex, fn, arg, opts->codec, out);
+    if (foreign_in_worker(ex))
+        return CF_EDEADLK;
+    if (!ex || !fn || !out)
+        return CF_EINVAL;
+    if (atomic_load_explicit(&ex->shut_down, memory_order_relaxed))
+        return CF_ESHUTDOWN;
+    cf_future *f = cf__future_alloc();
+    if (!f)
+        return CF_ENOMEM;
+    int rc = cf__submit_limited(ex, f, fn, arg, opts->codec, opts->timeout);
     if (rc != CF_OK) {
         cf_future_release(f);
         return rc;
@@ -188,9 +226,9 @@ int cf__executor_submit_future(cf_executor *ex, cf_future *f, cf_fn fn,
         return CF_EDEADLK;
     if (atomic_load_explicit(&ex->shut_down, memory_order_relaxed))
         return CF_ESHUTDOWN;
-    cf__monitor *m = atomic_load_explicit(&ex->monitor, memory_order_acquire);
-    return m ? cf__monitor_submit(m, ex, f, fn, arg, NULL)
-             : ex->ops->submit(ex->impl, f, fn, arg, NULL);
+    return ex->task_timeout > 0
+               ? cf__submit_limited(ex, f, fn, arg, NULL, ex->task_timeout)
+               : cf__executor_dispatch(ex, f, fn, arg, NULL);
 }
 
 bool cf__executor_shares_memory(const cf_executor *ex)
@@ -255,6 +293,7 @@ static void free_now(cf_executor *ex)
     shutdown_impl(ex, CF_FOREVER, false, NULL);
     if (ex->ops->destroy)
         ex->ops->destroy(ex->impl);
+    cf__executor_timer_free(ex);
     cf__monitor_free(ex);
     if (ex->worker_local)
         unregister_worker_local(ex);

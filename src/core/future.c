@@ -389,6 +389,14 @@ bool cf__future_cancel(cf_future *f)
     return was == CF__PENDING || cf__state_cancelled(was);
 }
 
+bool cf__future_cancel_running(cf_future *f)
+{
+    int was = complete(f, FROM(CF__PENDING) | FROM(CF__RUNNING), CF__CANCELLED,
+                       NULL, NULL, 0, NULL);
+    return was == CF__PENDING || was == CF__RUNNING ||
+           cf__state_cancelled(was);
+}
+
 bool cf_future_cancel(cf_future *f)
 {
     if (!f)

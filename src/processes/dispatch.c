@@ -194,6 +194,10 @@ void cf__pp_run_push(process_pool *pool, wproc *w, task *t)
     w->n_running++;
     w->busy_k = t->k;
     w->tasks_run++;
+    /* Its limit counts from its start: now, or when the manager caught up
+     * with the worker's claim (a few microseconds later). */
+    if (t->limit > 0)
+        cf__deadline_from_timeout(t->limit, &t->deadline);
     /* Claimed: it will not move again. A modest buffer is kept for the
      * task's next use (task_free). */
     if (t->msg.cap > SPARE_MSG_BYTES)

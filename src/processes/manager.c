@@ -69,6 +69,30 @@ void cf__pp_cancel_tasks(task *q)
     }
 }
 
+/* Ends the task `run` (and any claimed after it: none, as a worker runs
+ * one at a time) of a worker the pool killed for it. */
+static void ended_by_pool(process_pool *pool, int why, task *run, pid_t pid)
+{
+    (void)pool;
+    while (run) {
+        task *next = run->next;
+        if (why == KILL_CANCEL) {
+            cf__future_cancel_running(run->f);
+            cf__pp_task_free(run);
+        } else {
+            char what[300];
+            cf__pp_describe_task(run, what, sizeof what);
+            char *m = cf__format("%s ran past its time limit of %g s: its "
+                                 "worker process %ld was killed",
+                                 what, run->limit, (long)pid);
+            cf__pp_task_fail(run, CF_ETASK_TIMEOUT,
+                             m ? m : cf_strerror(CF_ETASK_TIMEOUT));
+            free(m);
+        }
+        run = next;
+    }
+}
+
 /* The worker's process has ended (or is ending: EOF without pidfd). */
 static void w_exited(process_pool *pool, wproc *w)
 {
@@ -115,6 +139,13 @@ static void w_exited(process_pool *pool, wproc *w)
     else
         snprintf(why, sizeof why, "worker process %ld %s %s%s", (long)pid,
                  how, t ? "while running " : "", what);
+    if (w->killed_for) {
+        /* Killed by the pool for its task (time limit, escalated cancel):
+         * that task alone ends; the ones waiting there move on. */
+        ended_by_pool(pool, w->killed_for, run, pid);
+        requeue(pool, waiting);
+        return;
+    }
     if (terminated) {
         char *m = cf__format("%s (terminate_workers/kill_workers)", why);
         cf__pp_fail_list(run, CF_EBROKEN_PROCESS_POOL, m ? m : why);
@@ -266,6 +297,64 @@ static void spawn_needed(process_pool *pool, size_t queued)
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* Manager: time limits                                                     */
+
+/* The task `w` runs now, or NULL: the last one claimed, unless the worker
+ * has finished it (its result may still be on the way). */
+static task *w_running_task(const wproc *w)
+{
+    return w->run_tail && !cf__pp_w_free(w) ? w->run_tail : NULL;
+}
+
+/* Kills `w` for its running task (`why`: KILL_TIMEOUT, KILL_CANCEL); its
+ * end, seen like any other, then ends that task alone (w_exited). */
+static void w_kill_for_task(wproc *w, int why)
+{
+    if (w->killed_for || w->state == W_FREE)
+        return;
+    w->killed_for = why;
+    w->send_failed = true; /* nothing more is sent to it */
+    cf__proc_signal(&w->proc, SIGKILL);
+}
+
+/* Kills the workers whose running task is past its limit, after reading
+ * what they sent: a result already there counts. */
+static void check_deadlines(process_pool *pool)
+{
+    int64_t now = 0;
+    for (int i = 0; i < pool->max_workers; i++) {
+        wproc *w = &pool->workers[i];
+        task *t = w->state == W_READY && !w->killed_for ? w_running_task(w)
+                                                        : NULL;
+        if (!t || t->limit <= 0)
+            continue;
+        if (!now)
+            now = cf__now_ns();
+        if (t->deadline > now)
+            continue;
+        if (!w->eof)
+            cf__pp_w_receive(pool, w);
+        cf__pp_w_sync(pool, w);
+        if (w->state == W_READY && w_running_task(w) == t)
+            w_kill_for_task(w, KILL_TIMEOUT);
+    }
+}
+
+int64_t cf__pp_next_deadline(process_pool *pool)
+{
+    int64_t next = CF__NO_DEADLINE;
+    for (int i = 0; i < pool->max_workers; i++) {
+        const wproc *w = &pool->workers[i];
+        const task *t = w->state == W_READY && !w->killed_for
+                            ? w_running_task(w)
+                            : NULL;
+        if (t && t->limit > 0 && t->deadline < next)
+            next = t->deadline;
+    }
+    return next;
+}
+
 /* Everything the manager does between two polls. Returns true when it is
  * time to leave: no work left, no worker left, and no more can come. */
 static bool step(process_pool *pool)
@@ -281,6 +370,7 @@ static bool step(process_pool *pool)
     for (int i = 0; i < pool->max_workers; i++)
         if (pool->workers[i].state != W_FREE)
             cf__pp_w_sync(pool, &pool->workers[i]); /* claims and cancels */
+    check_deadlines(pool);
     pool->seen_enqueued = atomic_load(&pool->n_enqueued);
     cf__mutex_lock(&pool->lock);
     size_t queued = pool->n_queued;
@@ -448,6 +538,17 @@ static bool reap_pending(const process_pool *pool)
     return false;
 }
 
+/* poll()'s timeout: until the nearest time limit of a running task (at
+ * least 1 ms, rounded up so that it wakes past the limit), else none. */
+static int poll_timeout_ms(process_pool *pool)
+{
+    int64_t next = cf__pp_next_deadline(pool);
+    if (next == CF__NO_DEADLINE)
+        return -1;
+    int64_t ms = (next - cf__now_ns() + 999999) / 1000000;
+    return ms < 1 ? 1 : ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
 /* Budget of the manager's busy-wait before it sleeps in poll(): a sleeping
  * wake-up costs tens of microseconds on a virtual machine, while a worker
  * answers a small task in a few. */
@@ -477,7 +578,7 @@ static void wait_and_handle(process_pool *pool)
     }
     for (int failures = 0;;) {
         n = poll_set(pool);
-        if (poll(pool->pfds, (nfds_t)n, -1) >= 0) {
+        if (poll(pool->pfds, (nfds_t)n, poll_timeout_ms(pool)) >= 0) {
             set_asleep(pool, false);
             atomic_store(&pool->mgr_sleeping, false);
             handle_events(pool);

@@ -216,7 +216,8 @@ static const cf_executor_ops process_pool_ops = {
 
 static int check_options(const cf_process_pool_options *o)
 {
-    if (o->max_workers < 0 || (unsigned)o->start_method > CF_START_CALLBACK ||
+    if (o->max_workers < 0 || isnan(o->task_timeout) || o->task_timeout < 0 ||
+        (unsigned)o->start_method > CF_START_CALLBACK ||
         (unsigned)o->transport > CF_TRANSPORT_PIPES)
         return CF_EINVAL;
     return CF_OK;
@@ -267,6 +268,8 @@ static int configure(process_pool *pool, const cf_process_pool_options *o)
     pool->max_tasks_per_child = o->max_tasks_per_child;
     pool->codec = o->codec ? o->codec : cf_codec_word();
     pool->survive = o->survive_worker_death;
+    pool->task_timeout =
+        o->task_timeout > 0 && !isinf(o->task_timeout) ? o->task_timeout : 0;
     pool->initarg = o->initarg;
     pool->owner = getpid();
     pool->wake_fd = -1;

@@ -19,6 +19,8 @@
 #include "processes/transport.h"
 #include "processes/wire.h"
 
+enum { KILL_TIMEOUT = 1, KILL_CANCEL = 2 };
+
 enum wstate {
     W_FREE = 0, /* slot unused */
     W_STARTING, /* INIT sent, READY not yet received */
@@ -49,6 +51,8 @@ typedef struct task {
     uint64_t seq;          /* submission number, the message id */
     unsigned k;            /* its number on the worker it was sent to */
     atomic_uint *claim;    /* its claim word there (cf__shm_slot), or NULL */
+    double limit;          /* run-time limit in seconds; 0: none */
+    int64_t deadline;      /* claimed: when the limit ends (manager only) */
     cf_buffer msg;         /* the framed TASK or CHUNK message; kept until
                               claimed, so a waiting task can move */
 } task;
@@ -80,6 +84,10 @@ typedef struct wproc {
     bool send_failed;      /* the worker's end is gone */
     bool terminated;       /* sent SIGTERM/SIGKILL by terminate/kill */
     const char *lost;      /* why we gave up on it (killed), or NULL */
+    /* Killed by the pool for its running task (manager only): the task's
+     * time limit ended (KILL_TIMEOUT), or a cancel escalated to a kill
+     * (KILL_CANCEL). Its end then fails or cancels that task only. */
+    int killed_for;
     cf__shm_slot *slot;    /* shared counters and claim word, or NULL */
     uint_fast64_t seen_from; /* slot->from_worker when last received */
     bool draining;         /* in w_drain_ring() */
@@ -107,6 +115,7 @@ struct process_pool {
     size_t max_tasks_per_child;
     const cf_codec *codec;
     bool survive;
+    double task_timeout;   /* default limit of a task, seconds; 0: none */
     pid_t owner;           /* the process that created the pool */
     unsigned fork_gen;     /* cf__fork_generation() there */
     int wake_fd;
@@ -188,6 +197,9 @@ void cf__pp_w_drain_ring(process_pool *pool, wproc *w);
 void cf__pp_w_receive(process_pool *pool, wproc *w);
 bool cf__pp_w_ring_ready(const wproc *w);
 task *cf__pp_w_take_all(process_pool *pool, wproc *w, task **waiting);
+
+/* Time limits (manager.c) */
+int64_t cf__pp_next_deadline(process_pool *pool);
 
 /* The manager thread (manager.c) */
 void cf__pp_cancel_tasks(task *q);

@@ -156,6 +156,10 @@ static int task_new(process_pool *pool, cf_future *f, cf_fn fn,
         return CF_ENOMEM;
     t->fn = fn;
     t->codec = codec;
+    /* The submit's own limit (0: none given; infinite: none wanted),
+     * else the pool's default. */
+    double limit = cf__submit_timeout;
+    t->limit = limit == 0 ? pool->task_timeout : isinf(limit) ? 0 : limit;
     t->seq = atomic_fetch_add(&pool->next_seq, 1);
     size_t start;
     int rc = extra > SIZE_MAX / 2 ? CF_ENOMEM

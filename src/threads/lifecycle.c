@@ -211,7 +211,8 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
         return CF_EINVAL;
     if (!opts)
         opts = &defaults;
-    if (opts->max_workers < 0)
+    if (opts->max_workers < 0 || isnan(opts->task_timeout) ||
+        opts->task_timeout < 0)
         return CF_EINVAL;
 
     int rc = CF_ENOMEM;
@@ -244,6 +245,7 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
     if ((rc = cf_executor_new(&thread_pool_ops, p, &p->executor)) != CF_OK)
         goto fail_executor;
     cf__executor_set_worker_counts(p->executor, worker_counts);
+    cf__executor_set_task_timeout(p->executor, opts->task_timeout);
     *out = p->executor;
     return CF_OK;
 fail_executor:
