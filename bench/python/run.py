@@ -33,6 +33,12 @@ CASES = [
      'ns_per_future', 50),
     ('Memory per pending future (bytes)', ['mem', 2 * N], 'bytes_per_future',
      5),
+    # Process pools, each with the default mp context of this Python.
+    ('W4 process pool, submit then result (ns/call)', ['p4', N // 10, 2],
+     'ns_per_task', 10),
+    ('W4 process pool, map chunksize 100 (ns/call)', ['p4map', N, 100],
+     'ns_per_task', 3),
+    ('Process pool round trip p50 (us)', ['p2', N // 50], 'p50_us', None),
 ]
 
 FLOOR = """

@@ -12,6 +12,12 @@ the C benchmarks. Cases:
                       (all done before) or live (a thread completes them)
     mem N             thread pool: bytes per pending future (peak RSS growth
                       with N calls queued behind a blocked worker)
+    p4 N WORKERS      process pool (the default mp context): submit N tiny
+                      calls, then result() each
+    p4map N CHUNK     process pool, 2 workers: list(map(abs, range(N),
+                      chunksize=CHUNK))
+    p2 N              process pool, 1 worker: N submit-then-result round
+                      trips
 """
 import sys
 import threading
@@ -107,6 +113,44 @@ def mem(futures, n):
     return f"n={n} bytes_per_future={(peak - before) / n:.1f}"
 
 
+def p4(futures, n, workers):
+    with futures.ProcessPoolExecutor(max_workers=workers) as ex:
+        for f in [ex.submit(abs, -1) for _ in range(200)]:  # start, warm up
+            f.result()
+        t0 = now()
+        fs = [ex.submit(abs, -1) for _ in range(n)]
+        for f in fs:
+            f.result()
+        ns = (now() - t0) / n
+    return (f"workers={workers} n={n} ns_per_task={ns:.1f} "
+            f"tasks_per_s={1e9 / ns:.0f}")
+
+
+def p4map(futures, n, chunk):
+    with futures.ProcessPoolExecutor(max_workers=2) as ex:
+        list(ex.map(abs, range(200), chunksize=chunk))  # start, warm up
+        t0 = now()
+        count = len(list(ex.map(abs, range(n), chunksize=chunk)))
+        ns = (now() - t0) / n
+    if count != n:
+        raise SystemExit(f"p4map: {count} of {n}")
+    return f"n={n} chunksize={chunk} ns_per_task={ns:.1f}"
+
+
+def p2(futures, n):
+    samples = []
+    with futures.ProcessPoolExecutor(max_workers=1) as ex:
+        for _ in range(200):  # start, warm up
+            ex.submit(abs, -1).result()
+        for _ in range(n):
+            t0 = now()
+            ex.submit(abs, -1).result()
+            samples.append(now() - t0)
+    samples.sort()
+    return (f"n={n} p50_us={samples[n // 2] / 1e3:.2f} "
+            f"p99_us={samples[int((n - 1) * 0.99)] / 1e3:.2f}")
+
+
 def main(argv):
     impl, case, n = argv[1], argv[2], int(argv[3])
     futures = load(impl)
@@ -118,6 +162,12 @@ def main(argv):
         line = w3(futures, n, argv[4], argv[5])
     elif case == 'mem':
         line = mem(futures, n)
+    elif case == 'p4':
+        line = p4(futures, n, int(argv[4]))
+    elif case == 'p4map':
+        line = p4map(futures, n, int(argv[4]))
+    elif case == 'p2':
+        line = p2(futures, n)
     else:
         raise SystemExit(__doc__)
     print(f"{case} {impl} {line}", flush=True)

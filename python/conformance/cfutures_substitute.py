@@ -8,6 +8,7 @@ stdlib's classes, which must be the originals.
 """
 import concurrent.futures as _futures
 import concurrent.futures._base as _base
+import concurrent.futures.process as _process
 import concurrent.futures.thread as _thread
 
 import cfutures
@@ -17,3 +18,5 @@ _futures.wait = _base.wait = cfutures.wait
 _futures.as_completed = _base.as_completed = cfutures.as_completed
 _futures.ThreadPoolExecutor = _thread.ThreadPoolExecutor = (
     cfutures.ThreadPoolExecutor)
+_futures.ProcessPoolExecutor = _process.ProcessPoolExecutor = (
+    cfutures.ProcessPoolExecutor)

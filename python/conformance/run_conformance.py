@@ -24,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GROUPS = {
     'future': ['FutureTests'],
     'thread': ['*ThreadPool*'],
+    'process': ['*ProcessPool*'],
 }
 
 # Tests that cannot run on cfutures (see CONFORMANCE.md).

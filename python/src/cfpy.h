@@ -46,11 +46,15 @@ typedef struct cfpy_state {
     PyTypeObject *MapIterator;    /* Executor.map() iterator */
     PyTypeObject *Bridge;         /* stdlib-protocol waiter for foreign futures */
     PyTypeObject *WorkerThread;   /* what executor._threads holds */
+    PyTypeObject *ProcessPoolBase; /* C base of ProcessPoolExecutor */
     PyObject *stdlib_Future;      /* concurrent.futures.Future */
     PyObject *CancelledError;
     PyObject *TimeoutError;
     PyObject *InvalidStateError;
     PyObject *BrokenThreadPool;
+    PyObject *BrokenProcessPool;
+    PyObject *RemoteTraceback;    /* concurrent.futures.process._RemoteTraceback */
+    PyObject *pickle_dumps, *pickle_loads;
     PyObject *logger;             /* logging.getLogger('concurrent.futures') */
     PyObject *Condition;          /* threading.Condition */
     PyObject *current_thread;     /* threading.current_thread */
@@ -62,6 +66,7 @@ typedef struct cfpy_state {
         *FINISHED;
     PyObject *FIRST_COMPLETED, *FIRST_EXCEPTION, *ALL_COMPLETED;
     cfpy_pool *pools;   /* every pool not yet freed; guarded by the GIL */
+    struct cfpy_ppool *ppools; /* every process pool not yet freed (GIL) */
     unsigned pools_walk; /* numbers the walks over `pools` */
     bool exiting;       /* _python_exit() ran: no new work */
 } cfpy_state;
@@ -87,6 +92,12 @@ typedef struct cfpy_link {
 enum cfpy_future_flags {
     CFPY_BARE = 1u << 0,   /* made by Future(): stdlib notify protocol */
     CFPY_QUEUED = 1u << 2, /* a queued task holds a reference; linked */
+    /* A process pool's: the core future holds the pickled outcome, decoded
+     * on first use (remote.c). */
+    CFPY_REMOTE = 1u << 3,
+    CFPY_DECODED = 1u << 4,  /* REMOTE: result/exception hold the outcome */
+    CFPY_HOOKED = 1u << 5,   /* REMOTE: a core done-callback holds a ref */
+    CFPY_NOTIFIED = 1u << 6, /* REMOTE: that callback has run */
 };
 
 /* gil_need: what completing the future requires (see the file header). */
@@ -235,6 +246,40 @@ cfpy_future *cfpy_pool_submit(cfpy_pool *pool, PyObject *fn, PyObject *args,
 int cfpy_pools_exit(cfpy_state *st);
 
 /* ------------------------------------------------------------------------ */
+/* Process pools (procpool.c) and their futures and workers (remote.c)      */
+
+/* A REMOTE future's outcome: decodes the pickled result or exception the
+ * core future holds into f->result / f->exception, once (a failure to
+ * unpickle becomes a BrokenProcessPool). No-op for other futures and
+ * before the core future finished. GIL held; never leaves an exception. */
+void cfpy_remote_decode(cfpy_state *st, cfpy_future *f);
+
+/* Makes the completion of a REMOTE future run its Python side (protocol
+ * waiters, done-callbacks) by a core done-callback, which takes the GIL
+ * on the thread that completes it; if it is done already, that runs now,
+ * in this thread. GIL held. */
+void cfpy_remote_hook(cfpy_future *f);
+
+/* Cancels a pending REMOTE future through the core (whose pool may still
+ * win the race); its hook does the rest. Returns 1 if cancelled. */
+int cfpy_remote_cancel(cfpy_future *f);
+
+/* The core task every Python call runs as in a worker ("cfutures.call"):
+ * a pickled (fn, args, kwargs) in, a tagged pickle out. */
+void *cfpy_remote_call(void *arg, cf_call *call);
+
+/* Module functions: a worker's loop for a process started by an mp
+ * context (_serve) or as the cfutures-native worker program
+ * (_worker_main). */
+PyObject *cfpy_remote_serve(PyObject *module, PyObject *const *args,
+                            Py_ssize_t nargs);
+PyObject *cfpy_remote_worker_main(PyObject *module, PyObject *const *args,
+                                  Py_ssize_t nargs);
+
+/* Shuts down and frees every process pool (interpreter exit). */
+int cfpy_ppools_exit(cfpy_state *st);
+
+/* ------------------------------------------------------------------------ */
 /* Types and functions registered by module.c                               */
 
 int cfpy_future_types_init(PyObject *module, cfpy_state *st);
@@ -242,6 +287,7 @@ int cfpy_pool_type_init(PyObject *module, cfpy_state *st);
 int cfpy_wait_types_init(PyObject *module, cfpy_state *st);
 int cfpy_map_type_init(PyObject *module, cfpy_state *st);
 int cfpy_threads_type_init(PyObject *module, cfpy_state *st);
+int cfpy_procpool_type_init(PyObject *module, cfpy_state *st);
 
 PyObject *cfpy_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames);

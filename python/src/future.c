@@ -51,6 +51,13 @@ bool cfpy_future_done_for_wait(const cfpy_future *f)
 
 bool cfpy_future_failed(const cfpy_future *f)
 {
+    if (f->flags & CFPY_REMOTE) {
+        cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
+        if (st)
+            cfpy_remote_decode(st, (cfpy_future *)f);
+        else
+            PyErr_Clear();
+    }
     return cf__future_state(f->cf) == CF__FINISHED && f->exception &&
            f->exception != Py_None;
 }
@@ -126,6 +133,10 @@ static int run_callbacks(cfpy_state *st, cfpy_future *f)
  * core future is done: then nothing needs the mark. */
 static void need_gil(cfpy_future *f)
 {
+    if (f->flags & CFPY_REMOTE) {
+        cfpy_remote_hook(f);
+        return;
+    }
     unsigned char expected = CFPY_GIL_FREE;
     if (atomic_compare_exchange_strong(&f->gil_need, &expected,
                                        CFPY_GIL_NEEDED) ||
@@ -274,6 +285,8 @@ int cfpy_future_cancel(cfpy_state *st, cfpy_future *f)
         return 1;
     if (s != CF__PENDING)
         return 0;
+    if (f->flags & CFPY_REMOTE)
+        return cfpy_remote_cancel(f);
     int entered = protocol_enter(f);
     if (entered < 0)
         return -1;
@@ -302,6 +315,59 @@ void cfpy_future_failed_by_core(cfpy_state *st, cfpy_future *f)
     protocol_exit(f, entered, true);
     if (run_callbacks(st, f) < 0)
         PyErr_WriteUnraisable((PyObject *)f);
+}
+
+/* The core done-callback of a hooked REMOTE future: on the thread that
+ * completed the core future (a pool's manager thread, or one that
+ * cancelled it), with the GIL taken. */
+static int remote_done(cf_future *cf, void *arg)
+{
+    (void)cf;
+    cfpy_future *f = arg;
+    PyGILState_STATE g = PyGILState_Ensure();
+    cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
+    if (st) {
+        cfpy_remote_decode(st, f);
+        int entered = protocol_enter(f);
+        if (entered < 0) {
+            PyErr_WriteUnraisable((PyObject *)f);
+            entered = 0;
+        }
+        const char *method =
+            cf__state_cancelled(cf__future_state(f->cf)) ? "add_cancelled"
+            : cfpy_future_failed(f)                     ? "add_exception"
+                                                        : "add_result";
+        notify_waiters(f, method);
+        f->flags |= CFPY_NOTIFIED;
+        protocol_exit(f, entered, true);
+        if (run_callbacks(st, f) < 0)
+            PyErr_WriteUnraisable((PyObject *)f);
+    } else {
+        PyErr_WriteUnraisable((PyObject *)f);
+    }
+    Py_DECREF(f); /* the hook's */
+    PyGILState_Release(g);
+    return 0;
+}
+
+void cfpy_remote_hook(cfpy_future *f)
+{
+    if (f->flags & CFPY_HOOKED)
+        return;
+    f->flags |= CFPY_HOOKED;
+    Py_INCREF(f);
+    if (cf_future_add_done_callback(f->cf, remote_done, f) != CF_OK) {
+        /* Out of memory: callbacks then run when added after the end. */
+        f->flags &= ~CFPY_HOOKED;
+        Py_DECREF(f);
+    }
+}
+
+int cfpy_remote_cancel(cfpy_future *f)
+{
+    /* The pool's cancel hook races the worker's claim; a hooked future's
+     * Python side runs in remote_done, in this thread. */
+    return cf__future_cancel(f->cf) ? 1 : 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -411,6 +477,7 @@ static PyObject *future_repr(cfpy_future *f)
     const char *name = _PyType_Name(Py_TYPE(f));
     if (cf__future_state(f->cf) != CF__FINISHED)
         return PyUnicode_FromFormat("<%s at %p state=%s>", name, f, desc);
+    cfpy_remote_decode(st, f);
     int raised = f->exception ? PyObject_IsTrue(f->exception) : 0;
     if (raised < 0)
         return NULL;
@@ -523,6 +590,12 @@ static PyObject *raise_exception(PyObject *exc)
 
 static PyObject *outcome(cfpy_future *f)
 {
+    if (f->flags & CFPY_REMOTE) {
+        cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
+        if (!st)
+            return NULL;
+        cfpy_remote_decode(st, f);
+    }
     if (f->exception) {
         int truth = PyObject_IsTrue(f->exception);
         if (truth < 0)
@@ -562,6 +635,7 @@ static PyObject *future_exception(cfpy_future *f, PyTypeObject *cls,
         return NULL;
     if (wait_done(STATE_OF(cls), f, timeout) < 0)
         return NULL;
+    cfpy_remote_decode(STATE_OF(cls), f);
     return Py_NewRef(f->exception ? f->exception : Py_None);
 }
 
@@ -700,7 +774,15 @@ static PyMethodDef future_methods[] = {
 static PyObject *get_state(cfpy_future *f, void *closure)
 {
     cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
-    return st ? Py_NewRef(state_name(st, f)) : NULL;
+    if (!st)
+        return NULL;
+    /* A hooked REMOTE future is done for the stdlib's protocol once its
+     * hook notified the waiters, under the condition (wait() counts the
+     * futures it sees done and expects a notification from the rest). */
+    if ((f->flags & (CFPY_HOOKED | CFPY_NOTIFIED)) == CFPY_HOOKED &&
+        cf__state_done(cf__future_state(f->cf)))
+        return Py_NewRef(st->RUNNING);
+    return Py_NewRef(state_name(st, f));
 }
 
 /* Direct assignment, as the stdlib's tests and some executors do: moves
@@ -756,6 +838,11 @@ static int set_state(cfpy_future *f, PyObject *value, void *closure)
 
 static PyObject *get_result(cfpy_future *f, void *closure)
 {
+    cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
+    if (st)
+        cfpy_remote_decode(st, f);
+    else
+        PyErr_Clear();
     return Py_NewRef(f->result ? f->result : Py_None);
 }
 
@@ -767,6 +854,11 @@ static int set_result(cfpy_future *f, PyObject *value, void *closure)
 
 static PyObject *get_exception(cfpy_future *f, void *closure)
 {
+    cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
+    if (st)
+        cfpy_remote_decode(st, f);
+    else
+        PyErr_Clear();
     return Py_NewRef(f->exception ? f->exception : Py_None);
 }
 

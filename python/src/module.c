@@ -19,9 +19,21 @@ cfpy_state *cfpy_state_of_type(PyTypeObject *type)
 
 static PyObject *python_exit(PyObject *module, PyObject *unused)
 {
-    if (cfpy_pools_exit(cfpy_state_of_module(module)) < 0)
+    cfpy_state *st = cfpy_state_of_module(module);
+    if (cfpy_pools_exit(st) < 0 || cfpy_ppools_exit(st) < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *module_map(PyObject *module, PyObject *const *args,
+                            Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "_map(executor, fn, *iterables)");
+        return NULL;
+    }
+    return cfpy_map_new(cfpy_state_of_module(module), args[0], args + 1,
+                        nargs - 1, kwnames);
 }
 
 static PyMethodDef module_methods[] = {
@@ -34,6 +46,19 @@ static PyMethodDef module_methods[] = {
      PyDoc_STR("as_completed(fs, timeout=None)\n--\n\n"
                "An iterator over the given futures that yields each as it "
                "completes.")},
+    {"_serve", (PyCFunction)(void (*)(void))cfpy_remote_serve, METH_FASTCALL,
+     PyDoc_STR("_serve(read_fd, write_fd, shm_fd, slot, init)\n--\n\n"
+               "Serves a process pool as a worker started through an mp "
+               "context; returns the exit status.")},
+    {"_worker_main", (PyCFunction)(void (*)(void))cfpy_remote_worker_main,
+     METH_FASTCALL,
+     PyDoc_STR("_worker_main(init)\n--\n\nServes a process pool as the "
+               "cfutures-native worker program; returns the exit status.")},
+    {"_map", (PyCFunction)(void (*)(void))module_map,
+     METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("_map(executor, fn, *iterables, timeout=None, "
+               "buffersize=None)\n--\n\nExecutor.map through "
+               "executor.submit.")},
     {"_python_exit", python_exit, METH_NOARGS,
      PyDoc_STR("Finishes queued work and ends every worker thread "
                "(registered with threading._register_atexit).")},
@@ -64,6 +89,12 @@ static int load_stdlib(cfpy_state *st)
          "InvalidStateError"},
         {S(BrokenThreadPool), "concurrent.futures.thread",
          "BrokenThreadPool"},
+        {S(BrokenProcessPool), "concurrent.futures.process",
+         "BrokenProcessPool"},
+        {S(RemoteTraceback), "concurrent.futures.process",
+         "_RemoteTraceback"},
+        {S(pickle_dumps), "pickle", "dumps"},
+        {S(pickle_loads), "pickle", "loads"},
         {S(logger), "concurrent.futures._base", "LOGGER"},
         {S(DoneAndNotDone), "concurrent.futures._base",
          "DoneAndNotDoneFutures"},
@@ -98,14 +129,16 @@ static int module_exec(PyObject *module)
         cfpy_pool_type_init(module, st) < 0 ||
         cfpy_wait_types_init(module, st) < 0 ||
         cfpy_map_type_init(module, st) < 0 ||
-        cfpy_threads_type_init(module, st) < 0)
+        cfpy_threads_type_init(module, st) < 0 ||
+        cfpy_procpool_type_init(module, st) < 0)
         return -1;
     return PyModule_AddStringConstant(module, "core_version", cf_version());
 }
 
 #define STATE_OBJECTS(X)                                                      \
     X(FutureBase) X(Future) X(ThreadPoolBase) X(AsCompleted) X(MapIterator)  \
-    X(Bridge) X(WorkerThread) X(stdlib_Future) X(CancelledError) X(TimeoutError)             \
+    X(Bridge) X(WorkerThread) X(ProcessPoolBase) X(BrokenProcessPool)       \
+    X(RemoteTraceback) X(pickle_dumps) X(pickle_loads) X(stdlib_Future) X(CancelledError) X(TimeoutError)             \
     X(InvalidStateError) X(BrokenThreadPool) X(logger) X(Condition)          \
     X(current_thread) X(threading_active) X(DoneAndNotDone) X(empty_tuple)   \
     X(PENDING) X(RUNNING) X(CANCELLED) X(CANCELLED_AND_NOTIFIED)             \

@@ -283,9 +283,17 @@ static int collect(cfpy_state *st, PyObject *set, collection *c)
     return 0;
 }
 
+/* A process pool's future also failed when its answer, still pickled, is
+ * an exception (remote.c: any tag but 'R'); every other core future the
+ * binding waits on holds no result. */
 static bool core_failed(const cf_future *f)
 {
-    return cf__future_state(f) == CF__FINISHED && f->failed;
+    if (cf__future_state(f) != CF__FINISHED)
+        return false;
+    if (f->failed)
+        return true;
+    const cf_bytes *b = cf__future_result(f);
+    return b && b->len > 0 && b->data[0] != 'R';
 }
 
 /* ------------------------------------------------------------------------ */
