@@ -37,15 +37,6 @@
 /* ------------------------------------------------------------------------ */
 /* Resolving functions and codecs                                           */
 
-#define CACHE_SLOTS 16
-
-typedef struct cache_entry {
-    char *module; /* malloc'd copy; NULL: empty slot */
-    size_t module_len;
-    uint64_t offset;
-    void *addr;
-} cache_entry;
-
 typedef struct worker {
     int read_fd;
     int write_fd;
@@ -58,17 +49,16 @@ typedef struct worker {
     cf_buffer out; /* results not yet written */
     unsigned char nudge[CF__WIRE_HEADER_SIZE]; /* a CLAIMED frame */
     bool ready;    /* INIT handled */
-    cache_entry cache[CACHE_SLOTS];
-    unsigned next_slot;
+    cf__code_cache cache;
 } worker;
 
 /* The code `ref` names: a registered name of `kind`, or an address. */
-static void *resolve(worker *w, const cf__wire_ref *ref, int kind)
+static void *resolve(cf__code_cache *cache, const cf__wire_ref *ref, int kind)
 {
     if (cf__wire_ref_named(ref))
         return (void *)cf__registry_find(kind, ref->module, ref->module_len);
-    for (int i = 0; i < CACHE_SLOTS; i++) {
-        cache_entry *e = &w->cache[i];
+    for (int i = 0; i < CF__CODE_CACHE_SLOTS; i++) {
+        cf__code_cache_entry *e = &cache->e[i];
         if (e->module && e->offset == ref->offset &&
             e->module_len == ref->module_len &&
             memcmp(e->module, ref->module, ref->module_len) == 0)
@@ -77,7 +67,8 @@ static void *resolve(worker *w, const cf__wire_ref *ref, int kind)
     void *addr = cf__ref_to_addr(ref);
     if (!addr)
         return NULL;
-    cache_entry *e = &w->cache[w->next_slot++ % CACHE_SLOTS];
+    cf__code_cache_entry *e =
+        &cache->e[cache->next++ % CF__CODE_CACHE_SLOTS];
     char *copy = malloc(ref->module_len + 1);
     if (copy) {
         free(e->module);
@@ -91,7 +82,8 @@ static void *resolve(worker *w, const cf__wire_ref *ref, int kind)
     return addr;
 }
 
-static const cf_codec *resolve_codec(worker *w, const cf__wire_codec *c)
+static const cf_codec *resolve_codec(cf__code_cache *cache,
+                                     const cf__wire_codec *c)
 {
     switch (c->kind) {
     case CF__CODEC_WORD:
@@ -101,7 +93,7 @@ static const cf_codec *resolve_codec(worker *w, const cf__wire_codec *c)
     case CF__CODEC_BYTES:
         return cf_codec_bytes();
     default:
-        return resolve(w, &c->ref, CF__REG_CODEC);
+        return resolve(cache, &c->ref, CF__REG_CODEC);
     }
 }
 
@@ -282,8 +274,15 @@ static void not_found(const cf__wire_ref *ref, const char *what, char *buf,
                  (unsigned long long)ref->offset);
 }
 
-static int handle_task(worker *w, const cf__wire_header *h,
-                       const unsigned char *p)
+void cf__code_cache_destroy(cf__code_cache *cache)
+{
+    for (int i = 0; i < CF__CODE_CACHE_SLOTS; i++)
+        free(cache->e[i].module);
+}
+
+/* Shared with the MPI executor's worker ranks (worker.h). */
+int cf__worker_run_task(cf__code_cache *cache, const cf__wire_header *h,
+                        const unsigned char *p, cf_buffer *out)
 {
     bool words = h->type == CF__MSG_WORDS;
     bool chunk = h->type == CF__MSG_CHUNK || words;
@@ -291,13 +290,13 @@ static int handle_task(worker *w, const cf__wire_header *h,
     if ((words ? cf__wire_decode_words(p, h->len, &t)
                : cf__wire_decode_task(p, h->len, chunk, &t)) != CF_OK)
         return CF_ECODEC; /* a corrupt stream: nothing sane to answer */
-    cf_fn fn = (cf_fn)cf__addr_fn(resolve(w, &t.fn, CF__REG_TASK));
-    const cf_codec *codec = resolve_codec(w, &t.codec);
+    cf_fn fn = (cf_fn)cf__addr_fn(resolve(cache, &t.fn, CF__REG_TASK));
+    const cf_codec *codec = resolve_codec(cache, &t.codec);
     size_t start;
     /* A chunk answers with a CHUNK_RESULT (a WORDS chunk may answer with
      * a WORDS_RESULT); one that cannot run at all fails every item with
      * the same message. */
-    int rc = cf__wire_begin(&w->out, words && fn ? CF__MSG_WORDS_RESULT
+    int rc = cf__wire_begin(out, words && fn ? CF__MSG_WORDS_RESULT
                                      : chunk   ? CF__MSG_CHUNK_RESULT
                                                : CF__MSG_RESULT,
                             h->id, &start);
@@ -308,24 +307,24 @@ static int handle_task(worker *w, const cf__wire_header *h,
         not_found(!fn ? &t.fn : &t.codec.ref, !fn ? "task function" : "codec",
                   msg, sizeof msg);
         if (chunk)
-            rc = cf__wire_put_u64(&w->out, t.n);
+            rc = cf__wire_put_u64(out, t.n);
         for (uint64_t i = 0; rc == CF_OK && i < (chunk ? t.n : 1); i++) {
             size_t len_at;
-            rc = cf__wire_put_status(&w->out, CF_EINVAL, msg, chunk, &len_at);
+            rc = cf__wire_put_status(out, CF_EINVAL, msg, chunk, &len_at);
             if (rc == CF_OK && chunk)
-                cf__wire_patch_u64(&w->out, len_at,
-                                   w->out.len - len_at - 8);
+                cf__wire_patch_u64(out, len_at,
+                                   out->len - len_at - 8);
         }
     } else if (!chunk) {
-        rc = run_item(fn, codec, t.data, t.len, &w->out, false);
+        rc = run_item(fn, codec, t.data, t.len, out, false);
     } else if (words) {
         rc = t.n <= SIZE_MAX / 32 ? run_words(fn, t.data, (size_t)t.n,
-                                              &w->out, start)
+                                              out, start)
                                   : CF_ENOMEM;
     } else {
-        rc = cf__wire_put_u64(&w->out, t.n);
+        rc = cf__wire_put_u64(out, t.n);
         if (rc == CF_OK && t.n <= SIZE_MAX / 32)
-            rc = cf__buffer_reserve(&w->out, (size_t)t.n * 24);
+            rc = cf__buffer_reserve(out, (size_t)t.n * 24);
         cf__wire_reader items;
         cf__wire_chunk_items(&t, &items);
         for (uint64_t i = 0; rc == CF_OK && i < t.n; i++) {
@@ -339,11 +338,11 @@ static int handle_task(worker *w, const cf__wire_header *h,
             } else {
                 cf__wire_next_item(&items, &d, &n); /* validated by decode */
             }
-            rc = run_item(fn, codec, d, n, &w->out, true);
+            rc = run_item(fn, codec, d, n, out, true);
         }
     }
     if (rc == CF_OK)
-        cf__wire_end(&w->out, start);
+        cf__wire_end(out, start);
     return rc;
 }
 
@@ -366,13 +365,14 @@ static int check_required(const cf__wire_init *init, char *msg, size_t n)
 
 /* Runs the pool's initializer, then the worker program's own. Returns 0,
  * or the failing one's code with a message in `msg`. */
-static int run_initializers(worker *w, const cf__wire_init *init, char *msg,
-                            size_t n)
+static int run_initializers(cf__code_cache *cache,
+                            const cf_worker_options *opts,
+                            const cf__wire_init *init, char *msg, size_t n)
 {
     int rc = 0;
     if (init->has_init) {
         int (*fn)(void *) = (int (*)(void *))cf__addr_fn(
-            resolve(w, &init->init, CF__REG_INITIALIZER));
+            resolve(cache, &init->init, CF__REG_INITIALIZER));
         if (!fn) {
             not_found(&init->init, "initializer", msg, n);
             return CF_EINVAL;
@@ -380,14 +380,16 @@ static int run_initializers(worker *w, const cf__wire_init *init, char *msg,
         rc = fn((void *)(uintptr_t)init->initarg);
         snprintf(msg, n, "the initializer returned %d", rc);
     }
-    if (rc == 0 && w->opts && w->opts->initializer) {
-        rc = w->opts->initializer(w->opts->initarg);
+    if (rc == 0 && opts && opts->initializer) {
+        rc = opts->initializer(opts->initarg);
         snprintf(msg, n, "the worker program's initializer returned %d", rc);
     }
     return rc;
 }
 
-static int handle_init(worker *w, const unsigned char *p, size_t len)
+/* Shared with the MPI executor's worker ranks (worker.h). */
+int cf__worker_run_init(cf__code_cache *cache, const cf_worker_options *opts,
+                        const unsigned char *p, size_t len, cf_buffer *out)
 {
     cf__wire_init init;
     if (cf__wire_decode_init(p, len, &init) != CF_OK)
@@ -404,18 +406,36 @@ static int handle_init(worker *w, const unsigned char *p, size_t len)
     if (rc == 0)
         rc = check_required(&init, msg, sizeof msg);
     if (rc == 0)
-        rc = run_initializers(w, &init, msg, sizeof msg);
+        rc = run_initializers(cache, opts, &init, msg, sizeof msg);
     if (rc != 0) {
-        fail_init(&w->out, rc, msg);
+        fail_init(out, rc, msg);
         return CF_EINVAL; /* tell the loop to stop */
     }
     size_t start;
-    rc = cf__wire_begin(&w->out, CF__MSG_READY, 0, &start);
-    if (rc == CF_OK && (rc = cf__wire_put_u64(&w->out, (uint64_t)getpid())) ==
+    rc = cf__wire_begin(out, CF__MSG_READY, 0, &start);
+    if (rc == CF_OK && (rc = cf__wire_put_u64(out, (uint64_t)getpid())) ==
                            CF_OK)
-        cf__wire_end(&w->out, start);
-    w->ready = true;
+        cf__wire_end(out, start);
     return rc;
+}
+
+static int handle_init(worker *w, const unsigned char *p, size_t len)
+{
+    int rc = cf__worker_run_init(&w->cache, w->opts, p, len, &w->out);
+    w->ready = rc == CF_OK;
+    return rc;
+}
+
+void *cf__code_cache_find(cf__code_cache *cache, const cf__code_ref *ref,
+                          int kind)
+{
+    return resolve(cache, ref, kind);
+}
+
+const cf_codec *cf__code_cache_codec(cf__code_cache *cache,
+                                     const struct cf__wire_codec *c)
+{
+    return resolve_codec(cache, c);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -531,7 +551,7 @@ static int handle_frame(worker *w, const cf__wire_header *h,
             if (!run)
                 return KEEP_GOING; /* cancelled or moved: not a word */
         }
-        if (handle_task(w, h, payload) != CF_OK)
+        if (cf__worker_run_task(&w->cache, h, payload, &w->out) != CF_OK)
             return STOP_ERROR;
         if (w->slot)
             atomic_store_explicit(&w->slot->done, k, memory_order_release);
@@ -688,8 +708,7 @@ int cf__worker_main(const cf__worker_link *link, const cf_worker_options *opts)
     cf__in_process_worker = false;
     cf__buffer_destroy(&w.in);
     cf__buffer_destroy(&w.out);
-    for (int i = 0; i < CACHE_SLOTS; i++)
-        free(w.cache[i].module);
+    cf__code_cache_destroy(&w.cache);
     /* What tasks printed must not be lost to _exit. */
     fflush(NULL);
     return code;

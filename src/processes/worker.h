@@ -10,6 +10,12 @@
 
 #include "cfutures.h"
 
+#include <stdint.h>
+
+struct cf__wire_header;
+struct cf__wire_codec;
+struct cf__code_ref;
+
 /* The environment variable that makes a program a worker:
  * "<auto|main>:<read fd>:<write fd>:<parent pid>:<shm fd>:<slot>" (shm fd
  * and slot -1 without shared memory). "auto": this same program, served by
@@ -30,5 +36,44 @@ typedef struct cf__worker_link {
 int cf__worker_main(const cf__worker_link *link,
                     const cf_worker_options *opts);
 int cf__worker_main_forked(const cf__worker_link *link);
+
+/* Where code named by module + offset was found lately (each lookup
+ * walks the loaded modules), per worker. Zero-initialised means empty. */
+#define CF__CODE_CACHE_SLOTS 16
+typedef struct cf__code_cache_entry {
+    char *module; /* malloc'd copy; NULL: empty slot */
+    size_t module_len;
+    uint64_t offset;
+    void *addr;
+} cf__code_cache_entry;
+typedef struct cf__code_cache {
+    cf__code_cache_entry e[CF__CODE_CACHE_SLOTS];
+    unsigned next;
+} cf__code_cache;
+void cf__code_cache_destroy(cf__code_cache *cache);
+
+/* Runs a TASK, CHUNK or WORDS frame (header `h`, payload `p`) and appends
+ * its RESULT, CHUNK_RESULT or WORDS_RESULT frame, with the same id, to
+ * `out`: what a worker process does with each task, and what an MPI worker
+ * rank does too (src/mpi/). A task or codec not found answers with a
+ * failure naming it. Returns CF_OK, CF_ECODEC (a malformed frame: nothing
+ * appended worth sending) or CF_ENOMEM. */
+int cf__worker_run_task(cf__code_cache *cache,
+                        const struct cf__wire_header *h,
+                        const unsigned char *p, cf_buffer *out);
+
+/* Handles an INIT frame's payload: checks the protocol version and the
+ * required task names, runs the initializers (the pool's, then `opts`'s),
+ * and appends READY or INIT_FAILED to `out`. Returns CF_OK (ready),
+ * CF_EINVAL (INIT_FAILED appended) or CF_ECODEC (malformed). */
+int cf__worker_run_init(cf__code_cache *cache, const cf_worker_options *opts,
+                        const unsigned char *p, size_t len, cf_buffer *out);
+
+/* The function, codec or initializer `ref` names (a registered name of
+ * `kind`, enum cf__registry_kind, or module + offset), or NULL. */
+void *cf__code_cache_find(cf__code_cache *cache,
+                          const struct cf__code_ref *ref, int kind);
+const cf_codec *cf__code_cache_codec(cf__code_cache *cache,
+                                     const struct cf__wire_codec *c);
 
 #endif /* CF_PROCESSES_WORKER_H */
