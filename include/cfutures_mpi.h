@@ -70,6 +70,11 @@
  *   CF_EBROKEN_PROCESS_POOL and a message naming the rank, the worker's
  *   pid and the signal, and the rank carries on (a task then costs a
  *   process pool's round trip more).
+ * - Not yet: per-task time limits (cf_submit_options.timeout is
+ *   CF_ENOTSUP at submit), cf_future_then_always() onto this executor
+ *   (CF_ENOTSUP, as on a process pool); cf_call_cancel_requested() is
+ *   always false on a worker rank. Monitoring (cf_executor_monitor)
+ *   reports submits and finishes, as on a process pool.
  * - A failing initializer (nonzero, on any worker rank) breaks the
  *   executor: pending futures and later submits get CF_EBROKEN, the
  *   message naming the rank and the code.

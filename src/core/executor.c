@@ -233,10 +233,11 @@ int cf__executor_submit_future(cf_executor *ex, cf_future *f, cf_fn fn,
 
 bool cf__executor_shares_memory(const cf_executor *ex)
 {
-    /* By name: the process pool is the one executor here whose tasks run
-     * elsewhere; a custom executor is taken to run them in this process,
-     * as cf_executor_ops asks of it. */
-    return strcmp(cf_executor_kind(ex), "process_pool") != 0;
+    /* By name: the process pool and the MPI executor (libcfutures_mpi)
+     * run tasks elsewhere; a custom executor is taken to run them in this
+     * process, as cf_executor_ops asks of it. */
+    return strcmp(cf_executor_kind(ex), "process_pool") != 0 &&
+           strcmp(cf_executor_kind(ex), "mpi") != 0; /* libcfutures_mpi */
 }
 
 static int shutdown_impl(cf_executor *ex, double timeout, bool cancel_futures,

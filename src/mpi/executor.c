@@ -113,6 +113,11 @@ static int mpi_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
                       const cf_codec *codec)
 {
     mpi_exec *m = impl;
+    /* A rank cannot be told to stop a task yet: refuse rather than
+     * accept a limit nobody enforces. */
+    double limit = cf__remote_submit_timeout();
+    if (limit > 0 && !isinf(limit))
+        return CF_ENOTSUP;
     codec = codec ? codec : m->codec;
     mtask *t = task_new(m, codec, NULL);
     if (!t)

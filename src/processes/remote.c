@@ -423,6 +423,11 @@ void cf__remote_enter_executor(const cf_executor *ex)
     cf__current_pool = ex;
 }
 
+double cf__remote_submit_timeout(void)
+{
+    return cf__submit_timeout;
+}
+
 int cf__remote_program_hash(uint64_t *out)
 {
     return cf__program_hash(out) == 0 ? CF_OK : CF_ESYS;

@@ -101,6 +101,10 @@ CF__REMOTE_API void cf__remote_set_submit_chunk(cf_executor *ex,
  * callback it runs does not wait for itself. */
 CF__REMOTE_API void cf__remote_enter_executor(const cf_executor *ex);
 
+/* The time limit the submit under way on this thread asked for
+ * (cf__submit_timeout: 0 none given, infinite none). */
+CF__REMOTE_API double cf__remote_submit_timeout(void);
+
 /* A 64-bit hash (FNV-1a) of this program's executable file, to check that
  * every rank runs the same build. CF_OK, or CF_ESYS (unreadable). */
 CF__REMOTE_API int cf__remote_program_hash(uint64_t *out);

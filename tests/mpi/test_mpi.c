@@ -584,6 +584,46 @@ static void t_other_build_is_refused(cf_executor *ex)
     }
 }
 
+static void *then_always_fn(cf_future *done, void *arg, cf_call *call)
+{
+    (void)done;
+    (void)call;
+    return arg;
+}
+
+/* Tasks run on other ranks: what wraps a task in this process is refused
+ * or left out, never sent as a pointer to this process's memory. */
+static void t_monitor_then_and_limits(cf_executor *ex)
+{
+    cf_monitor_options mo = {.stats = true};
+    CHECK_CODE(cf_executor_monitor(ex, &mo), CF_OK);
+    cf_future *fs[10];
+    for (int i = 0; i < 10; i++)
+        fs[i] = submit(ex, square, i);
+    for (int i = 0; i < 10; i++) {
+        CHECK(result_of(fs[i]) == (intptr_t)i * i);
+        cf_future_release(fs[i]);
+    }
+    cf_executor_stats st;
+    for (int i = 0; i < 6000; i++) {
+        CHECK_CODE(cf_executor_get_stats(ex, &st), CF_OK);
+        if (st.finished == 10)
+            break;
+        sleep_us(1000);
+    }
+    CHECK(st.submitted == 10 && st.finished == 10);
+    cf_future *f = submit(ex, square, 3), *g, *h;
+    CHECK_CODE(cf_future_then(f, ex, square, &g), CF_OK);
+    CHECK(result_of(g) == 81);
+    CHECK_CODE(cf_future_then_always(f, ex, then_always_fn, NULL, &h),
+               CF_ENOTSUP);
+    cf_submit_options so = {.timeout = 1.0};
+    CHECK_CODE(cf_executor_submit_opts(ex, square, NULL, &so, &h),
+               CF_ENOTSUP);
+    cf_future_release(f);
+    cf_future_release(g);
+}
+
 static void t_killed_rank_ends_job(cf_executor *ex)
 {
     cf_future *f = submit(ex, kill_rank, 0);
@@ -627,6 +667,7 @@ static const mpi_test tests[] = {
     {"isolated_crash_fails_only_its_future",
      t_isolated_crash_fails_only_its_future, opts_isolate, CF_OK},
     {"bad_input_is_refused", t_bad_input_is_refused, NULL, CF_OK},
+    {"monitor_then_and_limits", t_monitor_then_and_limits, NULL, CF_OK},
     {"other_build_is_refused", t_other_build_is_refused, NULL, CF_EINVAL},
     {"killed_rank_ends_job", t_killed_rank_ends_job, NULL, CF_OK},
 };
