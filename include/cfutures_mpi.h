@@ -52,7 +52,10 @@
  * - Waiting: Open MPI has no wait that sleeps (MPI_Wait, MPI_Probe and
  *   MPI_Recv spin), so the communication thread and idle worker ranks
  *   poll: MPI_Iprobe / MPI_Test in a tight loop for `spin` seconds after
- *   the last message (50 us by default: back-to-back tasks never sleep),
+ *   the last message sent or received (200 us by default: back-to-back
+ *   tasks never sleep; 50 us measured 450-600 us round trips on a busy
+ *   2-core VM, as a worker rank fell asleep between a result and the
+ *   next task),
  *   then sleep between polls, the sleep doubling from 10 us up to
  *   `max_sleep` (1 ms by default). The price: a result (or, on a worker
  *   rank, a task) that arrives after a quiet spell waits up to `max_sleep`
@@ -107,7 +110,7 @@ typedef struct cf_mpi_options {
      * crashing task fails only its future (see above). Default false. */
     bool isolate;
     /* Seconds to poll in a tight loop after the last message before
-     * sleeping. 0: 50e-6. <0 or NaN: CF_EINVAL. */
+     * sleeping. 0: 200e-6. <0 or NaN: CF_EINVAL. */
     double spin;
     /* Longest sleep between polls, in seconds. 0: 1e-3. <0 or NaN:
      * CF_EINVAL. */

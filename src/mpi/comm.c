@@ -347,9 +347,13 @@ static void idle(comm_state *c)
 {
     mpi_exec *m = c->m;
     bool busy = outstanding(c);
-    int64_t ns = busy ? cf__mpi_backoff_next(&m->wait) : -1;
+    /* Spinning also with nothing in flight: the next submit of a
+     * back-to-back caller is then seen without a futex wake-up. */
+    int64_t ns = cf__mpi_backoff_next(&m->wait);
     if (ns == 0)
         return; /* still spinning */
+    if (!busy)
+        ns = -1; /* nothing can arrive: sleep until a submit or shutdown */
     pthread_mutex_lock(&m->lock);
     bool work = m->q_head && pick_rank(m) >= 0;
     if (!work && !m->shutdown && !m->broken) {

@@ -260,7 +260,7 @@ static mpi_exec *exec_alloc(const cf_mpi_options *o, int size)
     m->initarg = o->initarg;
     m->isolate = o->isolate;
     m->max_message = o->max_message ? o->max_message : (size_t)1 << 30;
-    m->wait.spin_ns = (int64_t)((o->spin ? o->spin : 50e-6) * 1e9);
+    m->wait.spin_ns = (int64_t)((o->spin ? o->spin : 200e-6) * 1e9);
     double max_sleep = o->max_sleep ? o->max_sleep : 1e-3;
     m->wait.max_sleep_ns = (int64_t)(fmin(max_sleep, 1.0) * 1e9);
     cf__remote_buffer_init(&m->in);

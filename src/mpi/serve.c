@@ -117,6 +117,9 @@ static int serve_frames(server *s)
                                       &s->wait, &st);
         rc = rc ? rc : cf__mpi_recv_frame(s->comm, &st, &s->in, &h);
         rc = rc ? rc : handle(s, &h, &done);
+        /* The next task usually follows a result closely: poll tightly
+         * from the result on, not from the task's arrival. */
+        cf__mpi_backoff_reset(&s->wait);
         if (rc != CF_OK) {
             /* The root would wait forever for an answer that cannot come:
              * end the job, saying why. */
@@ -145,7 +148,7 @@ int cf_mpi_worker_serve(MPI_Comm comm, int root)
         return CF_EINVAL;
     if (MPI_Comm_dup(comm, &s.comm) != MPI_SUCCESS)
         return CF_ESYS;
-    s.wait.spin_ns = 50000;
+    s.wait.spin_ns = 200000;
     s.wait.max_sleep_ns = 1000000;
     cf__mpi_backoff_reset(&s.wait);
     cf__remote_buffer_init(&s.in);
