@@ -1,0 +1,161 @@
+/* bench_mpi.c - the MPI executor's costs, one scenario per run, one line
+ * of output (rank 0), for bench/mpi/run.sh:
+ *
+ *   mpirun -n 3 bench_mpi round_trip 2000   submit one task, wait, repeat:
+ *                                           p50 of the round trip
+ *   mpirun -n 3 bench_mpi submit 100000     submit N tiny tasks, then take
+ *                                           every result: tasks/s
+ *   mpirun -n 3 bench_mpi map 100000        map over N items, chunksize
+ *                                           100: tasks/s
+ *   mpirun -n 3 bench_mpi ping_pong 20000   the floor: 1-byte MPI_Send /
+ *                                           MPI_Recv between ranks 0 and 1,
+ *                                           p50 of the round trip
+ *
+ * Ranks 1 and 2 are the two workers (the mpi4py peer has the same). The
+ * task is the empty one: argument and result are words.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cfutures_mpi.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *identity(void *arg, cf_call *call)
+{
+    (void)call;
+    return arg;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double p50(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
+static int round_trip(cf_executor *ex, int n)
+{
+    double *t = malloc((size_t)n * sizeof *t);
+    for (int i = -n / 10; i < n; i++) { /* a tenth to warm up */
+        double t0 = MPI_Wtime();
+        cf_future *f;
+        void *v;
+        if (cf_executor_submit(ex, identity, (void *)(intptr_t)i, &f) != CF_OK ||
+            cf_future_result(f, CF_FOREVER, &v) != CF_OK ||
+            (intptr_t)v != i)
+            return 1;
+        cf_future_release(f);
+        if (i >= 0)
+            t[i] = MPI_Wtime() - t0;
+    }
+    printf("cfutures_mpi round_trip: p50 %.1f us (%d round trips)\n",
+           p50(t, n) * 1e6, n);
+    free(t);
+    return 0;
+}
+
+static int submit_result(cf_executor *ex, int n)
+{
+    cf_future **fs = malloc((size_t)n * sizeof *fs);
+    double t0 = MPI_Wtime();
+    for (int i = 0; i < n; i++)
+        if (cf_executor_submit(ex, identity, (void *)(intptr_t)i, &fs[i]) !=
+            CF_OK)
+            return 1;
+    for (int i = 0; i < n; i++) {
+        void *v;
+        if (cf_future_result(fs[i], CF_FOREVER, &v) != CF_OK ||
+            (intptr_t)v != i)
+            return 1;
+        cf_future_release(fs[i]);
+    }
+    double s = MPI_Wtime() - t0;
+    printf("cfutures_mpi submit: %d tasks in %.3f s (%.0f/s)\n", n, s, n / s);
+    free(fs);
+    return 0;
+}
+
+static int map_chunks(cf_executor *ex, int n)
+{
+    void **args = malloc((size_t)n * sizeof *args);
+    for (int i = 0; i < n; i++)
+        args[i] = (void *)(intptr_t)i;
+    cf_map_options mo = {.chunksize = 100};
+    cf_map *m;
+    double t0 = MPI_Wtime();
+    if (cf_executor_map(ex, identity, args, (size_t)n, &mo, &m) != CF_OK)
+        return 1;
+    void *v;
+    int i = 0;
+    while (cf_map_next(m, &v, NULL) == CF_OK)
+        if ((intptr_t)v != i++)
+            return 1;
+    double s = MPI_Wtime() - t0;
+    cf_map_free(m);
+    if (i != n)
+        return 1;
+    printf("cfutures_mpi map_chunksize_100: %d tasks in %.3f s (%.0f/s)\n", n,
+           s, n / s);
+    free(args);
+    return 0;
+}
+
+static int ping_pong(int n)
+{
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    char b = 0;
+    double *t = rank == 0 ? malloc((size_t)n * sizeof *t) : NULL;
+    for (int i = -n / 10; i < n && rank < 2; i++) {
+        if (rank == 0) {
+            double t0 = MPI_Wtime();
+            MPI_Send(&b, 1, MPI_CHAR, 1, 0, MPI_COMM_WORLD);
+            MPI_Recv(&b, 1, MPI_CHAR, 1, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            if (i >= 0)
+                t[i] = MPI_Wtime() - t0;
+        } else {
+            MPI_Recv(&b, 1, MPI_CHAR, 0, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            MPI_Send(&b, 1, MPI_CHAR, 0, 0, MPI_COMM_WORLD);
+        }
+    }
+    if (rank == 0)
+        printf("mpi ping_pong: p50 %.1f us (%d round trips, 1 byte)\n",
+               p50(t, n) * 1e6, n);
+    free(t);
+    MPI_Barrier(MPI_COMM_WORLD);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int provided, rc = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+    const char *what = argc > 1 ? argv[1] : "round_trip";
+    int n = argc > 2 ? atoi(argv[2]) : 2000;
+    if (strcmp(what, "ping_pong") == 0) {
+        rc = ping_pong(n);
+    } else {
+        cf_executor *ex = NULL;
+        /* BENCH_MPI_SPIN: the executor's `spin` (seconds), for trying. */
+        cf_mpi_options o = {0};
+        if (getenv("BENCH_MPI_SPIN"))
+            o.spin = atof(getenv("BENCH_MPI_SPIN"));
+        rc = cf_mpi_comm_executor(MPI_COMM_WORLD, 0, &o, &ex);
+        if (rc == CF_OK && ex) {
+            rc = strcmp(what, "submit") == 0 ? submit_result(ex, n)
+                 : strcmp(what, "map") == 0  ? map_chunks(ex, n)
+                                             : round_trip(ex, n);
+            cf_executor_free(ex);
+        }
+    }
+    if (rc != 0)
+        fprintf(stderr, "bench_mpi %s: failed (%d)\n", what, rc);
+    MPI_Finalize();
+    return rc == 0 ? 0 : 1;
+}
