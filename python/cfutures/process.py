@@ -64,7 +64,12 @@ def _run_initializer(initializer, initargs):
         return True
     except BaseException:
         _base.LOGGER.critical('Exception in initializer:', exc_info=True)
-        # The parent breaks the pool: the initializer failed.
+        # The parent breaks the pool as soon as this returns: flush what
+        # multiprocessing still buffers (a logging QueueHandler's queue)
+        # first, as the stdlib's worker does by exiting.
+        if mp.parent_process() is not None:
+            from multiprocessing import util
+            util._exit_function()
         return False
 
 

@@ -32,6 +32,8 @@
 #include "cfpy.h"
 
 #include <signal.h>
+
+#include "processes/pool.h"
 #include <string.h>
 #include <unistd.h>
 
@@ -175,6 +177,41 @@ int cfpy_ppools_exit(cfpy_state *st)
         p->shutdown = true;
         ppool_release(p); /* waits for its work, then frees it */
     }
+}
+
+/* Why the core pool broke (its message, set once), or NULL. */
+static const char *core_broken(cf_executor *ex)
+{
+    process_pool *pp = ex->impl;
+    cf__mutex_lock(&pp->lock);
+    bool broken = pp->broken;
+    cf__mutex_unlock(&pp->lock);
+    return broken ? (pp->broken_msg ? pp->broken_msg : "") : NULL;
+}
+
+/* executor._broken: False, or the stdlib's message with the core's. */
+static PyObject *broken_text(cfpy_ppool *pool)
+{
+    const char *why = pool->ex ? core_broken(pool->ex) : NULL;
+    if (!why)
+        return Py_NewRef(Py_False);
+    if (!*why)
+        return PyUnicode_FromString(BROKEN_POOL_MSG);
+    return PyUnicode_FromFormat("%s (%s)", BROKEN_POOL_MSG, why);
+}
+
+static PyObject *raise_broken(cfpy_state *st, cfpy_ppool *pool)
+{
+    PyObject *text = broken_text(pool);
+    if (text == Py_False) {
+        Py_DECREF(text);
+        text = PyUnicode_FromString(BROKEN_POOL_MSG);
+    }
+    if (text) {
+        PyErr_SetObject(st->BrokenProcessPool, text);
+        Py_DECREF(text);
+    }
+    return NULL;
 }
 
 static PyObject *raise_core(cfpy_state *st, int rc)
@@ -388,6 +425,8 @@ static PyObject *executor_submit(PyObject *self, PyTypeObject *cls,
                         "'fn'");
         return NULL;
     }
+    if (pool->ex && core_broken(pool->ex))
+        return raise_broken(st, pool);
     if (pool->shutdown || !pool->ex)
         return raise_core(st, CF_ESHUTDOWN);
     if (st->exiting) {
@@ -437,6 +476,8 @@ static PyObject *executor_submit(PyObject *self, PyTypeObject *cls,
     cf_future *cf = NULL;
     int rc = cf_executor_submit(pool->ex, cfpy_remote_call, &arg, &cf);
     Py_DECREF(data);
+    if (rc == CF_EBROKEN_PROCESS_POOL)
+        return raise_broken(st, pool);
     if (rc != CF_OK)
         return raise_core(st, rc);
     cfpy_future *f = cfpy_future_new(st, cf);
@@ -513,6 +554,12 @@ static PyObject *get_shutdown(PyObject *self, void *closure)
     return PyBool_FromLong(pool->shutdown);
 }
 
+static PyObject *get_broken(PyObject *self, void *closure)
+{
+    PPOOL_OR_FAIL(self, NULL);
+    return broken_text(pool);
+}
+
 static PyObject *get_launcher(PyObject *self, void *closure)
 {
     PPOOL_OR_FAIL(self, NULL);
@@ -572,6 +619,7 @@ static PyMethodDef executor_methods[] = {
 static PyGetSetDef executor_getset[] = {
     {"_shutdown_thread", get_shutdown, NULL, NULL, NULL},
     {"_launcher", get_launcher, NULL, NULL, NULL},
+    {"_broken", get_broken, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
