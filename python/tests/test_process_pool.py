@@ -226,7 +226,9 @@ class BrokenPoolTest(unittest.TestCase):
             with self.assertRaises(BrokenProcessPool) as cm:
                 f.result(timeout=60)
             self.assertIn(expect, str(cm.exception))
-            self.assertRaises(BrokenProcessPool, ex.submit, abs, 1)
+            self.assertIn('worker process', ex._broken)
+            with self.assertRaisesRegex(BrokenProcessPool, 'not usable'):
+                ex.submit(abs, 1)
         finally:
             ex.shutdown(wait=True)
 
