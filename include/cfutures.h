@@ -946,14 +946,21 @@ CF_API int cf_cpu_count(void);
  *   the message naming the worker's pid, its exit status or signal, and
  *   the task by its function's name, read from the module file's
  *   symbol table (static functions too), or "<module>+0x<offset>" (for
- *   addr2line) when the file is stripped.
+ *   addr2line) when the file is stripped. A worker killed by SIGSEGV,
+ *   SIGBUS, SIGFPE, SIGILL or SIGABRT adds "; backtrace:" and one line
+ *   per frame, innermost first ("\n  #0 name+0x1d (module+0x1a2d)",
+ *   "\n  #1 module+0x1b72" where no symbol names it), captured in the
+ *   worker as it crashed (a handler on an alternate stack, installed in
+ *   worker processes only, that re-raises the signal: the exit status
+ *   stays that signal). Other ends (SIGKILL, _exit) have none.
  * - Hygiene: workers keep no descriptor of the caller's but 0-2 (and a
  *   worker program its keep_fds), die with their parent, and are reaped by
  *   pid (the caller's other children are left alone; a callback's workers
- *   by its reap function when it gives one). The library installs no signal handler. From inside a
- *   worker, creating a process pool or calling into an executor the task
- *   did not create there (its parent's) returns CF_EDEADLK; a task may
- *   create and use thread pools of its own. */
+ *   by its reap function when it gives one). The library installs no
+ *   signal handler in the caller's process. From inside a worker,
+ *   creating a process pool or calling into an executor the task did not
+ *   create there (its parent's) returns CF_EDEADLK; a task may create and
+ *   use thread pools of its own. */
 
 typedef enum cf_start_method {
     /* Workers are fresh processes of this same program (fork + exec of

@@ -28,6 +28,22 @@ static void *task_segv(void *arg, cf_call *call)
     return NULL;
 }
 
+/* An integer division by zero: a SIGFPE from the CPU where it traps
+ * (x86), raised by hand elsewhere (ARM divides by zero quietly). */
+static void *task_fpe(void *arg, cf_call *call)
+{
+    (void)call;
+#if defined(__x86_64__) || defined(__i386__)
+    /* Both volatile: 1 / x compiles to compares, not a division. */
+    volatile int zero = (int)(intptr_t)arg, seven = 7;
+    return (void *)(intptr_t)(seven / zero);
+#else
+    (void)arg;
+    raise(SIGFPE);
+    return NULL;
+#endif
+}
+
 static void *task_exit3(void *arg, cf_call *call)
 {
     (void)arg;
@@ -141,6 +157,96 @@ TEST_TIMEOUT(segfault_in_task_breaks_pool, 60)
 #endif
 }
 
+/* ------------------------------------------------------------------------ */
+/* Crash backtraces                                                         */
+
+/* Runs `fn` on a fresh one-worker pool and checks its failure: the
+ * signal, a backtrace, and `frame` in it (a line's start, "\n  #0 name":
+ * the crashing function itself). */
+static void check_trace(cf_start_method method, cf_fn fn, const char *sig,
+                        const char *frame)
+{
+    cf_executor *ex = pool_new(1, method);
+    cf_future *bad;
+    ASSERT_OK(cf_executor_submit(ex, fn, NULL, &bad));
+    cf_error e;
+    ASSERT_CODE(outcome(bad, 30, NULL, &e), CF_EBROKEN_PROCESS_POOL);
+    if (!contains(e.message, frame))
+        fprintf(stderr, "no '%s' in: %s\n", frame, e.message);
+    ASSERT(contains(e.message, sig));
+    ASSERT(contains(e.message, "; backtrace:\n  #0 "));
+    ASSERT(contains(e.message, frame));
+    cf_future_release(bad);
+    cf_executor_free(ex);
+}
+
+/* The sanitizers' own handlers catch a fault first (ASan reports and
+ * exits, TSan too): no trace to check there. */
+#if defined(PP_ASAN) || defined(PP_TSAN)
+#define FAULT_TRACED 0
+#else
+#define FAULT_TRACED 1
+#endif
+
+/* task_segv is static: named from the program's symbol table. */
+TEST_TIMEOUT(segfault_trace_names_the_crashing_function, 60)
+{
+    if (FAULT_TRACED)
+        check_trace(CF_START_EXEC, task_segv, "SIGSEGV", "\n  #0 task_segv");
+}
+
+TEST_TIMEOUT(segfault_trace_with_fork_start, 60)
+{
+    if (FAULT_TRACED)
+        check_trace(CF_START_FORK, task_segv, "SIGSEGV", "\n  #0 task_segv");
+}
+
+/* abort() raises inside the C library: the task is the caller of
+ * abort, named by its return address. */
+TEST_TIMEOUT(abort_trace_names_the_task, 60)
+{
+    check_trace(CF_START_EXEC, task_abort, "SIGABRT", " task_abort+0x");
+}
+
+TEST_TIMEOUT(sigfpe_trace_names_the_crashing_function, 60)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    if (FAULT_TRACED)
+        check_trace(CF_START_EXEC, task_fpe, "SIGFPE", "\n  #0 task_fpe");
+#else
+    check_trace(CF_START_EXEC, task_fpe, "SIGFPE", " task_fpe+0x");
+#endif
+}
+
+/* The trap is in the worker only: the caller's handlers and alternate
+ * stack (a sanitizer's, or none) are the same before and after. */
+TEST_TIMEOUT(caller_gets_no_signal_handler, 60)
+{
+    int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+    enum { N = sizeof sigs / sizeof sigs[0] };
+    struct sigaction before[N], after;
+    stack_t ss_before, ss_after;
+    for (size_t i = 0; i < N; i++)
+        ASSERT_OK(sigaction(sigs[i], NULL, &before[i]));
+    ASSERT_OK(sigaltstack(NULL, &ss_before));
+    cf_start_method methods[] = {CF_START_EXEC, CF_START_FORK};
+    for (int m = 0; m < 2; m++) {
+        cf_executor *ex = pool_new(1, methods[m]);
+        cf_future *f;
+        ASSERT_OK(cf_executor_submit(ex, task_square, (void *)3, &f));
+        ASSERT_OK(outcome(f, 30, NULL, NULL));
+        cf_future_release(f);
+        for (size_t i = 0; i < N; i++) {
+            ASSERT_OK(sigaction(sigs[i], NULL, &after));
+            ASSERT(after.sa_handler == before[i].sa_handler);
+        }
+        ASSERT_OK(sigaltstack(NULL, &ss_after));
+        ASSERT(ss_after.ss_sp == ss_before.ss_sp &&
+               ss_after.ss_flags == ss_before.ss_flags);
+        cf_executor_free(ex);
+    }
+}
+
 TEST_TIMEOUT(exit_in_task_breaks_pool, 60)
 {
     crash_case(CF_START_EXEC, task_exit3, NULL, "exited with status 3");
@@ -179,6 +285,27 @@ TEST_TIMEOUT(sigkill_from_outside_names_pid_and_signal, 60)
     char want[64];
     snprintf(want, sizeof want, "worker process %ld ", (long)pid);
     check_broken(victim, "SIGKILL", want);
+    cf_future_release(victim);
+    cf_executor_free(ex);
+    tmpdir_remove(&d);
+}
+
+/* SIGKILL cannot be caught: no trace, the rest of the report as ever. */
+TEST_TIMEOUT(sigkill_from_outside_has_no_backtrace, 60)
+{
+    tmpdir d;
+    tmpdir_make(&d);
+    char base[256];
+    tmpdir_file(&d, "t", base, sizeof base);
+    cf_executor *ex = pool_new(1, CF_START_EXEC);
+    cf_future *victim = submit_path(ex, task_pid_then_wait, base);
+    pid_t pid = await_pid(base);
+    ASSERT_OK(kill(pid, SIGKILL));
+    cf_error e;
+    ASSERT_CODE(outcome(victim, 30, NULL, &e), CF_EBROKEN_PROCESS_POOL);
+    ASSERT(contains(e.message, "SIGKILL"));
+    ASSERT(contains(e.message, "task_pid_then_wait"));
+    ASSERT(!contains(e.message, "backtrace"));
     cf_future_release(victim);
     cf_executor_free(ex);
     tmpdir_remove(&d);
@@ -418,6 +545,7 @@ static void pp_register_names(void)
     PP_NAME(task_abort);
     PP_NAME(task_segv);
     PP_NAME(task_exit3);
+    PP_NAME(task_fpe);
     PP_NAME(task_sigkill_self);
     PP_NAME(task_die_mid_result);
     PP_NAME(init_exit5);

@@ -263,6 +263,22 @@ TEST_TIMEOUT(program_worker_crash_names_pid_and_signal, 60)
     cf_executor_free(ex);
 }
 
+/* The worker program's own function, named from its file. */
+TEST_TIMEOUT(program_worker_crash_has_backtrace, 60)
+{
+    cf_process_pool_options o = program_options(1, CF_TRANSPORT_PIPES);
+    cf_executor *ex = new_pool(&o);
+    cf_future *f;
+    char msg[4096];
+    ASSERT_OK(cf_executor_submit(ex, named_abort, NULL, &f));
+    ASSERT_EQ(failure(f, msg, sizeof msg), CF_EBROKEN_PROCESS_POOL);
+    ASSERT(strstr(msg, "; backtrace:\n  #0 ") != NULL);
+    ASSERT(strstr(msg, " named_abort+0x") != NULL);
+    ASSERT(strstr(msg, "cf_test_worker_program+0x") != NULL);
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
 TEST_TIMEOUT(missing_program_fails_futures, 60)
 {
     cf_process_pool_options o = program_options(1, CF_TRANSPORT_SHARED_MEMORY);
@@ -372,6 +388,26 @@ TEST_TIMEOUT(callback_naive_fork_keeps_every_descriptor, 60)
      * shutdown must still end them all. */
     check_callback(CF_TRANSPORT_SHARED_MEMORY, false);
     check_callback(CF_TRANSPORT_PIPES, false);
+}
+
+TEST_TIMEOUT(callback_worker_crash_has_backtrace, 60)
+{
+    register_once();
+    starter s = {0, 0, true};
+    cf_process_pool_options o = {.max_workers = 1,
+                                 .start_method = CF_START_CALLBACK,
+                                 .start_worker = start_by_fork,
+                                 .start_ctx = &s,
+                                 .transport = CF_TRANSPORT_SHARED_MEMORY};
+    cf_executor *ex = new_pool(&o);
+    cf_future *f;
+    char msg[4096];
+    ASSERT_OK(cf_executor_submit(ex, named_abort, NULL, &f));
+    ASSERT_EQ(failure(f, msg, sizeof msg), CF_EBROKEN_PROCESS_POOL);
+    ASSERT(strstr(msg, "; backtrace:\n  #0 ") != NULL);
+    ASSERT(strstr(msg, " named_abort+0x") != NULL);
+    cf_future_release(f);
+    cf_executor_free(ex);
 }
 
 /* Spawns the worker program with --serve, its channel moved to 100..102

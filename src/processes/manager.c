@@ -16,6 +16,8 @@
  */
 #include "processes/pool.h"
 
+#include "platform/crash.h"
+
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
@@ -27,10 +29,16 @@
 /* ------------------------------------------------------------------------ */
 /* Manager: exits                                                           */
 
+/* Room for a crashed worker's backtrace, named (48 frames fit). */
+#define TRACE_BYTES (16u << 10)
+
 static void w_release(process_pool *pool, wproc *w)
 {
     cf__buffer_destroy(&w->out);
     cf__buffer_destroy(&w->in);
+    free(w->crash);
+    w->crash = NULL;
+    w->crash_len = 0;
     w->state = W_FREE;
     cf__mutex_lock(&pool->lock);
     pool->n_alive--;
@@ -102,7 +110,7 @@ static void w_exited(process_pool *pool, wproc *w)
     else
         cf__pp_w_drain_ring(pool, w);
     pid_t pid = w->proc.pid;
-    char how[128], what[300], why[640];
+    char how[128], what[300], why[640 + TRACE_BYTES];
     int status = 0;
     if (!w->reap) {
         status = cf__proc_reap(&w->proc);
@@ -124,6 +132,11 @@ static void w_exited(process_pool *pool, wproc *w)
     task *run = cf__pp_w_take_all(pool, w, &waiting);
     /* The oldest claimed task without a result is the one it was on. */
     task *t = run;
+    /* A fatal signal's backtrace, as the worker sent it before dying. */
+    char trace[TRACE_BYTES];
+    if (!w->crash || terminated ||
+        !cf__crash_describe(w->crash, w->crash_len, trace, sizeof trace))
+        trace[0] = '\0';
     w_release(pool, w);
     if (t)
         cf__pp_describe_task(t, what, sizeof what);
@@ -139,6 +152,10 @@ static void w_exited(process_pool *pool, wproc *w)
     else
         snprintf(why, sizeof why, "worker process %ld %s %s%s", (long)pid,
                  how, t ? "while running " : "", what);
+    if (trace[0]) {
+        size_t used = strlen(why);
+        snprintf(why + used, sizeof why - used, "; backtrace:%s", trace);
+    }
     if (w->killed_for) {
         /* Killed by the pool for its task (time limit, escalated cancel):
          * that task alone ends; the ones waiting there move on. */

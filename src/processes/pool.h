@@ -91,6 +91,8 @@ typedef struct wproc {
     cf__shm_slot *slot;    /* shared counters and claim word, or NULL */
     uint_fast64_t seen_from; /* slot->from_worker when last received */
     bool draining;         /* in w_drain_ring() */
+    unsigned char *crash;  /* its CRASH frame's record (malloc'd), or NULL */
+    size_t crash_len;
 } wproc;
 
 /* Freed tasks kept for reuse, with their message buffers: the manager

@@ -282,6 +282,17 @@ static bool handle_frame(process_pool *pool, wproc *w,
         cf__pp_break_pool(pool, why);
         return true;
     }
+    case CF__MSG_CRASH: {
+        /* Its dying words: kept for the report of its exit. */
+        unsigned char *copy = malloc(h->len ? (size_t)h->len : 1);
+        if (copy) { /* no memory: the report goes without the trace */
+            memcpy(copy, p, (size_t)h->len);
+            free(w->crash);
+            w->crash = copy;
+            w->crash_len = (size_t)h->len;
+        }
+        return true;
+    }
     case CF__MSG_CLAIMED:
         /* A wake-up: results in the ring, or a claim. */
         cf__pp_w_drain_ring(pool, w);

@@ -147,6 +147,7 @@ static bool known_type(uint32_t type)
     case CF__MSG_CHUNK_RESULT:
     case CF__MSG_CLAIMED:
     case CF__MSG_WORDS_RESULT:
+    case CF__MSG_CRASH:
         return true;
     default:
         return false;

@@ -67,6 +67,9 @@ enum cf__wire_type {
     CF__MSG_CHUNK_RESULT = 19,
     CF__MSG_CLAIMED = 20, /* empty: "I claimed a task", to wake the pool */
     CF__MSG_WORDS_RESULT = 21,
+    /* A cf__crash_record (platform/crash.h), written by a worker's signal
+     * handler just before it dies of that signal. */
+    CF__MSG_CRASH = 22,
 };
 
 enum cf__codec_kind {

@@ -17,7 +17,11 @@
  * or by the name it was registered under (registry.c) when the worker
  * runs another program than its pool.
  * The worker keeps only its socket; its parent's death ends it (EOF on the
- * socket, and PR_SET_PDEATHSIG). cf__process_worker_active() is true on its
+ * socket, and PR_SET_PDEATHSIG). A task that kills it with SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL or SIGABRT first sends its backtrace as a CRASH
+ * frame on the channel (platform/crash.h: armed for the worker loop's
+ * life, so a worker program's own code before and after keeps its
+ * handlers); the pool names it in the task's error. cf__process_worker_active() is true on its
  * thread, so a task calling back into an executor gets CF_EDEADLK.
  */
 #include "core/core.h"
@@ -28,6 +32,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "platform/crash.h"
 #include "platform/process.h"
 #include "processes/registry.h"
 #include "processes/shm_slot.h"
@@ -65,6 +70,8 @@ static void *resolve(cf__code_cache *cache, const cf__wire_ref *ref, int kind)
             return e->addr;
     }
     void *addr = cf__ref_to_addr(ref);
+    /* The lookup may have loaded a module: crash traces must know it. */
+    cf__crash_trap_refresh();
     if (!addr)
         return NULL;
     cf__code_cache_entry *e =
@@ -703,9 +710,19 @@ int cf__worker_main(const cf__worker_link *link, const cf_worker_options *opts)
     memset(w.out.data, 0, w.out.cap);
     if (w.slot)
         memset(w.slot->ring, 0, CF__RING_BYTES);
+    /* The CRASH frame's header; the record follows it. Without a trap
+     * (no unwinder here) a crash is reported as before, without trace. */
+    unsigned char crash_header[CF__WIRE_HEADER_SIZE];
+    cf__wire_store_u64(crash_header, CF__MSG_CRASH); /* type, flags 0 */
+    cf__wire_store_u64(crash_header + 8, sizeof(cf__crash_record));
+    cf__wire_store_u64(crash_header + 16, 0);
+    bool trapped = cf__crash_trap_arm(w.write_fd, crash_header,
+                                      sizeof crash_header);
     cf__in_process_worker = true;
     int code = worker_loop(&w);
     cf__in_process_worker = false;
+    if (trapped)
+        cf__crash_trap_disarm();
     cf__buffer_destroy(&w.in);
     cf__buffer_destroy(&w.out);
     cf__code_cache_destroy(&w.cache);
