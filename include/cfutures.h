@@ -708,11 +708,14 @@ CF_API void cf_executor_freep(cf_executor **ex);
  * 1`, a million tasks queued, on a 2-vCPU VM), so they can stay on for
  * tasks that do real work; the observer costs what it does.
  *
- * Thread pools and custom executors report everything. A process pool
- * reports submits, finishes (with failures and cancels) and their counts,
- * but not yet starts, running counts, workers or the two time summaries
- * (they stay 0, workers -1). Inline continuations (cf_future_then with no
- * executor) are not tasks of any executor. */
+ * Thread pools, process pools and custom executors report everything. A
+ * process pool's manager thread times its tasks: a task starts when the
+ * manager sees a worker claim it (or sends it to an idle worker) and runs
+ * until the manager reads its result, so its run time includes the trip
+ * both ways; its worker is the process's slot (0 .. max_workers-1). Map
+ * chunks of cf_executor_map on a process pool are not counted. Inline
+ * continuations (cf_future_then with no executor) are not tasks of any
+ * executor. */
 
 /* What happened, for an observer. */
 typedef enum cf_event_kind {
@@ -727,10 +730,14 @@ typedef enum cf_event_kind {
      * or CF_ECANCELLED; `duration` is how long it ran (0 if it never
      * started). */
     CF_EVENT_FINISH = 3,
-    CF_EVENT_WORKER_START = 4, /* a worker thread starts */
-    CF_EVENT_WORKER_EXIT = 5,  /* a worker thread ends */
-    /* The executor broke (a thread initializer failed): `code` is the
-     * error later submits get, `message` says why. */
+    CF_EVENT_WORKER_START = 4, /* a worker thread or process starts */
+    CF_EVENT_WORKER_EXIT = 5,  /* it ended (a process: was reaped) */
+    /* The executor broke (a thread initializer failed; a worker process
+     * died, or failed its initializer): `code` is the error later submits
+     * get, `message` says why; worker -1. Or, on a process pool with
+     * survive_worker_death, a worker process died and the pool carries
+     * on: `worker` is its index, `code` CF_EBROKEN_PROCESS_POOL (its task
+     * fails with it), `message` how it ended. */
     CF_EVENT_CRASH = 6,
 } cf_event_kind;
 
@@ -751,10 +758,12 @@ typedef struct cf_event {
 } cf_event;
 
 /* An observer. Called in the thread where the event happens (the
- * submitting thread, a worker, the thread that cancels), never under a
- * library lock, possibly from several threads at once; `ev` is valid for
- * the call. It must not block for long: the thread it runs on is doing
- * the executor's work. */
+ * submitting thread, a worker, the thread that cancels; on a process pool
+ * its manager thread for START, FINISH, worker and crash events), never
+ * under a library lock, possibly from several threads at once; `ev` is
+ * valid for the call. It must not block for long: the thread it runs on
+ * is doing the executor's work (a slow observer on a process pool's
+ * manager delays every task of the pool). */
 typedef void (*cf_observer_fn)(const cf_event *ev, void *arg);
 
 typedef struct cf_monitor_options {
@@ -793,8 +802,10 @@ typedef struct cf_executor_stats {
                          * the executor without running) */
     uint64_t failed;    /* of finished: failures */
     uint64_t cancelled; /* cancelled before they started */
-    /* Workers now, whether or not monitoring is on: threads alive, and
-     * those of them waiting for work. -1: the executor does not say. */
+    /* Workers now, whether or not monitoring is on: threads (or worker
+     * processes not yet reaped) alive, and those of them waiting for work
+     * (a process pool's as its manager last saw them). -1: the executor
+     * does not say. */
     int workers_alive;
     int workers_idle;
     cf_time_stats queue_wait; /* submit to start, per started task */

@@ -522,6 +522,26 @@ int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
 void cf__monitor_worker_event(cf_executor *ex, cf_event_kind kind,
                               int worker, int code, const char *message);
 
+/* Tasks that run in another process are timed by their executor (a
+ * process pool, from its manager thread): during ops->submit, a monitored
+ * executor's submit offers the task's record in cf__monitor_handoff; the
+ * executor takes it with cf__monitor_hold() once it has accepted the task
+ * (NULL when not monitored: one thread-local load), reports the task's
+ * start (the worker's index) and end (before completing its future, so
+ * FINISH has the run time), and releases it when it lets the task go,
+ * whatever happened to it. Start, end and release are called from one
+ * thread at a time per record; end is a no-op unless started. */
+typedef struct cf__task_record cf__task_record;
+extern _Thread_local cf__task_record *cf__monitor_handoff;
+cf__task_record *cf__monitor_hold_slow(void);
+static inline cf__task_record *cf__monitor_hold(void)
+{
+    return cf__monitor_handoff ? cf__monitor_hold_slow() : NULL;
+}
+void cf__monitor_task_start(cf__task_record *r, int worker);
+void cf__monitor_task_end(cf__task_record *r);
+void cf__monitor_release(cf__task_record *r);
+
 /* Frees ex's monitor, once no task of ex is under way. */
 void cf__monitor_free(cf_executor *ex);
 

@@ -12,16 +12,21 @@
  *   future done --link--> FINISH (outcome, run time); counts; free record
  *
  * An executor whose tasks run in another process (a process pool) gets
- * no wrapper, only the count and the link. Off, a submit reads
+ * no wrapper: it takes the record during its submit (cf__monitor_hold,
+ * handed over in a thread-local) and reports the task's start and end
+ * itself (cf__monitor_task_start/_end, from its manager thread), then
+ * lets the record go (cf__monitor_release). Off, a submit reads
  * ex->monitor (NULL) and nothing else.
  *
- * The record's `word` holds three flags in its low bits: STARTED and
- * RUNNING, set by monitored_task, and DONE, set by the link; above them,
- * the submit time in ns until the task starts, then the index + 1 of the
- * worker that runs it. A future is normally done only after its task
- * returned, but a task's future can be completed from outside while the
- * task still runs (cf_future_set_result on a running future): whichever of
- * monitored_task and the link ends second frees the record.
+ * The record's `word` holds four flags in its low bits: STARTED and
+ * RUNNING, set by monitored_task (or the executor's start), DONE, set by
+ * the link, and HELD, while an executor that took the record keeps it;
+ * above them, the submit time in ns until the task starts, then the
+ * index + 1 of the worker that runs it. A future is normally done only
+ * after its task returned, but a task's future can be completed from
+ * outside while the task still runs (cf_future_set_result on a running
+ * future): whichever of monitored_task (or the release) and the link ends
+ * second frees the record.
  *
  * Counters and time histograms are sharded (SHARDS cache-line groups, a
  * thread picks one once), so threads that submit and workers that finish
@@ -82,14 +87,15 @@ struct cf__monitor {
 };
 
 /* The record's flags, in the low bits of `word` (a time in ns). */
-enum { STARTED = 1, RUNNING = 2, DONE = 4, FLAGS = 7 };
+enum { STARTED = 1, RUNNING = 2, DONE = 4, HELD = 8, FLAGS = 15, SHIFT = 4 };
 
 typedef struct record {
     cf__link link;      /* on the task's future */
     cf_fn fn;           /* the task */
     union {
         void *arg;      /* until it runs */
-        int64_t run_ns; /* once it ran (written before RUNNING clears) */
+        int64_t run_ns; /* once it ran (written before RUNNING clears);
+                         * while a held record's task runs: its start */
     } u;
     cf_future *future;
     atomic_uint_fast64_t word; /* submit time or worker index | flags */
@@ -211,7 +217,7 @@ static void *monitored_task(void *arg, cf_call *call)
     int64_t start = cf__now_ns();
     /* The submit time gives way to the worker's index, for FINISH. */
     uint_fast64_t word = atomic_load_explicit(&r->word, memory_order_relaxed);
-    uint_fast64_t worker = (uint_fast64_t)(cf__current_worker + 1) << 3;
+    uint_fast64_t worker = (uint_fast64_t)(cf__current_worker + 1) << SHIFT;
     while (!atomic_compare_exchange_weak_explicit(
         &r->word, &word, (word & DONE) | STARTED | RUNNING | worker,
         memory_order_acq_rel, memory_order_relaxed))
@@ -256,9 +262,68 @@ static void task_done(cf__link *link)
         else if (code != CF_OK)
             add(&s->failed);
     }
-    emit(m, CF_EVENT_FINISH, f, (word & STARTED) ? (int)(word >> 3) - 1 : -1,
-         code, NULL, -1, run);
-    if (!(word & RUNNING))
+    emit(m, CF_EVENT_FINISH, f,
+         (word & STARTED) ? (int)(word >> SHIFT) - 1 : -1, code, NULL, -1,
+         run);
+    if (!(word & (RUNNING | HELD)))
+        free_record(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tasks that run elsewhere (process pools)                                 */
+
+_Thread_local cf__task_record *cf__monitor_handoff;
+
+cf__task_record *cf__monitor_hold_slow(void)
+{
+    record *r = (record *)cf__monitor_handoff;
+    cf__monitor_handoff = NULL;
+    /* Not yet attached: no other thread sees the record. */
+    atomic_fetch_or_explicit(&r->word, HELD, memory_order_relaxed);
+    return (cf__task_record *)r;
+}
+
+void cf__monitor_task_start(cf__task_record *tr, int worker)
+{
+    record *r = (record *)tr;
+    cf__monitor *m = r->m;
+    int64_t start = cf__now_ns();
+    r->u.run_ns = start;
+    uint_fast64_t word = atomic_load_explicit(&r->word, memory_order_relaxed);
+    uint_fast64_t who = (uint_fast64_t)(worker + 1) << SHIFT;
+    while (!atomic_compare_exchange_weak_explicit(
+        &r->word, &word, (word & (DONE | HELD)) | STARTED | RUNNING | who,
+        memory_order_acq_rel, memory_order_relaxed))
+        ;
+    int64_t wait = start - (int64_t)(word & ~(uint_fast64_t)FLAGS);
+    if (counting(m)) {
+        shard *s = my_shard(m);
+        add(&s->started);
+        sample(&s->wait, wait);
+    }
+    emit(m, CF_EVENT_START, r->future, worker, 0, NULL, start, wait);
+}
+
+void cf__monitor_task_end(cf__task_record *tr)
+{
+    record *r = (record *)tr;
+    if (!(atomic_load_explicit(&r->word, memory_order_relaxed) & RUNNING))
+        return; /* never started, or ended already */
+    int64_t run = cf__now_ns() - r->u.run_ns;
+    if (counting(r->m))
+        sample(&my_shard(r->m)->run, run);
+    r->u.run_ns = run;
+    atomic_fetch_and_explicit(&r->word, ~(uint_fast64_t)RUNNING,
+                              memory_order_acq_rel);
+}
+
+void cf__monitor_release(cf__task_record *tr)
+{
+    record *r = (record *)tr;
+    cf__monitor_task_end(tr);
+    uint_fast64_t word = atomic_fetch_and_explicit(
+        &r->word, ~(uint_fast64_t)HELD, memory_order_acq_rel);
+    if (word & DONE)
         free_record(r);
 }
 
@@ -278,9 +343,18 @@ int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
     r->future = f;
     atomic_init(&r->word, (uint_fast64_t)now & ~(uint_fast64_t)FLAGS);
     r->m = m;
-    int rc = m->shares_memory
-                 ? ex->ops->submit(ex->impl, f, monitored_task, r, codec)
-                 : ex->ops->submit(ex->impl, f, fn, arg, codec);
+    int rc;
+    if (m->shares_memory) {
+        rc = ex->ops->submit(ex->impl, f, monitored_task, r, codec);
+    } else {
+        /* Offered for the call: the executor takes it if it accepts (a
+         * submit nested in a codec or a callback restores ours). */
+        cf__task_record *outer = cf__monitor_handoff;
+        cf__monitor_handoff = (cf__task_record *)r;
+        rc = ex->ops->submit(ex->impl, f, fn, arg, codec);
+        /* A refusing executor keeps no record (cf__monitor_hold). */
+        cf__monitor_handoff = outer;
+    }
     if (rc != CF_OK) {
         free_record(r);
         emit(m, CF_EVENT_FINISH, f, -1, rc, NULL, -1, 0);

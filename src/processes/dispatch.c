@@ -145,6 +145,7 @@ int cf__pp_spawn_worker(process_pool *pool, wproc *w)
     cf__mutex_lock(&pool->lock);
     pool->n_alive++;
     cf__mutex_unlock(&pool->lock);
+    cf__monitor_worker_event(pool->ex, CF_EVENT_WORKER_START, index, 0, NULL);
     cf__pp_w_flush(w);
     return CF_OK;
 }
@@ -189,7 +190,8 @@ bool cf__pp_task_take_back(task *t)
 
 void cf__pp_run_push(process_pool *pool, wproc *w, task *t)
 {
-    (void)pool;
+    if (t->mon)
+        cf__monitor_task_start(t->mon, (int)(w - pool->workers));
     cf__pp_task_append(&w->run_head, &w->run_tail, t);
     w->n_running++;
     w->busy_k = t->k;

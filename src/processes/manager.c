@@ -138,6 +138,8 @@ static void w_exited(process_pool *pool, wproc *w)
         !cf__crash_describe(w->crash, w->crash_len, trace, sizeof trace))
         trace[0] = '\0';
     w_release(pool, w);
+    int index = (int)(w - pool->workers);
+    cf__monitor_worker_event(pool->ex, CF_EVENT_WORKER_EXIT, index, 0, NULL);
     if (t)
         cf__pp_describe_task(t, what, sizeof what);
     else
@@ -173,6 +175,9 @@ static void w_exited(process_pool *pool, wproc *w)
     }
     if (pool->survive && state != W_STARTING) {
         /* Only its own task is lost; the ones waiting there move on. */
+        if (run || state != W_EXITING)
+            cf__monitor_worker_event(pool->ex, CF_EVENT_CRASH, index,
+                                     CF_EBROKEN_PROCESS_POOL, why);
         cf__pp_fail_list(run, CF_EBROKEN_PROCESS_POOL, why);
         requeue(pool, waiting);
         return;
@@ -415,13 +420,17 @@ static bool step(process_pool *pool)
         cf__mutex_unlock(&pool->lock);
     }
     bool any = false;
+    int idle = 0;
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
         if (closing && queued == 0 && !w->run_head && !w->wait_head &&
             (w->state == W_READY || w->state == W_STARTING))
             cf__pp_w_send_exit(w);
         any |= w->state != W_FREE;
+        idle += w->state == W_READY && !w->run_head && !w->wait_head;
     }
+    /* For cf_executor_get_stats(): a relaxed snapshot is all it needs. */
+    atomic_store_explicit(&pool->n_idle, idle, memory_order_relaxed);
     cf__mutex_lock(&pool->lock);
     bool done = closing && !any && pool->n_queued == 0;
     cf__mutex_unlock(&pool->lock);

@@ -214,6 +214,18 @@ static const cf_executor_ops process_pool_ops = {
 /* ------------------------------------------------------------------------ */
 /* Construction                                                             */
 
+/* cf_executor_get_stats(): worker processes not yet reaped, and those the
+ * manager found with nothing to do at its last look. */
+static void worker_counts(void *impl, int *alive, int *idle)
+{
+    process_pool *pool = impl;
+    cf__mutex_lock(&pool->lock);
+    *alive = pool->n_alive;
+    cf__mutex_unlock(&pool->lock);
+    int n = atomic_load_explicit(&pool->n_idle, memory_order_relaxed);
+    *idle = n < *alive ? n : *alive;
+}
+
 static int check_options(const cf_process_pool_options *o)
 {
     if (o->max_workers < 0 || isnan(o->task_timeout) || o->task_timeout < 0 ||
@@ -316,6 +328,7 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
         return CF_ENOMEM;
     atomic_init(&pool->spare_lock.held, false);
     atomic_init(&pool->cancel_buf_busy, false);
+    atomic_init(&pool->n_idle, 0);
     if ((rc = configure(pool, opts)) != CF_OK)
         goto fail_config;
     if ((rc = cf__wake_open(&pool->wake_fd)) != CF_OK)
@@ -327,6 +340,7 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
     if ((rc = cf_executor_new(&process_pool_ops, pool, &pool->ex)) != CF_OK)
         goto fail_executor;
     cf__executor_set_submit_chunk(pool->ex, cf__pp_pool_submit_chunk);
+    cf__executor_set_worker_counts(pool->ex, worker_counts);
     pool->fork_gen = cf__fork_generation(); /* the hook is installed now */
     if ((rc = cf__thread_create(&pool->manager, cf__pp_manager_main, pool,
                                 "cfprocmgr")) != CF_OK)

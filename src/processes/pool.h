@@ -53,6 +53,7 @@ typedef struct task {
     atomic_uint *claim;    /* its claim word there (cf__shm_slot), or NULL */
     double limit;          /* run-time limit in seconds; 0: none */
     int64_t deadline;      /* claimed: when the limit ends (manager only) */
+    cf__task_record *mon;  /* its monitoring record (monitor.c), or NULL */
     cf_buffer msg;         /* the framed TASK or CHUNK message; kept until
                               claimed, so a waiting task can move */
 } task;
@@ -128,6 +129,7 @@ struct process_pool {
     atomic_bool mgr_sleeping; /* the manager is (about to be) in poll(-1) */
     atomic_uint_fast64_t n_enqueued; /* tasks queued so far, ever */
     atomic_uint_fast64_t next_seq;
+    atomic_int n_idle;     /* workers waiting for work, at the last step() */
 
     cf__mutex lock;
     cf__cond changed;      /* manager_done or n_alive changed */

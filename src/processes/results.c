@@ -84,9 +84,13 @@ void cf__pp_break_pool(process_pool *pool, const char *why)
     char *message = cf__format("process pool is broken: %s", why);
     const char *m = message ? message : cf_strerror(CF_EBROKEN_PROCESS_POOL);
     cf__mutex_lock(&pool->lock);
+    bool was_broken = pool->broken;
     pool->broken = true;
     task *q = cf__pp_take_queue(pool);
     cf__mutex_unlock(&pool->lock);
+    if (!was_broken)
+        cf__monitor_worker_event(pool->ex, CF_EVENT_CRASH, -1,
+                                 CF_EBROKEN_PROCESS_POOL, m);
     if (!pool->broken_msg)
         pool->broken_msg = message;
     for (int i = 0; i < pool->max_workers; i++) {
@@ -135,6 +139,8 @@ static void finish_task(process_pool *pool, wproc *w, task *t, void *value,
     if (t->k == w->busy_k)
         w->busy_k = 0;
     cf__pp_inflight_add(pool, -1);
+    if (t->mon)
+        cf__monitor_task_end(t->mon); /* before FINISH, which reports it */
     if (cf__future_finish(t->f, value, free_value, code, msg) != CF_OK &&
         free_value && value)
         free_value(value);

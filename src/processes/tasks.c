@@ -37,6 +37,8 @@ void cf__pp_task_free(task *t)
 {
     if (!t)
         return;
+    if (t->mon)
+        cf__monitor_release(t->mon);
     cf_future_release(t->f);
     process_pool *pool = t->pool;
     if (t->msg.cap <= SPARE_MSG_BYTES) {
@@ -102,6 +104,8 @@ void cf__pp_describe_task(const task *t, char *buf, size_t n)
  * (queued) or RUNNING (at a worker); a cancelled one stays cancelled. */
 void cf__pp_task_fail(task *t, int code, const char *message)
 {
+    if (t->mon)
+        cf__monitor_task_end(t->mon); /* before FINISH, which reports it */
     cf__future_finish(t->f, NULL, NULL, code, cf__strdup(message));
     cf__pp_task_free(t);
 }
@@ -202,6 +206,9 @@ static int enqueue(process_pool *pool, task *t)
     int rc = refusal_locked(pool);
     if (rc == CF_OK) {
         cf_future_retain(t->f);
+        /* A monitored submit's record, once the task is surely ours. */
+        if (!t->chunk)
+            t->mon = cf__monitor_hold();
         cf__pp_task_append(&pool->head, &pool->tail, t);
         pool->n_queued++;
         atomic_fetch_add(&pool->n_enqueued, 1);
