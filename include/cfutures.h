@@ -641,6 +641,43 @@ CF_API int cf_executor_submit_opts(cf_executor *ex, cf_fn fn, void *arg,
                                    const cf_submit_options *opts,
                                    cf_future **out);
 
+/* The cancellation ladder: what cf_executor_cancel() did. */
+typedef enum cf_cancel_outcome {
+    /* The future was done before the call; nothing changed. */
+    CF_CANCEL_WAS_DONE = 0,
+    /* It had not started: cancelled at once, its task never runs. */
+    CF_CANCEL_QUEUED = 1,
+    /* It was running and ended (its own result or failure) after its
+     * cancel flag was raised, within the grace period or as its worker
+     * was about to be killed. */
+    CF_CANCEL_STOPPED = 2,
+    /* Process pool: still running after the grace period; its worker was
+     * killed (a replacement starts as work needs it) and the future is
+     * cancelled (cf_future_cancelled() true, result CF_ECANCELLED). */
+    CF_CANCEL_KILLED = 3,
+    /* Still running after the grace period, and the executor cannot stop
+     * a task by force (a thread pool, a custom executor): its flag stays
+     * raised, the task runs on. */
+    CF_CANCEL_STILL_RUNNING = 4,
+} cf_cancel_outcome;
+
+/* Cancels `f`, a future of `ex`, escalating as far as needed: a task not
+ * yet started is cancelled at once; a running one has its cancel flag
+ * raised (cf_call_cancel_requested(); a process-pool task does not see
+ * it, see "ProcessPoolExecutor") and gets `grace` seconds to end; on a
+ * process pool, one still running then is killed with its worker and its
+ * future cancelled. No other task is disturbed: tasks waiting at that
+ * worker move to others. `grace` CF_FOREVER waits for the task however
+ * long it runs; 0 escalates at once. What happened goes to `*outcome`
+ * (may be NULL). Returns CF_OK, CF_EINVAL (NULL ex or f, negative or NaN
+ * grace), CF_EDEADLK (from a process-pool worker, or from the process
+ * pool's own manager thread, a done-callback, which the wait would
+ * block). A future of another executor is cancelled or flagged, never
+ * killed. Blocks up to `grace` seconds, then while the worker is
+ * killed. */
+CF_API int cf_executor_cancel(cf_executor *ex, cf_future *f, double grace,
+                              cf_cancel_outcome *outcome);
+
 /* Stops accepting work. Idempotent. With `cancel_futures`, every task not
  * yet started is cancelled and running tasks see cf_call_cancel_requested().
  * With `wait`, returns when every started task has finished and the
@@ -669,6 +706,59 @@ CF_API int cf_executor_shutdown(cf_executor *ex, bool wait,
 CF_API int cf_executor_shutdown_timeout(cf_executor *ex, double timeout,
                                         bool cancel_futures,
                                         size_t *unfinished);
+
+/* How cf_executor_shutdown_report() escalates. Zero fields escalate at
+ * once; each is in seconds (negative or NaN: CF_EINVAL). */
+typedef struct cf_shutdown_options {
+    /* How long running tasks may go on before they are asked to stop
+     * (their cancel flags raised). 0: asked at once. */
+    double wait;
+    /* How long they then get to stop before workers still busy are sent
+     * SIGTERM (process pools), or are reported still running (executors
+     * that cannot kill). 0: at once. */
+    double grace;
+    /* Process pools: how long after SIGTERM before SIGKILL. 0: at once. */
+    double kill_after;
+} cf_shutdown_options;
+
+/* What became of the tasks not finished when cf_executor_shutdown_report()
+ * was called. Every such task is in exactly one count. */
+typedef struct cf_shutdown_report {
+    size_t cancelled;     /* not started: cancelled, never ran */
+    size_t completed;     /* ran to their end before being asked to stop */
+    size_t stopped;       /* ended after being asked, before any signal
+                           * (whatever their outcome, a crash included) */
+    size_t killed;        /* ended by SIGTERM or SIGKILL of their worker:
+                           * failed with CF_EBROKEN_PROCESS_POOL */
+    size_t still_running; /* left running at the deadline (only executors
+                           * that cannot kill: thread pools, custom ones) */
+    bool can_kill;        /* the executor can kill tasks (process pools) */
+    /* false for a custom executor the core cannot look into: the
+     * fallback shuts it down with cancel_futures and waits wait + grace
+     * seconds (cf_executor_shutdown_timeout()); still_running is what
+     * was left, the other counts are 0. */
+    bool exact;
+} cf_shutdown_report;
+
+/* Shuts `ex` down by escalation and reports how its unfinished tasks
+ * ended: stops intake, cancels every task not started, lets running
+ * tasks go on for `wait` seconds, raises their cancel flags, gives them
+ * `grace` seconds more, then on a process pool sends SIGTERM to workers
+ * still busy, SIGKILL `kill_after` seconds later, and waits for them to
+ * be reaped. An executor that cannot kill (a thread pool) returns at the
+ * deadline with the tasks still running counted (free it later to wait
+ * for them; their flags stay raised). `opts` NULL: all zero. Returns
+ * CF_OK when nothing is left running, CF_ETIMEDOUT when tasks were left
+ * running (the report says how many), CF_EINVAL, CF_ENOMEM (no memory
+ * for the list of tasks: the executor is shut down, nothing cancelled,
+ * no report), CF_EDEADLK (from one of the executor's own threads, or a
+ * process-pool worker on its parent's executor: nothing was done). The
+ * executor is shut down either way, as by cf_executor_shutdown(); the
+ * report is written on CF_OK and CF_ETIMEDOUT. Blocks for at most
+ * wait + grace + kill_after seconds and the reaping of killed workers. */
+CF_API int cf_executor_shutdown_report(cf_executor *ex,
+                                       const cf_shutdown_options *opts,
+                                       cf_shutdown_report *out);
 
 /* Python's `with` exit: shutdown(wait=true), then frees the executor.
  * Futures stay valid. NULL is a no-op. Blocks. From one of the executor's

@@ -475,10 +475,33 @@ struct cf_executor {
      * share memory: see timeouts.c), in seconds; 0: none. Set once, at
      * creation. A process pool keeps its own default instead. */
     double task_timeout;
+    /* What the executor can do to stop running work (escalate.c); NULL:
+     * nothing beyond cancel flags. Set once, at creation. */
+    const struct cf__escalation *escalation;
     /* The timer thread that raises the cancel flags of wrapped tasks past
      * their limit (timeouts.c); NULL until the first such task starts. */
     _Atomic(struct cf__timer *) timer;
 };
+
+/* ------------------------------------------------------------------------ */
+/* Escalation: the cancellation ladder, the shutdown report (escalate.c)    */
+
+typedef struct cf__escalation {
+    /* New references to every future of the executor queued or running
+     * now, in a malloc'd array (the caller releases and frees them).
+     * CF_OK or CF_ENOMEM. */
+    int (*unfinished)(void *impl, cf_future ***out, size_t *n);
+    /* Kills the worker running `f`'s task; the future is then cancelled
+     * (or, if its result won the race, finished). CF_OK if the kill went
+     * out; CF_ESTATE if `f` runs nowhere in this executor. Waits only for
+     * the executor's thread to look. NULL: the executor cannot. */
+    int (*kill_task)(void *impl, cf_future *f);
+    /* Sends every worker SIGTERM, or SIGKILL with `hard` (closing the
+     * executor, cancelling what has not started); does not wait. Futures
+     * of tasks so ended fail with CF_EBROKEN_PROCESS_POOL. NULL: the
+     * executor cannot. */
+    void (*signal_workers)(void *impl, bool hard);
+} cf__escalation;
 
 /* ------------------------------------------------------------------------ */
 /* Per-task time limits (timeouts.c)                                        */

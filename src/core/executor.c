@@ -133,6 +133,7 @@ int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
     atomic_init(&ex->monitor_mem, NULL);
     ex->worker_counts = NULL;
     ex->task_timeout = 0;
+    ex->escalation = NULL;
     atomic_init(&ex->timer, NULL);
     ex->worker_local = cf__process_worker_active();
     if (ex->worker_local && !register_worker_local(ex)) {

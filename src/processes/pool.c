@@ -197,12 +197,48 @@ static void pool_destroy(void *impl)
         join_manager(pool);
     cf__pp_free_spares(pool);
     cf__fd_close(pool->wake_fd);
+    cf__mutex_destroy(&pool->req_lock);
     cf__cond_destroy(&pool->changed);
     cf__mutex_destroy(&pool->lock);
     free(pool->broken_msg);
     free_config(pool);
     free(pool);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Escalation (core/escalate.c)                                             */
+
+static int esc_unfinished(void *impl, cf_future ***out, size_t *n)
+{
+    process_pool *pool = impl;
+    *out = NULL;
+    *n = 0;
+    if (getpid() != pool->owner)
+        return CF_OK; /* a forked child's copy: nothing runs here */
+    int rc = cf__pp_ask_manager(pool, REQ_LIST, NULL, out, n);
+    return rc == CF_ESTATE ? CF_OK : rc; /* no manager: nothing left */
+}
+
+static int esc_kill_task(void *impl, cf_future *f)
+{
+    process_pool *pool = impl;
+    if (getpid() != pool->owner)
+        return CF_ESTATE;
+    return cf__pp_ask_manager(pool, REQ_KILL, f, NULL, NULL);
+}
+
+static void esc_signal_workers(void *impl, bool hard)
+{
+    process_pool *pool = impl;
+    if (getpid() == pool->owner)
+        begin_shutdown(pool, true, hard ? SIGKILL : SIGTERM);
+}
+
+static const cf__escalation process_pool_escalation = {
+    .unfinished = esc_unfinished,
+    .kill_task = esc_kill_task,
+    .signal_workers = esc_signal_workers,
+};
 
 static const cf_executor_ops process_pool_ops = {
     .kind = "process_pool",
@@ -329,6 +365,7 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
     atomic_init(&pool->spare_lock.held, false);
     atomic_init(&pool->cancel_buf_busy, false);
     atomic_init(&pool->n_idle, 0);
+    atomic_init(&pool->req_pending, false);
     if ((rc = configure(pool, opts)) != CF_OK)
         goto fail_config;
     if ((rc = cf__wake_open(&pool->wake_fd)) != CF_OK)
@@ -337,10 +374,13 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
         goto fail_lock;
     if ((rc = cf__cond_init(&pool->changed)) != CF_OK)
         goto fail_cond;
+    if ((rc = cf__mutex_init(&pool->req_lock)) != CF_OK)
+        goto fail_req_lock;
     if ((rc = cf_executor_new(&process_pool_ops, pool, &pool->ex)) != CF_OK)
         goto fail_executor;
     cf__executor_set_submit_chunk(pool->ex, cf__pp_pool_submit_chunk);
     cf__executor_set_worker_counts(pool->ex, worker_counts);
+    pool->ex->escalation = &process_pool_escalation;
     pool->fork_gen = cf__fork_generation(); /* the hook is installed now */
     if ((rc = cf__thread_create(&pool->manager, cf__pp_manager_main, pool,
                                 "cfprocmgr")) != CF_OK)
@@ -350,6 +390,8 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
 fail_thread:
     free(pool->ex);
 fail_executor:
+    cf__mutex_destroy(&pool->req_lock);
+fail_req_lock:
     cf__cond_destroy(&pool->changed);
 fail_cond:
     cf__mutex_destroy(&pool->lock);

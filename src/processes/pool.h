@@ -20,6 +20,7 @@
 #include "processes/wire.h"
 
 enum { KILL_TIMEOUT = 1, KILL_CANCEL = 2 };
+enum { REQ_KILL = 1, REQ_LIST = 2 };
 
 enum wstate {
     W_FREE = 0, /* slot unused */
@@ -148,6 +149,18 @@ struct process_pool {
     bool manager_done;     /* guarded by lock */
     bool manager_joined;   /* guarded by lock */
 
+    /* A request to the manager from another thread (escalation: see
+     * cf__pp_ask_manager), one at a time (req_lock held by the asker).
+     * req_pending tells the manager without a lock; the rest is guarded
+     * by lock. */
+    cf__mutex req_lock;
+    atomic_bool req_pending;
+    int req_kind;          /* REQ_KILL or REQ_LIST */
+    cf_future *req_future; /* REQ_KILL: the task whose worker to kill */
+    int req_rc;            /* the answer */
+    cf_future **req_list;  /* REQ_LIST: the unfinished futures (malloc'd) */
+    size_t req_n;
+
     /* Manager thread only. */
     wproc *workers;        /* max_workers slots */
     struct pollfd *pfds;   /* 1 + 2 * max_workers */
@@ -204,6 +217,16 @@ task *cf__pp_w_take_all(process_pool *pool, wproc *w, task **waiting);
 
 /* Time limits (manager.c) */
 int64_t cf__pp_next_deadline(process_pool *pool);
+
+/* Requests from other threads, served by the manager in step()
+ * (manager.c). */
+/* Asks the manager (REQ_KILL: to kill the worker running `f`'s task;
+ * REQ_LIST: for the unfinished futures, into *list and *n) and waits for
+ * its answer: the request's code, or CF_ESTATE once the manager is gone.
+ * Not on the manager thread. */
+int cf__pp_ask_manager(process_pool *pool, int kind, cf_future *f,
+                       cf_future ***list, size_t *n);
+void cf__pp_serve_request(process_pool *pool);
 
 /* The manager thread (manager.c) */
 void cf__pp_cancel_tasks(task *q);

@@ -157,6 +157,56 @@ static void worker_counts(void *impl, int *alive, int *idle)
     *idle = n_idle < 0 ? 0 : n_idle > n_alive ? n_alive : n_idle;
 }
 
+/* Counts (fs NULL) or retains into fs the futures queued and running.
+ * pop_lock held: workers neither pop nor drop a running future
+ * meanwhile. A push half done (its link not yet written) is missed. */
+static size_t collect(thread_pool *p, cf_future **fs)
+{
+    size_t n = 0;
+    for (int i = 0; i < p->max_workers; i++) {
+        cf_future *f = p->slots[i].running;
+        if (f && !cf_future_done(f) && fs)
+            fs[n] = cf_future_retain(f);
+        n += f && !cf_future_done(f);
+    }
+    for (cf_future *f = cf__queue_head(queue(p)); f; f = cf__queue_next(f)) {
+        if (f == &p->stub)
+            continue;
+        if (fs)
+            fs[n] = cf_future_retain(f);
+        n++;
+    }
+    return n;
+}
+
+/* The futures queued and running, for the shutdown report (escalate.c). */
+static int unfinished(void *impl, cf_future ***out, size_t *n_out)
+{
+    thread_pool *p = impl;
+    cf_future **fs = NULL;
+    for (size_t cap = 0;;) {
+        cf__spin_lock(&p->pop_lock);
+        size_t n = collect(p, NULL);
+        if (n <= cap) {
+            n = collect(p, fs);
+            cf__spin_unlock(&p->pop_lock);
+            *out = fs;
+            *n_out = n;
+            return CF_OK;
+        }
+        cf__spin_unlock(&p->pop_lock);
+        free(fs);
+        cap = n + n / 4 + 16;
+        if (!(fs = malloc(cap * sizeof *fs)))
+            return CF_ENOMEM;
+    }
+}
+
+/* A thread cannot be killed: only the list. */
+static const cf__escalation thread_pool_escalation = {
+    .unfinished = unfinished,
+};
+
 static const cf_executor_ops thread_pool_ops = {
     .kind = "thread_pool",
     .submit = cf__thread_pool_submit,
@@ -246,6 +296,7 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
         goto fail_executor;
     cf__executor_set_worker_counts(p->executor, worker_counts);
     cf__executor_set_task_timeout(p->executor, opts->task_timeout);
+    p->executor->escalation = &thread_pool_escalation;
     *out = p->executor;
     return CF_OK;
 fail_executor:
