@@ -631,12 +631,14 @@ typedef struct cf_submit_options {
      * its limit fails with CF_ETASK_TIMEOUT (its result, if it set a free
      * function, is freed), whatever it returned. A per-executor timer
      * thread, started at the first task with a limit and joined when the
-     * executor is freed, raises the flags. */
+     * executor is freed, raises the flags. The MPI executor does not
+     * enforce limits: a limit there is CF_ENOTSUP. */
     double timeout;
 } cf_submit_options;
 
 /* As cf_executor_submit_ex(), with options (NULL: all defaults). Returns
- * the same codes, and CF_EINVAL for a bad option. Does not block. */
+ * the same codes, CF_EINVAL for a bad option, CF_ENOTSUP for a limit on
+ * an executor that cannot keep it. Does not block. */
 CF_API int cf_executor_submit_opts(cf_executor *ex, cf_fn fn, void *arg,
                                    const cf_submit_options *opts,
                                    cf_future **out);

@@ -30,6 +30,7 @@
 #include "core/core.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "platform/process.h"
 
@@ -230,6 +231,9 @@ int cf__submit_limited(cf_executor *ex, cf_future *f, cf_fn fn, void *arg,
     if (!(limit > 0) || isinf(limit))
         limit = 0;
     if (!cf__executor_shares_memory(ex)) {
+        /* Of those, only the process pool enforces limits itself. */
+        if (limit > 0 && strcmp(cf_executor_kind(ex), "process_pool") != 0)
+            return CF_ENOTSUP;
         double outer = cf__submit_timeout;
         cf__submit_timeout = limit > 0 ? limit : (double)INFINITY;
         int rc = cf__executor_dispatch(ex, f, fn, arg, codec);
