@@ -487,6 +487,8 @@ static PyObject *executor_submit(PyObject *self, PyTypeObject *cls,
         return NULL;
     }
     f->flags = CFPY_REMOTE;
+    /* Kept (no copy) only to name the call if its worker dies. */
+    f->fn = Py_NewRef(args[0]);
     return (PyObject *)f;
 }
 

@@ -69,11 +69,22 @@ static PyObject *broken_from_current(cfpy_state *st, const char *msg)
 static PyObject *core_failure(cfpy_state *st, cfpy_future *f)
 {
     const char *why = cf__future_message(f->cf);
-    PyObject *msg = PyUnicode_FromFormat("%s (%s)", BROKEN_MSG,
-                                         why && *why
-                                             ? why
-                                             : cf_strerror(cf__future_code(
-                                                   f->cf)));
+    PyObject *name = NULL;
+    if (f->fn) { /* the core knows the call as cfpy_remote_call */
+        name = PyObject_GetAttrString(f->fn, "__qualname__");
+        if (!name || !PyUnicode_Check(name)) {
+            PyErr_Clear();
+            Py_XSETREF(name, PyObject_Repr(f->fn));
+        }
+        PyErr_Clear();
+    }
+    const char *text =
+        why && *why ? why : cf_strerror(cf__future_code(f->cf));
+    PyObject *msg =
+        name ? PyUnicode_FromFormat("%s (%s; the call: %S)", BROKEN_MSG,
+                                    text, name)
+             : PyUnicode_FromFormat("%s (%s)", BROKEN_MSG, text);
+    Py_XDECREF(name);
     if (!msg)
         return NULL;
     PyObject *exc = broken(st, msg, NULL);
@@ -158,6 +169,7 @@ void cfpy_remote_decode(cfpy_state *st, cfpy_future *f)
         f->result = result;
         f->exception = exc;
         f->flags |= CFPY_DECODED;
+        Py_CLEAR(f->fn);
     } else {
         Py_XDECREF(result);
         Py_XDECREF(exc);

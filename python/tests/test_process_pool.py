@@ -232,8 +232,9 @@ class BrokenPoolTest(unittest.TestCase):
         finally:
             ex.shutdown(wait=True)
 
-    def test_worker_exit_breaks_the_pool_naming_pid_and_status(self):
+    def test_worker_exit_breaks_the_pool_naming_pid_status_and_call(self):
         self.check_broken(NATIVE, die, 7, expect='exit')
+        self.check_broken(NATIVE, die, 7, expect='the call: die')
 
     def test_worker_killed_by_signal_breaks_the_pool(self):
         self.check_broken(NATIVE, kill_self, expect='signal')
