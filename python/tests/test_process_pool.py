@@ -150,12 +150,14 @@ class PoolTest(unittest.TestCase):
         self.assertIsInstance(self.ex.submit(42).exception(), TypeError)
 
     def test_wait_first_exception_sees_a_remote_exception(self):
-        slow = self.ex.submit(sleep_then, 30, 1)
+        slow = self.ex.submit(sleep_then, 90, 1)
         bad = self.ex.submit(boom, 'first')
+        t0 = time.monotonic()
         done, pending = cfutures.wait([slow, bad],
                                       return_when=cfutures.FIRST_EXCEPTION,
-                                      timeout=20)
+                                      timeout=60)
         self.assertEqual(done, {bad})
+        self.assertLess(time.monotonic() - t0, 45)  # not by the timeout
         self.ex.shutdown(wait=False, cancel_futures=True)
         self.ex.terminate_workers()
 
