@@ -1244,7 +1244,13 @@ CF_API int cf_process_pool_kill_workers(cf_executor *ex);
 /* Custom executors: the abstract Executor                                  */
 
 /* What an executor implements. cfutures supplies the futures, argument
- * checks, map and the shutdown flag around it. */
+ * checks, map and the shutdown flag around it, and for tasks that run in
+ * this process the time limits (cf_submit_options.timeout: the cancel
+ * flag at the limit, the overrun reported) and the first two rungs of
+ * cf_executor_cancel() (cancel, then the flag and the grace period). A
+ * custom executor cannot kill a task; cf_executor_shutdown_report() on
+ * one falls back to cf_executor_shutdown_timeout() with cancel_futures
+ * (cf_shutdown_report.exact false). */
 typedef struct cf_executor_ops {
     const char *kind; /* static name, e.g. "inline" */
     /* Schedules `fn(arg)` whose outcome goes to `f` (pending). Take a
