@@ -772,6 +772,18 @@ CF_API int cf_executor_shutdown_report(cf_executor *ex,
  * must not be used afterwards. */
 CF_API void cf_executor_free(cf_executor *ex);
 
+/* Changes the most workers a running pool uses. Up: workers start as
+ * queued work needs them. Down: idle workers beyond it exit now, busy ones
+ * once their current task is done (they take no new one; on a process
+ * pool, tasks already waiting at them move to other workers). No task is
+ * lost or run twice. Returns at once (the pool adjusts in the
+ * background): CF_OK, CF_EINVAL (NULL, max_workers <= 0, or above the
+ * pool's limit: a process pool's max_workers_limit), CF_ESHUTDOWN,
+ * CF_EBROKEN_PROCESS_POOL, CF_ENOTSUP (executors that cannot resize:
+ * thread pools, for now, and custom executors), CF_EDEADLK (inside a
+ * worker, on its parent's executor). */
+CF_API int cf_executor_set_max_workers(cf_executor *ex, int max_workers);
+
 /* The executor's kind: "thread_pool", "process_pool", or a custom name;
  * "" for NULL. Never NULL. */
 CF_API const char *cf_executor_kind(const cf_executor *ex);
@@ -1172,6 +1184,19 @@ typedef struct cf_process_pool_options {
      * seconds, for tasks submitted without one (see
      * cf_submit_options.timeout). 0: none. Negative or NaN: CF_EINVAL. */
     double task_timeout;
+    /* Seconds a worker may stay idle before it exits, down to
+     * min_workers; tasks submitted later start workers again as they
+     * need. 0 (the default): workers stay. < 0 or NaN: CF_EINVAL. */
+    double idle_timeout;
+    /* Workers idle_timeout leaves running (not started in advance).
+     * 0 by default; < 0 or more than max_workers: CF_EINVAL. A later
+     * cf_executor_set_max_workers() below it wins. */
+    int min_workers;
+    /* The most cf_executor_set_max_workers() may raise max_workers to:
+     * the pool makes this many worker slots at creation (shared memory
+     * is touched only by the workers that run). 0 (the default):
+     * max_workers itself. Below max_workers or above 4096: CF_EINVAL. */
+    int max_workers_limit;
 } cf_process_pool_options;
 
 /* Creates a process pool. Returns CF_OK, CF_EINVAL (bad options; an

@@ -481,6 +481,9 @@ struct cf_executor {
     /* The timer thread that raises the cancel flags of wrapped tasks past
      * their limit (timeouts.c); NULL until the first such task starts. */
     _Atomic(struct cf__timer *) timer;
+    /* cf_executor_set_max_workers(); NULL: CF_ENOTSUP. Set once, at
+     * creation. */
+    int (*set_max_workers)(void *impl, int max_workers);
 };
 
 /* ------------------------------------------------------------------------ */
@@ -590,6 +593,10 @@ bool cf__executor_shares_memory(const cf_executor *ex);
 void cf__executor_set_worker_counts(cf_executor *ex,
                                     void (*fn)(void *impl, int *alive,
                                                int *idle));
+
+/* Sets what cf_executor_set_max_workers() calls (n > 0 checked). */
+void cf__executor_set_resize(cf_executor *ex,
+                             int (*fn)(void *impl, int max_workers));
 
 /* Sets the native chunk hook of an executor made by cf_executor_new(). */
 void cf__executor_set_submit_chunk(cf_executor *ex, cf__submit_chunk_fn fn);

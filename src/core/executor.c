@@ -135,6 +135,7 @@ int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
     ex->task_timeout = 0;
     ex->escalation = NULL;
     atomic_init(&ex->timer, NULL);
+    ex->set_max_workers = NULL;
     ex->worker_local = cf__process_worker_active();
     if (ex->worker_local && !register_worker_local(ex)) {
         free(ex);
@@ -154,6 +155,23 @@ void cf__executor_set_worker_counts(cf_executor *ex,
                                                int *idle))
 {
     ex->worker_counts = fn;
+}
+
+void cf__executor_set_resize(cf_executor *ex,
+                             int (*fn)(void *impl, int max_workers))
+{
+    ex->set_max_workers = fn;
+}
+
+int cf_executor_set_max_workers(cf_executor *ex, int max_workers)
+{
+    if (!ex || max_workers <= 0)
+        return CF_EINVAL;
+    if (cf__executor_refused_in_worker(ex))
+        return CF_EDEADLK;
+    if (!ex->set_max_workers)
+        return CF_ENOTSUP;
+    return ex->set_max_workers(ex->impl, max_workers);
 }
 
 int cf_executor_submit(cf_executor *ex, cf_fn fn, void *arg, cf_future **out)

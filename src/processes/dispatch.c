@@ -276,6 +276,7 @@ static void wait_push(process_pool *pool, wproc *w, task *t)
 void cf__pp_w_give(process_pool *pool, wproc *w, task *t)
 {
     bool claim_now = cf__pp_w_free(w) && !w->wait_head;
+    w->idle_since = 0; /* busy: its idle time starts again after this */
     t->k = w->next_k + 1;
     t->claim = w->slot ? &w->slot->claim[t->k % CF__CLAIM_RING] : NULL;
     if (claim_now) {
@@ -314,7 +315,7 @@ void cf__pp_w_give(process_pool *pool, wproc *w, task *t)
 bool cf__pp_w_can_take(const process_pool *pool, const wproc *w,
                        bool free_only)
 {
-    if (w->state != W_READY || w->send_failed)
+    if (w->state != W_READY || w->send_failed || w->retiring)
         return false;
     bool idle = cf__pp_w_free(w) && !w->wait_head;
     if (pool->max_tasks_per_child &&

@@ -4,7 +4,10 @@
  * Design: the manager owns the workers (start, send, receive, reap) and
  * is the only thread that blocks on them. Each step() moves queued tasks
  * to workers, starts workers as work needs them, retires workers past
- * max_tasks_per_child and lets them go at shutdown; then it busy-waits
+ * max_tasks_per_child, brings their number to max_workers (which
+ * cf_executor_set_max_workers() may change: surplus workers leave once
+ * idle) and lets idle ones go after idle_timeout, and lets them go at
+ * shutdown; then it busy-waits
  * briefly on the shared counters (new tasks, results, claims) and sleeps
  * in poll() on the wake fd and each worker's descriptors
  * (cf__transport_watch). A worker's end is seen on its pidfd (or its
@@ -39,6 +42,8 @@ static void w_release(process_pool *pool, wproc *w)
     free(w->crash);
     w->crash = NULL;
     w->crash_len = 0;
+    w->retiring = false;
+    w->idle_since = 0;
     w->state = W_FREE;
     cf__mutex_lock(&pool->lock);
     pool->n_alive--;
@@ -288,15 +293,21 @@ stolen:
 static void spawn_needed(process_pool *pool, size_t queued)
 {
     int alive = 0, available = 0;
+    int limit = pool->limit_seen;
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
         alive += w->state != W_FREE && w->state != W_EXITING;
-        available +=
-            w->state == W_STARTING ||
-            (w->state == W_READY && cf__pp_w_free(w) && !w->wait_head);
+        /* Tasks waiting at a busy worker want a worker too once the pool
+         * may grow (a new one takes them over: steal()). */
+        if (alive < limit && !cf__pp_w_free(w))
+            queued += w->n_waiting;
+        available += !w->retiring &&
+                     (w->state == W_STARTING ||
+                      (w->state == W_READY && cf__pp_w_free(w) &&
+                       !w->wait_head));
     }
     for (int i = 0; i < pool->max_workers && (size_t)available < queued &&
-                    alive < pool->max_workers;
+                    alive < limit;
          i++) {
         wproc *w = &pool->workers[i];
         if (w->state != W_FREE)
@@ -487,6 +498,103 @@ int cf__pp_ask_manager(process_pool *pool, int kind, cf_future *f,
     return rc;
 }
 
+/* Takes the tasks waiting at a retiring worker back to the front of the
+ * queue (those it has not claimed yet), so they run elsewhere. */
+static void take_back_waiting(process_pool *pool, wproc *w)
+{
+    task *back = NULL, **tail = &back;
+    cf__pp_w_sync(pool, w);
+    for (task *t; (t = w->wait_head) && cf__pp_task_take_back(t);) {
+        cf__pp_wait_pop(pool, w);
+        cf__pp_inflight_add(pool, -1);
+        *tail = t;
+        tail = &t->next;
+    }
+    *tail = NULL;
+    requeue(pool, back);
+}
+
+static bool w_idle(const wproc *w)
+{
+    return w->state == W_READY && cf__pp_w_free(w) && !w->wait_head;
+}
+
+/* Brings the workers to the pool's size: surplus ones (after a shrink)
+ * leave, idle ones at once and busy ones once their task is done (none
+ * gets a new one meanwhile); a grow first keeps retiring ones. Workers
+ * idle longer than idle_timeout leave too, down to min_workers, unless
+ * tasks are queued. */
+static void resize(process_pool *pool, size_t queued)
+{
+    int limit = pool->limit_seen, active = 0;
+    for (int i = 0; i < pool->max_workers; i++) {
+        wproc *w = &pool->workers[i];
+        if (w->state == W_STARTING || w->state == W_READY) {
+            if (w->retiring && active < limit)
+                w->retiring = false; /* grown again: it stays */
+            active += !w->retiring;
+        }
+    }
+    /* Idle ones first, then those starting, then busy ones. */
+    for (int pass = 0; pass < 3 && active > limit; pass++)
+        for (int i = 0; i < pool->max_workers && active > limit; i++) {
+            wproc *w = &pool->workers[i];
+            if (w->retiring || (pass == 0 && !w_idle(w)) ||
+                (pass == 1 && w->state != W_STARTING) ||
+                (w->state != W_STARTING && w->state != W_READY))
+                continue;
+            w->retiring = true;
+            active--;
+            if (pass == 2)
+                take_back_waiting(pool, w);
+        }
+    int64_t now = pool->idle_ns ? cf__now_ns() : 0;
+    for (int i = 0; i < pool->max_workers; i++) {
+        wproc *w = &pool->workers[i];
+        bool idle = w_idle(w);
+        if (w->retiring && (idle || w->state == W_STARTING)) {
+            cf__pp_w_send_exit(w); /* done with its last task */
+            continue;
+        }
+        if (!pool->idle_ns || w->retiring)
+            continue;
+        if (!idle) {
+            w->idle_since = 0;
+        } else if (!w->idle_since) {
+            w->idle_since = now;
+        } else if (now - w->idle_since >= pool->idle_ns && queued == 0 &&
+                   active > pool->min_workers) {
+            cf__pp_w_send_exit(w);
+            active--;
+        }
+    }
+}
+
+/* How long poll() may sleep before an idle worker's time is up: -1 (no
+ * limit) without idle_timeout, else milliseconds, rounded up. */
+static int reap_timeout_ms(const process_pool *pool)
+{
+    if (!pool->idle_ns)
+        return -1;
+    int64_t first = INT64_MAX;
+    int active = 0;
+    for (int i = 0; i < pool->max_workers; i++) {
+        const wproc *w = &pool->workers[i];
+        active += (w->state == W_STARTING || w->state == W_READY) &&
+                  !w->retiring;
+        if (w_idle(w) && !w->retiring && w->idle_since &&
+            w->idle_since + pool->idle_ns < first)
+            first = w->idle_since + pool->idle_ns;
+    }
+    if (first == INT64_MAX || active <= pool->min_workers)
+        return -1;
+    int64_t left = first - cf__now_ns();
+    if (left <= 0)
+        return 0;
+    int64_t ms = (left + 999999) / 1000000;
+    return ms > 1000000 ? 1000000 : (int)ms;
+}
+
 /* Everything the manager does between two polls. Returns true when it is
  * time to leave: no work left, no worker left, and no more can come. */
 static bool step(process_pool *pool)
@@ -510,6 +618,7 @@ static bool step(process_pool *pool)
     bool closing = pool->shutdown || pool->broken;
     bool broken = pool->broken;
     int sig = pool->terminate_sig;
+    pool->limit_seen = pool->limit;
     cf__mutex_unlock(&pool->lock);
 
     if (sig && pool->terminate_sent != sig) {
@@ -521,6 +630,8 @@ static bool step(process_pool *pool)
             }
     }
     if (!broken && !sig) {
+        if (!closing)
+            resize(pool, queued);
         spawn_needed(pool, queued);
         dispatch(pool);
         /* dispatch() drops tasks cancelled while queued: recount, or an
@@ -686,6 +797,13 @@ static int poll_timeout_ms(process_pool *pool)
     return ms < 1 ? 1 : ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
+/* The sooner of the two: a time limit, or an idle worker's time up. */
+static int sleep_ms(process_pool *pool)
+{
+    int a = poll_timeout_ms(pool), b = reap_timeout_ms(pool);
+    return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
 /* Budget of the manager's busy-wait before it sleeps in poll(): a sleeping
  * wake-up costs tens of microseconds on a virtual machine, while a worker
  * answers a small task in a few. */
@@ -715,7 +833,7 @@ static void wait_and_handle(process_pool *pool)
     }
     for (int failures = 0;;) {
         n = poll_set(pool);
-        if (poll(pool->pfds, (nfds_t)n, poll_timeout_ms(pool)) >= 0) {
+        if (poll(pool->pfds, (nfds_t)n, sleep_ms(pool)) >= 0) {
             set_asleep(pool, false);
             atomic_store(&pool->mgr_sleeping, false);
             handle_events(pool);

@@ -248,6 +248,27 @@ static const cf_executor_ops process_pool_ops = {
 };
 
 /* ------------------------------------------------------------------------ */
+/* Resizing                                                                 */
+
+/* The manager brings the workers to the new size at its next step. */
+int cf__pp_set_max_workers(void *impl, int max_workers)
+{
+    process_pool *pool = impl;
+    if (max_workers > pool->max_workers)
+        return CF_EINVAL; /* past the slots made at creation */
+    cf__mutex_lock(&pool->lock);
+    int rc = pool->broken     ? CF_EBROKEN_PROCESS_POOL
+             : pool->shutdown ? CF_ESHUTDOWN
+                              : CF_OK;
+    if (rc == CF_OK)
+        pool->limit = max_workers;
+    cf__mutex_unlock(&pool->lock);
+    if (rc == CF_OK)
+        cf__pp_wake_manager(pool);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Construction                                                             */
 
 /* cf_executor_get_stats(): worker processes not yet reaped, and those the
@@ -267,6 +288,12 @@ static int check_options(const cf_process_pool_options *o)
     if (o->max_workers < 0 || isnan(o->task_timeout) || o->task_timeout < 0 ||
         (unsigned)o->start_method > CF_START_CALLBACK ||
         (unsigned)o->transport > CF_TRANSPORT_PIPES)
+        return CF_EINVAL;
+    int n = o->max_workers ? o->max_workers : cf_cpu_count();
+    if (!(o->idle_timeout >= 0) || o->min_workers < 0 ||
+        o->min_workers > n || o->max_workers_limit < 0 ||
+        (o->max_workers_limit && o->max_workers_limit < n) ||
+        o->max_workers_limit > CF__PP_MAX_WORKERS_LIMIT)
         return CF_EINVAL;
     return CF_OK;
 }
@@ -312,7 +339,17 @@ static int configure_initializer(process_pool *pool,
 /* Copies the options and resolves what the workers will need. */
 static int configure(process_pool *pool, const cf_process_pool_options *o)
 {
-    pool->max_workers = o->max_workers ? o->max_workers : cf_cpu_count();
+    pool->limit = o->max_workers ? o->max_workers : cf_cpu_count();
+    pool->max_workers =
+        o->max_workers_limit ? o->max_workers_limit : pool->limit;
+    pool->min_workers = o->min_workers;
+    /* Clamped to a year: beyond it, never is as good. */
+    pool->idle_ns = o->idle_timeout <= 0 ? 0
+                    : o->idle_timeout > 31536000.0
+                        ? (int64_t)31536000 * 1000000000
+                        : (int64_t)(o->idle_timeout * 1e9);
+    if (o->idle_timeout > 0 && pool->idle_ns == 0)
+        pool->idle_ns = 1;
     pool->max_tasks_per_child = o->max_tasks_per_child;
     pool->codec = o->codec ? o->codec : cf_codec_word();
     pool->survive = o->survive_worker_death;
@@ -381,6 +418,7 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
     cf__executor_set_submit_chunk(pool->ex, cf__pp_pool_submit_chunk);
     cf__executor_set_worker_counts(pool->ex, worker_counts);
     pool->ex->escalation = &process_pool_escalation;
+    cf__executor_set_resize(pool->ex, cf__pp_set_max_workers);
     pool->fork_gen = cf__fork_generation(); /* the hook is installed now */
     if ((rc = cf__thread_create(&pool->manager, cf__pp_manager_main, pool,
                                 "cfprocmgr")) != CF_OK)

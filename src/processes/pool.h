@@ -93,6 +93,9 @@ typedef struct wproc {
     cf__shm_slot *slot;    /* shared counters and claim word, or NULL */
     uint_fast64_t seen_from; /* slot->from_worker when last received */
     bool draining;         /* in w_drain_ring() */
+    int64_t idle_since;    /* when it was last seen idle (ns); 0: busy */
+    bool retiring;         /* surplus after a shrink: no new tasks; EXIT
+                              once its current one is done */
     unsigned char *crash;  /* its CRASH frame's record (malloc'd), or NULL */
     size_t crash_len;
 } wproc;
@@ -106,7 +109,11 @@ typedef struct wproc {
 struct process_pool {
     /* Immutable after creation. */
     cf_executor *ex;
+    /* Slots for workers: the most max_workers can be raised to (the
+     * options' max_workers_limit); `limit` is max_workers now. */
     int max_workers;
+    int min_workers;       /* idle reaping stops there */
+    int64_t idle_ns;       /* idle_timeout; 0: workers never idle out */
     cf__spawn_config spawn; /* how workers start, over which transport */
     bool by_name;          /* workers run another program: code by name */
     bool has_init;
@@ -143,6 +150,7 @@ struct process_pool {
     cf_future **cancel_buf;
     atomic_bool cancel_buf_busy;
     int n_alive;           /* guarded by lock: worker processes not reaped */
+    int limit;             /* guarded by lock: max_workers now */
     bool shutdown;         /* guarded by lock */
     int terminate_sig;     /* guarded by lock: 0, SIGTERM or SIGKILL */
     bool broken;           /* guarded by lock */
@@ -165,6 +173,7 @@ struct process_pool {
     wproc *workers;        /* max_workers slots */
     struct pollfd *pfds;   /* 1 + 2 * max_workers */
     int terminate_sent;    /* signal already sent to the workers */
+    int limit_seen;        /* `limit` when step() last read it */
     uint_fast64_t seen_enqueued; /* n_enqueued when step() last looked */
     char *broken_msg;      /* why the pool broke (set once, then read-only) */
 
@@ -217,6 +226,11 @@ task *cf__pp_w_take_all(process_pool *pool, wproc *w, task **waiting);
 
 /* Time limits (manager.c) */
 int64_t cf__pp_next_deadline(process_pool *pool);
+/* Resizing (pool.c). The options' max_workers_limit is at most this:
+ * each slot is a shared ring (64 KiB, touched only when used) and three
+ * poll entries. */
+#define CF__PP_MAX_WORKERS_LIMIT 4096
+int cf__pp_set_max_workers(void *impl, int max_workers);
 
 /* Requests from other threads, served by the manager in step()
  * (manager.c). */
