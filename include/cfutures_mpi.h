@@ -120,6 +120,9 @@ typedef struct cf_mpi_options {
     size_t max_message;
 } cf_mpi_options;
 
+/* ------------------------------------------------------------------------ */
+/* The MPI executor                                                         */
+
 /* On rank `root` of `comm`: creates the executor in `*out`. On every
  * other rank: serves tasks (cf_mpi_worker_serve()) until that executor
  * shuts down, then sets `*out` to NULL. Collective over `comm`. Returns
