@@ -87,8 +87,16 @@ int cf__spawn_configure(cf__spawn_config *cfg,
         for (size_t i = 0; i < o->n_keep_fds; i++)
             if (o->keep_fds[i] < 0 || o->keep_fds[i] >= 1024)
                 return CF_EINVAL;
-        if (!(cfg->exe = copy_string(o->program)))
+        /* "/proc/self/exe" names this program: resolved as CF_START_EXEC
+         * does, so that under valgrind the worker is the program, not the
+         * tool the kernel would find behind that link. */
+        if (strcmp(o->program, "/proc/self/exe") == 0) {
+            int rc = cf__proc_self_exe(&cfg->exe);
+            if (rc != CF_OK)
+                return rc;
+        } else if (!(cfg->exe = copy_string(o->program))) {
             return CF_ENOMEM;
+        }
         if (o->program_argv && !(cfg->argv = copy_vector(o->program_argv)))
             return CF_ENOMEM;
         if (o->n_keep_fds) {
