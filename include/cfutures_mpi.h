@@ -93,6 +93,9 @@
 extern "C" {
 #endif
 
+/* ------------------------------------------------------------------------ */
+/* The MPI executor                                                         */
+
 typedef struct cf_mpi_options {
     /* Tasks (or map chunks) in flight at each worker rank: sent, result
      * not yet back. 0: adaptive, from 2 (long tasks) to 64 (tasks of a
@@ -119,9 +122,6 @@ typedef struct cf_mpi_options {
      * (below INT_MAX). For tests; at least 64. */
     size_t max_message;
 } cf_mpi_options;
-
-/* ------------------------------------------------------------------------ */
-/* The MPI executor                                                         */
 
 /* On rank `root` of `comm`: creates the executor in `*out`. On every
  * other rank: serves tasks (cf_mpi_worker_serve()) until that executor

@@ -1,10 +1,16 @@
 """api.py - every public header's model, and where each name is documented.
 
-The headers are include/*.h, cfutures.h first. A group that declares a
-function is a man page, named for its first function; its other names
-become pages that point to it (`.so`). A type that no page declares is
-shown on the pages whose declarations use it (cf_thread_pool_options on
-cf_thread_pool_new(3)), and its name points to the first of them.
+The headers are include/*.h, cfutures.h first. The opening comment of
+cfutures.h is the model's conventions (model.html, cfutures(7)); that of
+another header (cfutures_mpi.h) describes its library, so it introduces
+the header's first section when that has none of its own: it then leads
+that part of the manual and the NOTES of its man pages.
+
+A group that declares a function is a man page, named for its first
+function; its other names become pages that point to it (`.so`). A type
+that no page declares is shown on the pages whose declarations use it
+(cf_thread_pool_options on cf_thread_pool_new(3)), and its name points
+to the first of them.
 """
 import glob
 import os
@@ -22,6 +28,10 @@ class Api:
                        key=lambda p: (os.path.basename(p) != "cfutures.h", p))
         self.headers = [headerdoc.parse_header(p, os.path.basename(p))
                         for p in paths]
+        for h in self.headers[1:]:
+            first = h.sections[0] if h.sections else None
+            if first is not None and not first.intro and h.intro:
+                first.intro = library_intro(h)
         self.decls = {}      # name -> Decl
         self.group_of = {}   # name -> Group
         for h in self.headers:
@@ -86,6 +96,15 @@ class Api:
 
     def sections(self):
         return [s for h in self.headers for s in h.sections]
+
+
+def library_intro(h):
+    """A header's opening comment without its `name.h - ` prefix."""
+    text = h.intro
+    m = re.match(r"\S+\.h\s+-\s+(.)", text)
+    if m:
+        text = m.group(1).upper() + text[m.end():]
+    return text
 
 
 def wrap_signature(sig, width=72):

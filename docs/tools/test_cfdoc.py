@@ -216,6 +216,30 @@ class Parse(unittest.TestCase):
         self.assertEqual(blocks[3][1], "cf_widget_paint(w, 0xff0000);")
 
 
+class OtherHeaders(unittest.TestCase):
+    def test_another_headers_opening_comment_introduces_its_first_part(self):
+        root = make_root()
+        try:
+            with open(os.path.join(root, "include", "cfutures_x.h"),
+                      "w") as fp:
+                fp.write("/* cfutures_x.h - the X library: widgets far "
+                         "away.\n *\n * Link with cfutures_x.\n */\n"
+                         "#define CF_X_API\n\n"
+                         "/* " + "-" * 72 + " */\n/* Far widgets */\n\n"
+                         "/* Sends a widget. Returns CF_OK. */\n"
+                         "CF_X_API int cf_x_send(void);\n")
+            a = api.Api(root)
+            self.assertEqual(a.headers[0].name, "cfutures.h")
+            first = a.headers[1].sections[0]
+            self.assertTrue(first.intro.startswith("The X library: "),
+                            first.intro)
+            self.assertIn("Link with cfutures_x.", first.intro)
+            # cfutures.h keeps its opening comment for the model alone.
+            self.assertNotIn("made-up header", a.headers[0].sections[0].intro)
+        finally:
+            shutil.rmtree(root)
+
+
 class Check(unittest.TestCase):
     def test_undocumented_and_unread_functions_are_problems(self):
         root = make_root()
