@@ -2,7 +2,7 @@
 # check.sh - the documentation checks CI runs (.ci/run), for a build
 # folder that `make run` or `make test` has built:
 #   1. `make docs`: man pages and the HTML manual, from the headers
-#   2. every symbol the shared library exports has a man page
+#   2. every symbol the shared libraries export has a man page
 #   3. every man page is clean under `mandoc -Tlint` (style included)
 #      and `groff -ww -z -man` (what `man -l` runs, all warnings on), and
 #      `cmake --install` puts them all under share/man
@@ -17,8 +17,13 @@ build=${1:-build}
 
 make docs BUILD="$build"
 
-nm -D --defined-only "$build/libcfutures.so" |
-    awk '$3 ~ /^cf_[a-z]/ { print $3 }' >"$build/exported-symbols.txt"
+# libcfutures_mpi is there when the build found MPI (CI requires it).
+libs="$build/libcfutures.so"
+[ -e "$build/src/mpi/libcfutures_mpi.so" ] &&
+    libs="$libs $build/src/mpi/libcfutures_mpi.so"
+for lib in $libs; do
+    nm -D --defined-only "$lib" | awk '$3 ~ /^cf_[a-z]/ { print $3 }'
+done >"$build/exported-symbols.txt"
 python3 docs/tools/cfdoc.py check --exported "$build/exported-symbols.txt"
 
 bad=0
