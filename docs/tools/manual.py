@@ -67,6 +67,13 @@ def example_page(filename):
     return f"example-{stem}{'' if ext == '.c' else '-' + ext[1:]}.html"
 
 
+def part_order(path):
+    """Parts go by their number (90-... before 100-...), then by name."""
+    name = os.path.basename(path)
+    m = re.match(r"(\d+)-", name)
+    return (int(m.group(1)) if m else float("inf"), name)
+
+
 def strip_title(text):
     return re.sub(r"^# .+\n", "", text, count=1, flags=re.M)
 
@@ -126,7 +133,7 @@ class Manual:
         claimed, parts = set(), []
         for path in sorted(glob.glob(os.path.join(self.root, "docs",
                                                   "manual", "parts",
-                                                  "*.md"))):
+                                                  "*.md")), key=part_order):
             text = read(path)
             slug = re.sub(r"^\d+-", "", os.path.basename(path)[:-3])
             keys = md_claims(text)

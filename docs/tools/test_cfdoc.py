@@ -312,6 +312,16 @@ class Output(unittest.TestCase):
         self.assertIn('href="widgets.html#cf_widget_new"', page)
         self.assertIn('href="example-demo.html"', page)
 
+    def test_manual_parts_go_by_their_number(self):
+        for name, title in (("100-late.md", "Late"), ("9-early.md", "Early"),
+                            ("90-middle.md", "Middle")):
+            with open(os.path.join(self.root, "docs", "manual", "parts",
+                                   name), "w") as fp:
+                fp.write(f"<!-- sections: -->\n# {title}\n\nText.\n")
+        m = manual.Manual(self.api, self.root)
+        self.assertEqual([p.slug for p in m.parts],
+                         ["early", "widgets", "middle", "late"])
+
     def test_manual_refuses_a_folder_it_did_not_write(self):
         with open(os.path.join(self.out, "precious.txt"), "w") as fp:
             fp.write("x")
