@@ -121,6 +121,10 @@ typedef struct cf_mpi_options {
     /* Largest MPI message, in bytes; longer frames are split. 0: 1 GiB
      * (below INT_MAX). For tests; at least 64. */
     size_t max_message;
+    /* Spawn mode: the arguments each spawned worker's command gets,
+     * without the command itself, NULL-terminated (MPI_Comm_spawn's argv;
+     * borrowed for the call). NULL: none. */
+    char *const *spawn_argv;
 } cf_mpi_options;
 
 /* On rank `root` of `comm`: creates the executor in `*out`. On every
@@ -139,20 +143,52 @@ CF_API int cf_mpi_comm_executor(MPI_Comm comm, int root, const cf_mpi_options *o
 
 /* The root's half alone: an executor over every other rank of `comm`,
  * which must call cf_mpi_worker_serve(comm, root of this call = the
- * calling rank). Collective. Returns as cf_mpi_comm_executor(). Does not
- * block for long: the ranks' check-in runs on the executor's thread. */
+ * calling rank). Over an intercommunicator the workers are every rank of
+ * the remote group, which call cf_mpi_worker_serve(comm, this process's
+ * rank in its group). Collective. Returns as cf_mpi_comm_executor().
+ * Does not block for long: the ranks' check-in runs on the executor's
+ * thread. */
 CF_API int cf_mpi_executor_new(MPI_Comm comm, const cf_mpi_options *opts,
                         cf_executor **out);
 
 /* The worker ranks' half: serves the executor that rank `root` of `comm`
- * creates, until it shuts down. Collective. Returns CF_OK once released,
+ * (of the remote group, for an intercommunicator) creates, until it
+ * shuts down. Collective. Returns CF_OK once released,
  * or an error as cf_mpi_comm_executor() on a worker rank. Blocks. */
 CF_API int cf_mpi_worker_serve(MPI_Comm comm, int root);
 
-/* Spawn mode (MPI_Comm_spawn of worker processes from a single process):
- * not supported yet. Debian's Open MPI 4.1 can spawn under mpirun, but a
- * spawned job cannot be made to fail cleanly without ULFM; use SPMD mode
- * (mpirun -n N). Always returns CF_ENOTSUP. */
+/* Spawn mode, as mpi4py's MPIPoolExecutor: starts `n_workers` processes
+ * of `command` with MPI_Comm_spawn (NULL: this program again, from
+ * /proc/self/exe) and creates the executor over them in `*out`. The
+ * spawned program must run the same build (the check at start, as in
+ * SPMD mode) and call cf_mpi_spawn_executor() as well, after
+ * MPI_Init_thread(): in a process MPI_Comm_spawn started
+ * (MPI_Comm_get_parent() is not MPI_COMM_NULL) the call serves its parent
+ * until that executor shuts down, then sets `*out` to NULL and returns
+ * CF_OK (or an error as on a worker rank of cf_mpi_comm_executor()); the
+ * program then calls MPI_Finalize() and exits. So one program serves
+ * both sides:
+ *
+ *     if (cf_mpi_spawn_executor(NULL, 4, &opts, &ex) != CF_OK) ...;
+ *     if (ex) { ...submit, map, wait...; cf_executor_free(ex); }
+ *     MPI_Finalize();
+ *
+ * Freeing the executor releases the workers and disconnects from them
+ * (MPI_Comm_disconnect). Run the parent as `mpirun -n 1 ./prog` (Open MPI
+ * 4.1 also spawns from a singleton, `./prog` alone, by starting its own
+ * daemon); the workers go to the slots mpirun knows (a hostfile's, or
+ * --oversubscribe). Returns CF_OK; CF_EINVAL (NULL out, n_workers < 1,
+ * bad options, command NULL and the executable unknown); CF_ENOTSUP (as
+ * cf_mpi_comm_executor()); CF_ESYS (the spawn failed: a line on stderr
+ * says why, e.g. no such command, or not enough slots); CF_ENOMEM,
+ * CF_EAGAIN. Blocks until the workers have started.
+ *
+ * Failure: as in SPMD mode, Open MPI 4.1 without ULFM cannot survive a
+ * dead process: a spawned worker that dies (a signal, _exit) makes
+ * mpirun abort the whole job, the parent included, naming the dead
+ * process (test mpi.spawn.killed_worker_ends_job); there is no
+ * timeout to turn into a broken executor, because the parent is gone.
+ * Set `isolate` to survive crashing tasks. */
 CF_API int cf_mpi_spawn_executor(const char *command, int n_workers,
                           const cf_mpi_options *opts, cf_executor **out);
 

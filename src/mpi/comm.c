@@ -68,7 +68,7 @@ static void check_in(comm_state *c)
             MPI_Send(hello, CF__MPI_HELLO_WORDS, MPI_UINT64_T, r,
                      CF__MPI_TAG_HELLO, m->comm);
     char why[256] = "";
-    for (int i = 1; i < m->size; i++) {
+    for (int i = 0; i < m->n_workers; i++) {
         MPI_Status st;
         uint64_t reply[CF__MPI_REPLY_WORDS] = {0};
         cf__mpi_wait_message(m->comm, MPI_ANY_SOURCE, CF__MPI_TAG_HELLO,
@@ -78,11 +78,11 @@ static void check_in(comm_state *c)
         m->ranks[st.MPI_SOURCE].pid = (long)reply[2];
         if ((reply[0] != CF__MPI_MAGIC || reply[1] != hash) && !why[0])
             snprintf(why, sizeof why, "MPI rank %d (pid %ld) runs another "
-                     "build of the program than the root, rank %d "
-                     "(executable hash %016llx, the root's %016llx): every "
-                     "rank must run the same binary", st.MPI_SOURCE,
-                     (long)reply[2], m->me, (unsigned long long)reply[1],
-                     (unsigned long long)hash);
+                     "build of the program than the root%s (executable "
+                     "hash %016llx, the root's %016llx): every rank must "
+                     "run the same binary", st.MPI_SOURCE, (long)reply[2],
+                     m->me < 0 ? " (the spawning process)" : "",
+                     (unsigned long long)reply[1], (unsigned long long)hash);
     }
     if (why[0]) {
         cf__mpi_break(m, why);

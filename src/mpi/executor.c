@@ -209,6 +209,9 @@ static void mpi_destroy(void *impl)
     mpi_exec *m = impl;
     if (m->thread_started)
         pthread_join(m->thread, NULL);
+    /* The workers disconnect too once released (spawn.c), then exit. */
+    if (m->spawned != MPI_COMM_NULL)
+        MPI_Comm_disconnect(&m->spawned);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->wake);
     pthread_cond_destroy(&m->finished_cond);
@@ -228,7 +231,7 @@ static const cf_executor_ops mpi_ops = {
 /* ------------------------------------------------------------------------ */
 /* Creation                                                                 */
 
-static int check_options(const cf_mpi_options *o)
+int cf__mpi_check_options(const cf_mpi_options *o)
 {
     if (o->prefetch < 0 || isnan(o->spin) || o->spin < 0 ||
         isnan(o->max_sleep) || o->max_sleep < 0 ||
@@ -254,6 +257,7 @@ static mpi_exec *exec_alloc(const cf_mpi_options *o, int size)
     atomic_init(&m->n_unfinished, 0);
     atomic_init(&m->next_id, 1);
     m->size = size;
+    m->comm = m->spawned = MPI_COMM_NULL;
     m->prefetch = o->prefetch;
     m->codec = o->codec ? o->codec : cf_codec_word();
     m->initializer = o->initializer;
@@ -267,26 +271,51 @@ static mpi_exec *exec_alloc(const cf_mpi_options *o, int size)
     return m;
 }
 
-int cf_mpi_executor_new(MPI_Comm comm, const cf_mpi_options *opts,
-                        cf_executor **out)
+void cf__mpi_release_spawned(MPI_Comm *inter)
+{
+    /* A HELLO of zeros, on the duplicate they talk on (the dup is
+     * collective): the workers leave without checking in. */
+    uint64_t hello[CF__MPI_HELLO_WORDS] = {0};
+    int n = 0;
+    MPI_Comm dup;
+    MPI_Comm_remote_size(*inter, &n);
+    if (MPI_Comm_dup(*inter, &dup) == MPI_SUCCESS) {
+        for (int r = 0; r < n; r++)
+            MPI_Send(hello, CF__MPI_HELLO_WORDS, MPI_UINT64_T, r,
+                     CF__MPI_TAG_HELLO, dup);
+        MPI_Comm_free(&dup);
+    }
+    MPI_Comm_disconnect(inter);
+}
+
+int cf__mpi_executor_create(MPI_Comm comm, const cf_mpi_options *opts,
+                            MPI_Comm spawned, cf_executor **out)
 {
     static const cf_mpi_options defaults;
     const cf_mpi_options *o = opts ? opts : &defaults;
-    if (!out || check_options(o) != CF_OK)
-        return CF_EINVAL;
-    int rc = cf__mpi_check_thread_level();
-    if (rc != CF_OK)
-        return rc;
-    int size = 0, me = 0;
-    if (MPI_Comm_size(comm, &size) != MPI_SUCCESS ||
-        MPI_Comm_rank(comm, &me) != MPI_SUCCESS)
-        return CF_EINVAL;
-    if (size < 2)
-        return CF_EINVAL; /* no worker rank to run anything */
-    mpi_exec *m = exec_alloc(o, size);
-    if (!m)
-        return CF_ENOMEM;
+    int rc = CF_EINVAL;
+    int size = 0, me = -1, inter = 0;
+    mpi_exec *m = NULL;
+    if (!out || cf__mpi_check_options(o) != CF_OK)
+        goto refused;
+    if ((rc = cf__mpi_check_thread_level()) != CF_OK)
+        goto refused;
+    rc = CF_EINVAL;
+    if (MPI_Comm_test_inter(comm, &inter) != MPI_SUCCESS)
+        goto refused;
+    if (inter ? MPI_Comm_remote_size(comm, &size) != MPI_SUCCESS
+              : MPI_Comm_size(comm, &size) != MPI_SUCCESS ||
+                    MPI_Comm_rank(comm, &me) != MPI_SUCCESS)
+        goto refused;
+    /* No worker rank to run anything. */
+    if (size < (inter ? 1 : 2))
+        goto refused;
+    rc = CF_ENOMEM;
+    if (!(m = exec_alloc(o, size)))
+        goto refused;
     m->me = me;
+    m->n_workers = inter ? size : size - 1;
+    m->spawned = spawned;
     /* Collective: the worker ranks dup in cf_mpi_worker_serve(). */
     if (MPI_Comm_dup(comm, &m->comm) != MPI_SUCCESS) {
         mpi_destroy(m);
@@ -315,6 +344,16 @@ int cf_mpi_executor_new(MPI_Comm comm, const cf_mpi_options *opts,
     else
         mpi_destroy(m);
     return rc;
+refused:
+    if (spawned != MPI_COMM_NULL)
+        cf__mpi_release_spawned(&spawned);
+    return rc;
+}
+
+int cf_mpi_executor_new(MPI_Comm comm, const cf_mpi_options *opts,
+                        cf_executor **out)
+{
+    return cf__mpi_executor_create(comm, opts, MPI_COMM_NULL, out);
 }
 
 int cf_mpi_comm_executor(MPI_Comm comm, int root, const cf_mpi_options *opts,
@@ -332,16 +371,6 @@ int cf_mpi_comm_executor(MPI_Comm comm, int root, const cf_mpi_options *opts,
     if (rc == CF_OK)
         *out = NULL;
     return rc;
-}
-
-int cf_mpi_spawn_executor(const char *command, int n_workers,
-                          const cf_mpi_options *opts, cf_executor **out)
-{
-    (void)command;
-    (void)n_workers;
-    (void)opts;
-    (void)out;
-    return CF_ENOTSUP;
 }
 
 bool cf_mpi_has_ulfm(void)

@@ -58,7 +58,12 @@ typedef struct mpi_exec {
 
     /* Set at creation, then read-only. */
     MPI_Comm comm;
+    /* Worker ranks are 0..size-1 except `me` (an intracommunicator), or
+     * the whole remote group (an intercommunicator: `me` is -1). */
     int me, size;
+    int n_workers;
+    MPI_Comm spawned;        /* spawn mode: the intercommunicator to the
+                              * spawned workers, disconnected at destroy */
     int prefetch; /* fixed by the options, or 0: adaptive (comm.c) */
     const cf_codec *codec;
     int (*initializer)(void *);
@@ -76,6 +81,17 @@ typedef struct mpi_exec {
     int n_pending_init;      /* ranks not yet READY or failed */
     cf_buffer in;
 } mpi_exec;
+
+/* Creates the executor over `comm` (an intra- or intercommunicator),
+ * which then owns `spawned` (MPI_COMM_NULL: none). As
+ * cf_mpi_executor_new() (executor.c). */
+int cf__mpi_executor_create(MPI_Comm comm, const cf_mpi_options *opts,
+                            MPI_Comm spawned, cf_executor **out);
+/* Lets spawned workers that were never checked in go, and disconnects
+ * from them. */
+void cf__mpi_release_spawned(MPI_Comm *inter);
+/* Options are valid: CF_OK or CF_EINVAL. */
+int cf__mpi_check_options(const cf_mpi_options *o);
 
 /* The communication thread (comm.c). */
 void *cf__mpi_comm_main(void *arg);

@@ -29,6 +29,7 @@ typedef struct server {
     cf_buffer in, out;
     cf_executor *pool; /* with isolate: the one-worker process pool */
     bool wrong_build, init_failed;
+    bool released; /* let go before check-in (a refused spawn) */
 } server;
 
 static int check_in(server *s)
@@ -41,6 +42,10 @@ static int check_in(server *s)
                                 s->root, CF__MPI_TAG_HELLO, s->comm,
                                 MPI_STATUS_IGNORE) != MPI_SUCCESS)
         return CF_ESYS;
+    if (hello[0] == 0) {
+        s->released = true;
+        return CF_OK;
+    }
     uint64_t mine = 0;
     cf__remote_program_hash(&mine); /* 0 when unreadable: a mismatch */
     uint64_t reply[CF__MPI_REPLY_WORDS] = {CF__MPI_MAGIC, mine,
@@ -138,13 +143,18 @@ int cf_mpi_worker_serve(MPI_Comm comm, int root)
     int rc = cf__mpi_check_thread_level();
     if (rc != CF_OK)
         return rc;
-    int size = 0;
+    int size = 0, inter = 0;
     server s;
     memset(&s, 0, sizeof s);
     s.root = root;
-    MPI_Comm_size(comm, &size);
-    MPI_Comm_rank(comm, &s.me);
-    if (root < 0 || root >= size || root == s.me)
+    /* Over an intercommunicator (spawn mode) the root is a rank of the
+     * other group. */
+    if (MPI_Comm_test_inter(comm, &inter) != MPI_SUCCESS ||
+        (inter ? MPI_Comm_remote_size(comm, &size)
+               : MPI_Comm_size(comm, &size)) != MPI_SUCCESS ||
+        MPI_Comm_rank(comm, &s.me) != MPI_SUCCESS)
+        return CF_EINVAL;
+    if (root < 0 || root >= size || (!inter && root == s.me))
         return CF_EINVAL;
     if (MPI_Comm_dup(comm, &s.comm) != MPI_SUCCESS)
         return CF_ESYS;
@@ -159,7 +169,7 @@ int cf_mpi_worker_serve(MPI_Comm comm, int root)
                 cf_strerror(rc));
         MPI_Abort(s.comm, 70); /* the root would wait for it forever */
     }
-    rc = rc ? rc : serve_frames(&s);
+    rc = rc || s.released ? rc : serve_frames(&s);
     cf_executor_free(s.pool);
     cf__remote_buffer_destroy(&s.in);
     cf__remote_buffer_destroy(&s.out);

@@ -69,6 +69,15 @@ static void *my_pid(void *arg, cf_call *call)
     return (void *)(intptr_t)getpid();
 }
 
+static void *slow_pid(void *arg, cf_call *call)
+{
+    (void)call;
+    (void)arg;
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+    return (void *)(intptr_t)getpid();
+}
+
 static void *fails(void *arg, cf_call *call)
 {
     return cf_fail(call, 42, "task %d failed on purpose", (int)(intptr_t)arg);
@@ -547,7 +556,6 @@ static void t_bad_input_is_refused(cf_executor *ex)
     CHECK_CODE(cf_mpi_comm_executor(MPI_COMM_WORLD, 99, NULL, &other),
                CF_EINVAL);
     CHECK_CODE(cf_mpi_comm_executor(MPI_COMM_WORLD, 0, NULL, NULL), CF_EINVAL);
-    CHECK_CODE(cf_mpi_spawn_executor("prog", 2, NULL, &other), CF_ENOTSUP);
     CHECK(!cf_mpi_has_ulfm());
     cf_future *f;
     CHECK_CODE(cf_executor_submit(ex, NULL, NULL, &f), CF_EINVAL);
@@ -632,6 +640,71 @@ static void t_killed_rank_ends_job(cf_executor *ex)
     fail(__LINE__, "the job outlived its killed rank");
 }
 
+/* Spawn mode: the tasks run in the two spawned processes, not here, and
+ * this process is alone in its MPI_COMM_WORLD. */
+static void t_runs_on_spawned_workers(cf_executor *ex)
+{
+    int size;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    CHECK(size == 1);
+    enum { N = 64 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        fs[i] = submit(ex, slow_pid, 0);
+    long pids[N];
+    int n_distinct = 0;
+    for (int i = 0; i < N; i++) {
+        long pid = (long)result_of(fs[i]);
+        cf_future_release(fs[i]);
+        CHECK(pid != (long)getpid());
+        bool seen = false;
+        for (int j = 0; j < n_distinct; j++)
+            seen |= pids[j] == pid;
+        if (!seen)
+            pids[n_distinct++] = pid;
+    }
+    CHECK(n_distinct == 2);
+}
+
+/* Bad input to cf_mpi_spawn_executor() is refused, also a command that
+ * cannot start (Open MPI would end the job); the executor in hand keeps
+ * working. */
+static void t_spawn_bad_input_is_refused(cf_executor *ex)
+{
+    cf_executor *other = NULL;
+    CHECK_CODE(cf_mpi_spawn_executor(NULL, 0, NULL, &other), CF_EINVAL);
+    CHECK_CODE(cf_mpi_spawn_executor(NULL, -3, NULL, &other), CF_EINVAL);
+    CHECK_CODE(cf_mpi_spawn_executor(NULL, 1, NULL, NULL), CF_EINVAL);
+    cf_mpi_options bad = {.prefetch = -1};
+    CHECK_CODE(cf_mpi_spawn_executor(NULL, 1, &bad, &other), CF_EINVAL);
+    CHECK_CODE(cf_mpi_spawn_executor("/nonexistent/cf-mpi-worker", 1, NULL,
+                                     &other),
+               CF_EINVAL);
+    CHECK(other == NULL);
+    cf_future *f = submit(ex, square, 12);
+    CHECK(result_of(f) == 144);
+    cf_future_release(f);
+}
+
+/* Freed, the executor lets its spawned workers go: a second one can be
+ * spawned and used after it. */
+static void t_spawn_again_after_free(cf_executor *ex)
+{
+    cf_future *f = submit(ex, square, 5);
+    CHECK(result_of(f) == 25);
+    cf_future_release(f);
+    char *argv[] = {"spawn_again_after_free", NULL};
+    cf_mpi_options o = {.spawn_argv = argv};
+    for (int round = 0; round < 2; round++) {
+        cf_executor *ex2 = NULL;
+        CHECK_CODE(cf_mpi_spawn_executor(NULL, 1, &o, &ex2), CF_OK);
+        f = submit(ex2, square, 6 + round);
+        CHECK(result_of(f) == (6 + round) * (6 + round));
+        cf_future_release(f);
+        cf_executor_free(ex2);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* The table                                                                */
 
@@ -671,6 +744,26 @@ static const mpi_test tests[] = {
     {"other_build_is_refused", t_other_build_is_refused, NULL, CF_EINVAL},
     {"killed_rank_ends_job", t_killed_rank_ends_job, NULL, CF_OK},
 };
+
+/* Spawn mode only (`test_mpi spawn_<name>`: the parent spawns 2 workers);
+ * every test of the table above also runs so. */
+static const mpi_test spawn_only[] = {
+    { "runs_on_spawned_workers", t_runs_on_spawned_workers, NULL, CF_OK},
+    { "bad_input_is_refused", t_spawn_bad_input_is_refused, NULL, CF_OK},
+    { "again_after_free", t_spawn_again_after_free, NULL, CF_OK},
+};
+
+static const mpi_test *find_test(const char *name, bool spawn)
+{
+    if (spawn)
+        for (size_t i = 0; i < sizeof spawn_only / sizeof *spawn_only; i++)
+            if (strcmp(spawn_only[i].name, name) == 0)
+                return &spawn_only[i];
+    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
+        if (strcmp(tests[i].name, name) == 0)
+            return &tests[i];
+    return NULL;
+}
 
 /* MPI initialised at MPI_THREAD_SINGLE: every rank is refused. */
 static int thread_single(void)
@@ -724,10 +817,10 @@ int main(int argc, char **argv)
         return thread_single();
     if (strcmp(argv[1], "executor_over_split_communicator") == 0)
         return split_comm();
-    const mpi_test *t = NULL;
-    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
-        if (strcmp(tests[i].name, argv[1]) == 0)
-            t = &tests[i];
+    /* spawn_<name>: the same test with an executor over 2 spawned
+     * workers; they run this program with the same argument. */
+    bool spawn = strncmp(argv[1], "spawn_", 6) == 0;
+    const mpi_test *t = find_test(spawn ? argv[1] + 6 : argv[1], spawn);
     if (!t) {
         fprintf(stderr, "test_mpi: no test %s\n", argv[1]);
         return 2;
@@ -740,8 +833,13 @@ int main(int argc, char **argv)
     cf_executor *ex = NULL;
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    int rc = cf_mpi_comm_executor(MPI_COMM_WORLD, 0, &o, &ex);
-    if (rank == 0) {
+    MPI_Comm parent;
+    MPI_Comm_get_parent(&parent);
+    char *spawn_argv[] = {argv[1], NULL};
+    o.spawn_argv = spawn_argv;
+    int rc = spawn ? cf_mpi_spawn_executor(NULL, 2, &o, &ex)
+                   : cf_mpi_comm_executor(MPI_COMM_WORLD, 0, &o, &ex);
+    if (spawn ? parent == MPI_COMM_NULL : rank == 0) {
         CHECK_CODE(rc, CF_OK);
         t->run(ex);
         cf_executor_free(ex);
