@@ -284,7 +284,8 @@ int cfpy_ppools_exit(cfpy_state *st);
 
 int cfpy_future_types_init(PyObject *module, cfpy_state *st);
 int cfpy_pool_type_init(PyObject *module, cfpy_state *st);
-int cfpy_wait_types_init(PyObject *module, cfpy_state *st);
+int cfpy_bridge_type_init(PyObject *module, cfpy_state *st);
+int cfpy_as_completed_type_init(PyObject *module, cfpy_state *st);
 int cfpy_map_type_init(PyObject *module, cfpy_state *st);
 int cfpy_threads_type_init(PyObject *module, cfpy_state *st);
 int cfpy_procpool_type_init(PyObject *module, cfpy_state *st);

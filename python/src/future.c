@@ -18,15 +18,20 @@
  * Everything here runs with the GIL held; the GIL guards the fields. The
  * outcome fields are written before the core future turns done, so a thread
  * that saw it done and then took the GIL reads them.
+ *
+ * This file has the state machine: the transitions, the REMOTE hook, the
+ * life cycle and the type; the methods are in future_methods.c, the
+ * private attributes in future_protocol.c (their shared helpers:
+ * future.h).
  */
-#include "cfpy.h"
+#include "future.h"
 
 #include <string.h>
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                  */
 
-static PyObject *state_name(cfpy_state *st, const cfpy_future *f)
+PyObject *cfpy_future_state_name(cfpy_state *st, const cfpy_future *f)
 {
     switch (cf__future_state(f->cf)) {
     case CF__PENDING:
@@ -95,7 +100,7 @@ void cfpy_log_exception(cfpy_state *st, const char *level, const char *msg,
 
 /* Calls fn(f). An Exception is logged as the stdlib does; a BaseException
  * (KeyboardInterrupt, SystemExit) propagates: returns -1. */
-static int call_callback(cfpy_state *st, cfpy_future *f, PyObject *fn)
+int cfpy_future_call_callback(cfpy_state *st, cfpy_future *f, PyObject *fn)
 {
     PyObject *r = PyObject_CallOneArg(fn, (PyObject *)f);
     if (r) {
@@ -121,7 +126,7 @@ static int run_callbacks(cfpy_state *st, cfpy_future *f)
     int rc = 0;
     for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(list); i++) {
         PyObject *fn = Py_NewRef(PyList_GET_ITEM(list, i));
-        rc = call_callback(st, f, fn);
+        rc = cfpy_future_call_callback(st, f, fn);
         Py_DECREF(fn);
     }
     Py_DECREF(list);
@@ -131,7 +136,7 @@ static int run_callbacks(cfpy_state *st, cfpy_future *f)
 /* Marks that completing `f` will need the GIL (callbacks or protocol). If
  * a worker is completing it without the GIL right now, waits until the
  * core future is done: then nothing needs the mark. */
-static void need_gil(cfpy_future *f)
+void cfpy_future_need_gil(cfpy_future *f)
 {
     if (f->flags & CFPY_REMOTE) {
         cfpy_remote_hook(f);
@@ -155,7 +160,7 @@ static void need_gil(cfpy_future *f)
 
 /* The stdlib protocol, when something asked for it: the condition guards
  * each transition to done. acquire() may drop the GIL while it blocks. */
-static int protocol_enter(cfpy_future *f)
+int cfpy_future_protocol_enter(cfpy_future *f)
 {
     if (!f->condition)
         return 0;
@@ -166,7 +171,7 @@ static int protocol_enter(cfpy_future *f)
     return 1;
 }
 
-static void protocol_exit(cfpy_future *f, int entered, bool notify)
+void cfpy_future_protocol_exit(cfpy_future *f, int entered, bool notify)
 {
     if (entered <= 0)
         return;
@@ -186,7 +191,7 @@ static void protocol_exit(cfpy_future *f, int entered, bool notify)
 }
 
 /* Calls method(f) on every stdlib waiter installed in `_waiters`. */
-static void notify_waiters(cfpy_future *f, const char *method)
+void cfpy_future_notify_waiters(cfpy_future *f, const char *method)
 {
     if (!f->waiters || PyList_GET_SIZE(f->waiters) == 0)
         return;
@@ -208,7 +213,7 @@ static void notify_waiters(cfpy_future *f, const char *method)
 /* Takes a queued future off its pool's list: its task will find it done
  * (or running, for set_running_or_notify_cancel) and skip it. Returns true
  * if the task's reference is now the caller's to drop. */
-static bool withdraw(cfpy_future *f)
+bool cfpy_future_withdraw(cfpy_future *f)
 {
     if (!(f->flags & CFPY_QUEUED))
         return false;
@@ -224,7 +229,7 @@ static PyObject *invalid_state(cfpy_state *st, cfpy_future *f)
 {
     PyObject *repr = PyObject_Repr((PyObject *)f);
     if (repr) {
-        PyErr_Format(st->InvalidStateError, "%U: %U", state_name(st, f),
+        PyErr_Format(st->InvalidStateError, "%U: %U", cfpy_future_state_name(st, f),
                      repr);
         Py_DECREF(repr);
     }
@@ -241,12 +246,12 @@ int cfpy_future_finish(cfpy_state *st, cfpy_future *f, PyObject *result,
         invalid_state(st, f);
         return -1;
     }
-    int entered = protocol_enter(f);
+    int entered = cfpy_future_protocol_enter(f);
     if (entered < 0)
         return -1;
     /* The condition's acquire may have let another thread finish it. */
     if (cf__state_done_for_result(cf__future_state(f->cf))) {
-        protocol_exit(f, entered, false);
+        cfpy_future_protocol_exit(f, entered, false);
         invalid_state(st, f);
         return -1;
     }
@@ -262,16 +267,16 @@ int cfpy_future_finish(cfpy_state *st, cfpy_future *f, PyObject *result,
         /* A worker completed it meanwhile, without the GIL. */
         Py_XSETREF(f->result, old_result);
         Py_XSETREF(f->exception, old_exc);
-        protocol_exit(f, entered, false);
+        cfpy_future_protocol_exit(f, entered, false);
         invalid_state(st, f);
         return -1;
     }
     Py_XDECREF(old_result);
     Py_XDECREF(old_exc);
     /* A running task still holds its reference: it sees the future done. */
-    bool task_ref = claimed && withdraw(f);
-    notify_waiters(f, exc ? "add_exception" : "add_result");
-    protocol_exit(f, entered, true);
+    bool task_ref = claimed && cfpy_future_withdraw(f);
+    cfpy_future_notify_waiters(f, exc ? "add_exception" : "add_result");
+    cfpy_future_protocol_exit(f, entered, true);
     int rc = run_callbacks(st, f);
     if (task_ref)
         Py_DECREF(f); /* the caller holds its own reference */
@@ -287,17 +292,17 @@ int cfpy_future_cancel(cfpy_state *st, cfpy_future *f)
         return 0;
     if (f->flags & CFPY_REMOTE)
         return cfpy_remote_cancel(f);
-    int entered = protocol_enter(f);
+    int entered = cfpy_future_protocol_enter(f);
     if (entered < 0)
         return -1;
     if (!cf__future_cancel(f->cf)) {
-        protocol_exit(f, entered, false);
+        cfpy_future_protocol_exit(f, entered, false);
         return 0; /* a worker started it */
     }
-    bool task_ref = withdraw(f);
+    bool task_ref = cfpy_future_withdraw(f);
     if (!(f->flags & CFPY_BARE))
-        notify_waiters(f, "add_cancelled");
-    protocol_exit(f, entered, true);
+        cfpy_future_notify_waiters(f, "add_cancelled");
+    cfpy_future_protocol_exit(f, entered, true);
     int rc = run_callbacks(st, f);
     if (task_ref)
         Py_DECREF(f);
@@ -306,13 +311,13 @@ int cfpy_future_cancel(cfpy_state *st, cfpy_future *f)
 
 void cfpy_future_failed_by_core(cfpy_state *st, cfpy_future *f)
 {
-    int entered = protocol_enter(f);
+    int entered = cfpy_future_protocol_enter(f);
     if (entered < 0) {
         PyErr_WriteUnraisable((PyObject *)f);
         entered = 0;
     }
-    notify_waiters(f, "add_exception");
-    protocol_exit(f, entered, true);
+    cfpy_future_notify_waiters(f, "add_exception");
+    cfpy_future_protocol_exit(f, entered, true);
     if (run_callbacks(st, f) < 0)
         PyErr_WriteUnraisable((PyObject *)f);
 }
@@ -328,7 +333,7 @@ static int remote_done(cf_future *cf, void *arg)
     cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
     if (st) {
         cfpy_remote_decode(st, f);
-        int entered = protocol_enter(f);
+        int entered = cfpy_future_protocol_enter(f);
         if (entered < 0) {
             PyErr_WriteUnraisable((PyObject *)f);
             entered = 0;
@@ -337,9 +342,9 @@ static int remote_done(cf_future *cf, void *arg)
             cf__state_cancelled(cf__future_state(f->cf)) ? "add_cancelled"
             : cfpy_future_failed(f)                     ? "add_exception"
                                                         : "add_result";
-        notify_waiters(f, method);
+        cfpy_future_notify_waiters(f, method);
         f->flags |= CFPY_NOTIFIED;
-        protocol_exit(f, entered, true);
+        cfpy_future_protocol_exit(f, entered, true);
         if (run_callbacks(st, f) < 0)
             PyErr_WriteUnraisable((PyObject *)f);
     } else {
@@ -447,478 +452,15 @@ static void future_dealloc(cfpy_future *f)
     Py_DECREF(tp);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Methods                                                                  */
-
-#define STATE_OF(cls) ((cfpy_state *)PyType_GetModuleState(cls))
-
-static PyObject *future_repr(cfpy_future *f)
-{
-    cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
-    if (!st)
-        return NULL;
-    const char *desc;
-    switch (cf__future_state(f->cf)) {
-    case CF__PENDING:
-        desc = "pending";
-        break;
-    case CF__RUNNING:
-        desc = "running";
-        break;
-    case CF__CANCELLED_UNNOTIFIED:
-    case CF__CANCELLED:
-    case CF__CANCELLED_NOTIFIED:
-        desc = "cancelled";
-        break;
-    default:
-        desc = "finished";
-        break;
-    }
-    const char *name = _PyType_Name(Py_TYPE(f));
-    if (cf__future_state(f->cf) != CF__FINISHED)
-        return PyUnicode_FromFormat("<%s at %p state=%s>", name, f, desc);
-    cfpy_remote_decode(st, f);
-    int raised = f->exception ? PyObject_IsTrue(f->exception) : 0;
-    if (raised < 0)
-        return NULL;
-    PyObject *outcome = raised ? f->exception
-                               : (f->result ? f->result : Py_None);
-    return PyUnicode_FromFormat("<%s at %p state=%s %s %s>", name, f, desc,
-                                raised ? "raised" : "returned",
-                                _PyType_Name(Py_TYPE(outcome)));
-}
-
-static PyObject *future_cancel(cfpy_future *f, PyTypeObject *cls,
-                               PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames)
-{
-    if (nargs || kwnames) {
-        PyErr_SetString(PyExc_TypeError, "cancel() takes no arguments");
-        return NULL;
-    }
-    int rc = cfpy_future_cancel(STATE_OF(cls), f);
-    if (rc < 0)
-        return NULL;
-    return PyBool_FromLong(rc);
-}
-
-static PyObject *future_cancelled(cfpy_future *f, PyObject *unused)
-{
-    return PyBool_FromLong(cf__state_cancelled(cf__future_state(f->cf)));
-}
-
-static PyObject *future_running(cfpy_future *f, PyObject *unused)
-{
-    return PyBool_FromLong(cf__future_state(f->cf) == CF__RUNNING);
-}
-
-static PyObject *future_done(cfpy_future *f, PyObject *unused)
-{
-    return PyBool_FromLong(
-        cf__state_done_for_result(cf__future_state(f->cf)));
-}
-
-/* Parses the one optional `timeout` argument of result()/exception(). */
-static int parse_timeout(const char *fname, PyObject *const *args,
-                         Py_ssize_t nargs, PyObject *kwnames,
-                         PyObject **timeout)
-{
-    *timeout = Py_None;
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs + nkw > 1) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument", fname);
-        return -1;
-    }
-    if (nargs == 1) {
-        *timeout = args[0];
-    } else if (nkw == 1) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, 0);
-        if (!PyUnicode_Check(name) ||
-            PyUnicode_CompareWithASCIIString(name, "timeout") != 0) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got an unexpected keyword argument '%S'",
-                         fname, name);
-            return -1;
-        }
-        *timeout = args[0];
-    }
-    return 0;
-}
-
-/* Waits until `f` is done or the deadline. Returns 0, or -1 with
- * CancelledError, TimeoutError or a signal handler's exception. */
-static int wait_until(cfpy_state *st, cfpy_future *f, int64_t deadline)
-{
-    int s = cf__future_state(f->cf);
-    if (!cf__state_done_for_result(s)) {
-        int rc = cfpy_wait_core(f->cf, deadline);
-        if (rc < 0)
-            return -1;
-        if (rc == 0) {
-            PyErr_SetNone(st->TimeoutError);
-            return -1;
-        }
-        s = cf__future_state(f->cf);
-    }
-    if (cf__state_cancelled(s)) {
-        PyErr_SetNone(st->CancelledError);
-        return -1;
-    }
-    return 0;
-}
-
-static int wait_done(cfpy_state *st, cfpy_future *f, PyObject *timeout)
-{
-    int64_t deadline = CF__NO_DEADLINE;
-    if (!cf__state_done_for_result(cf__future_state(f->cf)) &&
-        cfpy_deadline(timeout, &deadline) < 0)
-        return -1;
-    return wait_until(st, f, deadline);
-}
-
-static PyObject *raise_exception(PyObject *exc)
-{
-    if (PyExceptionInstance_Check(exc))
-        PyErr_SetObject(PyExceptionInstance_Class(exc), exc);
-    else if (PyExceptionClass_Check(exc))
-        PyErr_SetNone(exc);
-    else
-        PyErr_SetString(PyExc_TypeError,
-                        "exceptions must derive from BaseException");
-    return NULL;
-}
-
-static PyObject *outcome(cfpy_future *f)
-{
-    if (f->flags & CFPY_REMOTE) {
-        cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
-        if (!st)
-            return NULL;
-        cfpy_remote_decode(st, f);
-    }
-    if (f->exception) {
-        int truth = PyObject_IsTrue(f->exception);
-        if (truth < 0)
-            return NULL;
-        if (truth)
-            return raise_exception(f->exception);
-    }
-    return Py_NewRef(f->result ? f->result : Py_None);
-}
-
-PyObject *cfpy_future_result_until(cfpy_state *st, cfpy_future *f,
-                                   int64_t deadline)
-{
-    if (wait_until(st, f, deadline) < 0)
-        return NULL;
-    return outcome(f);
-}
-
-static PyObject *future_result(cfpy_future *f, PyTypeObject *cls,
-                               PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames)
-{
-    PyObject *timeout;
-    if (parse_timeout("result", args, nargs, kwnames, &timeout) < 0)
-        return NULL;
-    if (wait_done(STATE_OF(cls), f, timeout) < 0)
-        return NULL;
-    return outcome(f);
-}
-
-static PyObject *future_exception(cfpy_future *f, PyTypeObject *cls,
-                                  PyObject *const *args, Py_ssize_t nargs,
-                                  PyObject *kwnames)
-{
-    PyObject *timeout;
-    if (parse_timeout("exception", args, nargs, kwnames, &timeout) < 0)
-        return NULL;
-    if (wait_done(STATE_OF(cls), f, timeout) < 0)
-        return NULL;
-    cfpy_remote_decode(STATE_OF(cls), f);
-    return Py_NewRef(f->exception ? f->exception : Py_None);
-}
-
-static PyObject *future_add_done_callback(cfpy_future *f, PyTypeObject *cls,
-                                          PyObject *const *args,
-                                          Py_ssize_t nargs, PyObject *kwnames)
-{
-    if (nargs != 1 || kwnames) {
-        PyErr_SetString(PyExc_TypeError,
-                        "add_done_callback() takes exactly one argument (fn)");
-        return NULL;
-    }
-    need_gil(f);
-    if (!cf__state_done_for_result(cf__future_state(f->cf))) {
-        if (!f->callbacks && !(f->callbacks = PyList_New(0)))
-            return NULL;
-        if (PyList_Append(f->callbacks, args[0]) < 0)
-            return NULL;
-        Py_RETURN_NONE;
-    }
-    if (call_callback(STATE_OF(cls), f, args[0]) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *unexpected_state(cfpy_state *st, cfpy_future *f)
-{
-    PyObject *id = PyLong_FromVoidPtr(f);
-    if (id) {
-        PyObject *r = PyObject_CallMethod(st->logger, "critical", "sOO",
-                                          "Future %s in unexpected state: %s",
-                                          id, state_name(st, f));
-        Py_XDECREF(r);
-        Py_DECREF(id);
-        if (!r)
-            return NULL;
-    }
-    PyErr_SetString(PyExc_RuntimeError, "Future in unexpected state");
-    return NULL;
-}
-
-static PyObject *future_set_running_or_notify_cancel(cfpy_future *f,
-                                                     PyTypeObject *cls,
-                                                     PyObject *const *args,
-                                                     Py_ssize_t nargs,
-                                                     PyObject *kwnames)
-{
-    cfpy_state *st = STATE_OF(cls);
-    if (nargs || kwnames) {
-        PyErr_SetString(PyExc_TypeError,
-                        "set_running_or_notify_cancel() takes no arguments");
-        return NULL;
-    }
-    int s = cf__future_state(f->cf);
-    if (s == CF__CANCELLED_UNNOTIFIED || s == CF__CANCELLED) {
-        int entered = protocol_enter(f);
-        if (entered < 0)
-            return NULL;
-        /* The core wakes its wait() and as_completed() waiters. */
-        int rc = cf_future_set_running_or_notify_cancel(f->cf);
-        if (rc == CF_ECANCELLED && s == CF__CANCELLED_UNNOTIFIED)
-            notify_waiters(f, "add_cancelled");
-        protocol_exit(f, entered, false);
-        if (rc == CF_ECANCELLED)
-            Py_RETURN_FALSE;
-    } else if (s == CF__PENDING &&
-               cf_future_set_running_or_notify_cancel(f->cf) == CF_OK) {
-        if (withdraw(f))
-            Py_DECREF(f); /* its task will skip a running future */
-        Py_RETURN_TRUE;
-    }
-    return unexpected_state(st, f);
-}
-
-static PyObject *future_set_result(cfpy_future *f, PyTypeObject *cls,
-                                   PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames)
-{
-    if (nargs != 1 || kwnames) {
-        PyErr_SetString(PyExc_TypeError,
-                        "set_result() takes exactly one argument (result)");
-        return NULL;
-    }
-    if (cfpy_future_finish(STATE_OF(cls), f, args[0], NULL) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *future_set_exception(cfpy_future *f, PyTypeObject *cls,
-                                      PyObject *const *args, Py_ssize_t nargs,
-                                      PyObject *kwnames)
-{
-    if (nargs != 1 || kwnames) {
-        PyErr_SetString(PyExc_TypeError,
-                        "set_exception() takes exactly one argument "
-                        "(exception)");
-        return NULL;
-    }
-    if (cfpy_future_finish(STATE_OF(cls), f, NULL, args[0]) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-#define METHOD(name, doc)                                                   \
-    {#name, (PyCFunction)(void (*)(void))future_##name,                     \
-     METH_METHOD | METH_FASTCALL | METH_KEYWORDS, PyDoc_STR(doc)}
-
-static PyMethodDef future_methods[] = {
-    METHOD(cancel, "Cancel the future if possible."),
-    {"cancelled", (PyCFunction)future_cancelled, METH_NOARGS,
-     PyDoc_STR("Return True if the future was cancelled.")},
-    {"running", (PyCFunction)future_running, METH_NOARGS,
-     PyDoc_STR("Return True if the future is currently executing.")},
-    {"done", (PyCFunction)future_done, METH_NOARGS,
-     PyDoc_STR("Return True if the future was cancelled or finished "
-               "executing.")},
-    METHOD(result, "Return the result of the call that the future "
-                   "represents."),
-    METHOD(exception, "Return the exception raised by the call that the "
-                      "future represents."),
-    METHOD(add_done_callback, "Attaches a callable that will be called when "
-                              "the future finishes."),
-    METHOD(set_running_or_notify_cancel, "Mark the future as running or "
-                                         "process any cancel "
-                                         "notifications."),
-    METHOD(set_result, "Sets the return value of work associated with the "
-                       "future."),
-    METHOD(set_exception, "Sets the result of the future as being the given "
-                          "exception."),
-    {NULL, NULL, 0, NULL},
-};
-
-/* ------------------------------------------------------------------------ */
-/* The stdlib's private attributes                                          */
-
-static PyObject *get_state(cfpy_future *f, void *closure)
-{
-    cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
-    if (!st)
-        return NULL;
-    /* A hooked REMOTE future is done for the stdlib's protocol once its
-     * hook notified the waiters, under the condition (wait() counts the
-     * futures it sees done and expects a notification from the rest). */
-    if ((f->flags & (CFPY_HOOKED | CFPY_NOTIFIED)) == CFPY_HOOKED &&
-        cf__state_done(cf__future_state(f->cf)))
-        return Py_NewRef(st->RUNNING);
-    return Py_NewRef(state_name(st, f));
-}
-
-/* Direct assignment, as the stdlib's tests and some executors do: moves
- * the future forward without notifying anyone (the assigner notifies). */
-static int set_state(cfpy_future *f, PyObject *value, void *closure)
-{
-    cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
-    if (!st)
-        return -1;
-    if (!value) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete _state");
-        return -1;
-    }
-    PyObject *now = state_name(st, f);
-    int eq = PyObject_RichCompareBool(value, now, Py_EQ);
-    if (eq != 0)
-        return eq < 0 ? -1 : 0;
-    int s = cf__future_state(f->cf);
-    bool ok = false, claimed = false; /* claimed: taken from its task */
-    if (PyObject_RichCompareBool(value, st->RUNNING, Py_EQ) == 1) {
-        ok = claimed = s == CF__PENDING &&
-                       cf_future_set_running_or_notify_cancel(f->cf) ==
-                           CF_OK;
-    } else if (PyObject_RichCompareBool(value, st->CANCELLED, Py_EQ) == 1) {
-        ok = claimed = s == CF__PENDING && cf__future_cancel(f->cf);
-    } else if (PyObject_RichCompareBool(value, st->CANCELLED_AND_NOTIFIED,
-                                        Py_EQ) == 1) {
-        claimed = s == CF__PENDING && cf__future_cancel(f->cf);
-        ok = cf__state_cancelled(cf__future_state(f->cf)) &&
-             (cf__state_done(cf__future_state(f->cf)) ||
-              cf_future_set_running_or_notify_cancel(f->cf) ==
-                  CF_ECANCELLED);
-    } else if (PyObject_RichCompareBool(value, st->FINISHED, Py_EQ) == 1) {
-        bool failed = f->exception && f->exception != Py_None;
-        claimed = s == CF__PENDING &&
-                  cf_future_set_running_or_notify_cancel(f->cf) == CF_OK;
-        ok = cf__future_state(f->cf) == CF__RUNNING &&
-             cf__future_finish(f->cf, NULL, NULL, failed ? CF_ETASK : 0,
-                               NULL) == CF_OK;
-    }
-    if (claimed && withdraw(f))
-        Py_DECREF(f); /* its task will skip it; the caller holds f */
-    if (PyErr_Occurred())
-        return -1;
-    if (!ok) {
-        PyErr_Format(PyExc_ValueError,
-                     "cannot move a cfutures Future from %U to %R", now,
-                     value);
-        return -1;
-    }
-    return 0;
-}
-
-static PyObject *get_result(cfpy_future *f, void *closure)
-{
-    cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
-    if (st)
-        cfpy_remote_decode(st, f);
-    else
-        PyErr_Clear();
-    return Py_NewRef(f->result ? f->result : Py_None);
-}
-
-static int set_result(cfpy_future *f, PyObject *value, void *closure)
-{
-    Py_XSETREF(f->result, Py_XNewRef(value));
-    return 0;
-}
-
-static PyObject *get_exception(cfpy_future *f, void *closure)
-{
-    cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
-    if (st)
-        cfpy_remote_decode(st, f);
-    else
-        PyErr_Clear();
-    return Py_NewRef(f->exception ? f->exception : Py_None);
-}
-
-static int set_exception(cfpy_future *f, PyObject *value, void *closure)
-{
-    Py_XSETREF(f->exception,
-               value && value != Py_None ? Py_NewRef(value) : NULL);
-    return 0;
-}
-
-static PyObject *get_condition(cfpy_future *f, void *closure)
-{
-    if (!f->condition) {
-        cfpy_state *st = cfpy_state_of_type(Py_TYPE(f));
-        if (!st)
-            return NULL;
-        need_gil(f);
-        f->condition = PyObject_CallNoArgs(st->Condition);
-        if (!f->condition)
-            return NULL;
-    }
-    return Py_NewRef(f->condition);
-}
-
-static PyObject *get_waiters(cfpy_future *f, void *closure)
-{
-    if (!f->waiters) {
-        need_gil(f);
-        if (!(f->waiters = PyList_New(0)))
-            return NULL;
-    }
-    return Py_NewRef(f->waiters);
-}
-
-static PyObject *get_done_callbacks(cfpy_future *f, void *closure)
-{
-    if (f->callbacks)
-        return Py_NewRef(f->callbacks);
-    return PyList_New(0);
-}
-
-static PyGetSetDef future_getset[] = {
-    {"_state", (getter)get_state, (setter)set_state, NULL, NULL},
-    {"_result", (getter)get_result, (setter)set_result, NULL, NULL},
-    {"_exception", (getter)get_exception, (setter)set_exception, NULL, NULL},
-    {"_condition", (getter)get_condition, NULL, NULL, NULL},
-    {"_waiters", (getter)get_waiters, NULL, NULL, NULL},
-    {"_done_callbacks", (getter)get_done_callbacks, NULL, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
 static PyType_Slot future_slots[] = {
     {Py_tp_new, future_new},
     {Py_tp_init, future_init},
     {Py_tp_dealloc, future_dealloc},
     {Py_tp_traverse, future_traverse},
     {Py_tp_clear, future_clear},
-    {Py_tp_repr, future_repr},
-    {Py_tp_methods, future_methods},
-    {Py_tp_getset, future_getset},
+    {Py_tp_repr, cfpy_future_repr},
+    {Py_tp_methods, cfpy_future_methods},
+    {Py_tp_getset, cfpy_future_getset},
     {Py_tp_doc, PyDoc_STR("The C part of cfutures.Future.")},
     {0, NULL},
 };

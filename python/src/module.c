@@ -127,7 +127,8 @@ static int module_exec(PyObject *module)
     cfpy_state *st = cfpy_state_of_module(module);
     if (load_stdlib(st) < 0 || cfpy_future_types_init(module, st) < 0 ||
         cfpy_pool_type_init(module, st) < 0 ||
-        cfpy_wait_types_init(module, st) < 0 ||
+        cfpy_bridge_type_init(module, st) < 0 ||
+        cfpy_as_completed_type_init(module, st) < 0 ||
         cfpy_map_type_init(module, st) < 0 ||
         cfpy_threads_type_init(module, st) < 0 ||
         cfpy_procpool_type_init(module, st) < 0)
