@@ -302,7 +302,8 @@ static void t_wait_and_as_completed_mix_executors(cf_executor *ex)
 
 static atomic_int g_callbacks;
 static cf_executor *g_ex;
-static cf_future *g_chained;
+/* Set by the callback on the executor's thread, read by the test's. */
+static _Atomic(cf_future *) g_chained;
 static int count_done(cf_future *f, void *arg)
 {
     (void)f;
@@ -317,7 +318,10 @@ static int chain(cf_future *f, void *arg)
     void *v;
     if (cf_future_result(f, 0, &v) != CF_OK)
         return 1;
-    return cf_executor_submit(g_ex, square, v, &g_chained);
+    cf_future *g = NULL;
+    int rc = cf_executor_submit(g_ex, square, v, &g);
+    atomic_store(&g_chained, g);
+    return rc;
 }
 
 static void t_callbacks_run_once_each(cf_executor *ex)
@@ -342,11 +346,12 @@ static void t_callbacks_run_once_each(cf_executor *ex)
     CHECK_CODE(cf_future_add_done_callback(f, chain, NULL), CF_OK);
     result_of(f);
     cf_future_release(f);
-    for (int i = 0; i < 6000 && !g_chained; i++)
+    cf_future *g = NULL;
+    for (int i = 0; i < 6000 && !(g = atomic_load(&g_chained)); i++)
         sleep_us(1000);
-    CHECK(g_chained);
-    CHECK(result_of(g_chained) == 81);
-    cf_future_release(g_chained);
+    CHECK(g);
+    CHECK(result_of(g) == 81);
+    cf_future_release(g);
 }
 
 static void round_trip_bytes(cf_executor *ex, size_t len)
