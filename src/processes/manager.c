@@ -1,21 +1,16 @@
-/* manager.c - the process pool's manager thread: its loop, and what it
- * does when a worker's process ends.
+/* manager.c - the process pool's manager thread: its loop.
  *
  * Design: the manager owns the workers (start, send, receive, reap) and
- * is the only thread that blocks on them. Each step() moves queued tasks
- * to workers, starts workers as work needs them, retires workers past
- * max_tasks_per_child, brings their number to max_workers (which
- * cf_executor_set_max_workers() may change: surplus workers leave once
- * idle) and lets idle ones go after idle_timeout, and lets them go at
- * shutdown; then it busy-waits
- * briefly on the shared counters (new tasks, results, claims) and sleeps
- * in poll() on the wake fd and each worker's descriptors
- * (cf__transport_watch). A worker's end is seen on its pidfd (or its
- * channel's EOF); its ring and channel are drained first, so results
- * written just before death count, then it is reaped by pid (or by its
- * starter's reap callback), never waitpid(-1). An end while a task was
- * claimed breaks the pool, or with survive_worker_death fails that task
- * only and restarts the worker.
+ * is the only thread that blocks on them. Each step() serves time limits
+ * and requests (escalation.c), sizes the pool (sizing.c: starts workers
+ * as work needs them, brings their number to max_workers, which
+ * cf_executor_set_max_workers() may change, lets idle ones go after
+ * idle_timeout), moves queued tasks to workers (dispatch() here, sending
+ * in dispatch.c), retires workers past max_tasks_per_child, and lets them
+ * go at shutdown; then it busy-waits briefly on the shared counters (new
+ * tasks, results, claims) and sleeps in poll() on the wake fd and each
+ * worker's descriptors (cf__transport_watch). A worker's end is seen on
+ * its pidfd (or its channel's EOF) and handled in exits.c.
  */
 #include "processes/pool.h"
 
@@ -28,187 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* ------------------------------------------------------------------------ */
-/* Manager: exits                                                           */
-
-/* Room for a crashed worker's backtrace, named (48 frames fit). */
-#define TRACE_BYTES (16u << 10)
-
-static void w_release(process_pool *pool, wproc *w)
-{
-    cf__buffer_destroy(&w->out);
-    cf__buffer_destroy(&w->in);
-    free(w->crash);
-    w->crash = NULL;
-    w->crash_len = 0;
-    w->retiring = false;
-    w->idle_since = 0;
-    w->state = W_FREE;
-    cf__mutex_lock(&pool->lock);
-    pool->n_alive--;
-    cf__mutex_unlock(&pool->lock);
-    cf__cond_broadcast(&pool->changed);
-}
-
-/* Puts tasks that waited at a dead worker (never claimed, still PENDING)
- * back at the front of the queue, in order. */
-static void requeue(process_pool *pool, task *list)
-{
-    if (!list)
-        return;
-    size_t n = 1;
-    task *last = list;
-    while (last->next) {
-        last = last->next;
-        n++;
-    }
-    cf__mutex_lock(&pool->lock);
-    last->next = pool->head;
-    pool->head = list;
-    if (!pool->tail)
-        pool->tail = last;
-    pool->n_queued += n;
-    cf__mutex_unlock(&pool->lock);
-}
-
-void cf__pp_cancel_tasks(task *q)
-{
-    while (q) {
-        task *next = q->next;
-        cf__future_cancel(q->f);
-        cf__pp_task_free(q);
-        q = next;
-    }
-}
-
-/* Ends the task `run` (and any claimed after it: none, as a worker runs
- * one at a time) of a worker the pool killed for it. */
-static void ended_by_pool(process_pool *pool, int why, task *run, pid_t pid)
-{
-    (void)pool;
-    while (run) {
-        task *next = run->next;
-        if (why == KILL_CANCEL) {
-            cf__future_cancel_running(run->f);
-            cf__pp_task_free(run);
-        } else {
-            char what[300];
-            cf__pp_describe_task(run, what, sizeof what);
-            char *m = cf__format("%s ran past its time limit of %g s: its "
-                                 "worker process %ld was killed",
-                                 what, run->limit, (long)pid);
-            cf__pp_task_fail(run, CF_ETASK_TIMEOUT,
-                             m ? m : cf_strerror(CF_ETASK_TIMEOUT));
-            free(m);
-        }
-        run = next;
-    }
-}
-
-/* The worker's process has ended (or is ending: EOF without pidfd). */
-static void w_exited(process_pool *pool, wproc *w)
-{
-    if (!w->eof)
-        cf__pp_w_receive(pool,
-                         w); /* results written before the end still count */
-    else
-        cf__pp_w_drain_ring(pool, w);
-    pid_t pid = w->proc.pid;
-    char how[128], what[300], why[640 + TRACE_BYTES];
-    int status = 0;
-    if (!w->reap) {
-        status = cf__proc_reap(&w->proc);
-        cf__proc_describe_status(status, how, sizeof how);
-    } else {
-        bool known = w->reap(w->reap_ctx, (long)pid, &status) == 0;
-        cf__proc_forget(&w->proc);
-        if (known)
-            cf__proc_describe_status(status, how, sizeof how);
-        else
-            snprintf(how, sizeof how, "ended (status unknown)");
-    }
-    enum wstate state = w->state;
-    bool terminated = w->terminated;
-    /* A worker that died on its own may also have failed a read (a peer
-     * dying with unread data resets the socket): its status tells more. */
-    const char *lost = cf__proc_status_sigkill(status) ? w->lost : NULL;
-    task *waiting;
-    task *run = cf__pp_w_take_all(pool, w, &waiting);
-    /* The oldest claimed task without a result is the one it was on. */
-    task *t = run;
-    /* A fatal signal's backtrace, as the worker sent it before dying. */
-    char trace[TRACE_BYTES];
-    if (!w->crash || terminated ||
-        !cf__crash_describe(w->crash, w->crash_len, trace, sizeof trace))
-        trace[0] = '\0';
-    w_release(pool, w);
-    int index = (int)(w - pool->workers);
-    cf__monitor_worker_event(pool->ex, CF_EVENT_WORKER_EXIT, index, 0, NULL);
-    if (t)
-        cf__pp_describe_task(t, what, sizeof what);
-    else
-        snprintf(what, sizeof what, "%s",
-                 state == W_STARTING ? "before it was ready (in its "
-                                       "initializer or at start-up)"
-                                     : "while idle");
-    if (lost)
-        snprintf(why, sizeof why, "worker process %ld %s, given up by the "
-                 "pool (%s), %s%s", (long)pid, how, lost,
-                 t ? "while running " : "", what);
-    else
-        snprintf(why, sizeof why, "worker process %ld %s %s%s", (long)pid,
-                 how, t ? "while running " : "", what);
-    if (trace[0]) {
-        size_t used = strlen(why);
-        snprintf(why + used, sizeof why - used, "; backtrace:%s", trace);
-    }
-    if (w->killed_for) {
-        /* Killed by the pool for its task (time limit, escalated cancel):
-         * that task alone ends; the ones waiting there move on. */
-        ended_by_pool(pool, w->killed_for, run, pid);
-        requeue(pool, waiting);
-        return;
-    }
-    if (terminated) {
-        char *m = cf__format("%s (terminate_workers/kill_workers)", why);
-        cf__pp_fail_list(run, CF_EBROKEN_PROCESS_POOL, m ? m : why);
-        free(m);
-        cf__pp_cancel_tasks(
-            waiting); /* terminate cancels what has not started */
-        return;
-    }
-    if (pool->survive && state != W_STARTING) {
-        /* Only its own task is lost; the ones waiting there move on. */
-        if (run || state != W_EXITING)
-            cf__monitor_worker_event(pool->ex, CF_EVENT_CRASH, index,
-                                     CF_EBROKEN_PROCESS_POOL, why);
-        cf__pp_fail_list(run, CF_EBROKEN_PROCESS_POOL, why);
-        requeue(pool, waiting);
-        return;
-    }
-    if (state == W_EXITING && !run) {
-        requeue(pool, waiting); /* none: EXIT is sent to empty workers */
-        return; /* asked to leave (shutdown, max_tasks_per_child, broken) */
-    }
-    if (run) {
-        /* Fail the task at hand with the full story before the rest. */
-        char *m = cf__format("process pool is broken: %s", why);
-        cf__pp_fail_list(run, CF_EBROKEN_PROCESS_POOL, m ? m : why);
-        free(m);
-    }
-    requeue(pool, waiting); /* failed with the queue by break_pool() */
-    cf__mutex_lock(&pool->lock);
-    bool already = pool->broken;
-    task *q = already ? cf__pp_take_queue(pool) : NULL;
-    cf__mutex_unlock(&pool->lock);
-    if (!already)
-        cf__pp_break_pool(pool, why);
-    else
-        cf__pp_fail_list(q, CF_EBROKEN_PROCESS_POOL,
-                  pool->broken_msg ? pool->broken_msg
-                                   : cf_strerror(CF_EBROKEN_PROCESS_POOL));
-}
 
 /* ------------------------------------------------------------------------ */
 /* Manager: the loop                                                        */
@@ -288,312 +102,6 @@ stolen:
             cf__pp_w_flush(&pool->workers[i]);
 }
 
-/* Starts workers while queued tasks outnumber the workers able to take
- * them. With no worker at all and none startable, the queue fails. */
-static void spawn_needed(process_pool *pool, size_t queued)
-{
-    int alive = 0, available = 0;
-    int limit = pool->limit_seen;
-    for (int i = 0; i < pool->max_workers; i++) {
-        wproc *w = &pool->workers[i];
-        alive += w->state != W_FREE && w->state != W_EXITING;
-        /* Tasks waiting at a busy worker want a worker too once the pool
-         * may grow (a new one takes them over: steal()). */
-        if (alive < limit && !cf__pp_w_free(w))
-            queued += w->n_waiting;
-        available += !w->retiring &&
-                     (w->state == W_STARTING ||
-                      (w->state == W_READY && cf__pp_w_free(w) &&
-                       !w->wait_head));
-    }
-    for (int i = 0; i < pool->max_workers && (size_t)available < queued &&
-                    alive < limit;
-         i++) {
-        wproc *w = &pool->workers[i];
-        if (w->state != W_FREE)
-            continue;
-        int rc = cf__pp_spawn_worker(pool, w);
-        if (rc != CF_OK) {
-            if (alive > 0)
-                return; /* the running workers will get through it */
-            char why[160];
-            snprintf(why, sizeof why, "could not start a worker process: %s",
-                     cf_strerror(rc));
-            cf__mutex_lock(&pool->lock);
-            task *q = cf__pp_take_queue(pool);
-            cf__mutex_unlock(&pool->lock);
-            cf__pp_fail_list(q, rc, why);
-            return;
-        }
-        alive++;
-        available++;
-    }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Manager: time limits                                                     */
-
-/* The task `w` runs now, or NULL: the last one claimed, unless the worker
- * has finished it (its result may still be on the way). */
-static task *w_running_task(const wproc *w)
-{
-    return w->run_tail && !cf__pp_w_free(w) ? w->run_tail : NULL;
-}
-
-/* Kills `w` for its running task (`why`: KILL_TIMEOUT, KILL_CANCEL); its
- * end, seen like any other, then ends that task alone (w_exited). */
-static void w_kill_for_task(wproc *w, int why)
-{
-    if (w->killed_for || w->state == W_FREE)
-        return;
-    w->killed_for = why;
-    w->send_failed = true; /* nothing more is sent to it */
-    cf__proc_signal(&w->proc, SIGKILL);
-}
-
-/* Kills the workers whose running task is past its limit, after reading
- * what they sent: a result already there counts. */
-static void check_deadlines(process_pool *pool)
-{
-    int64_t now = 0;
-    for (int i = 0; i < pool->max_workers; i++) {
-        wproc *w = &pool->workers[i];
-        task *t = w->state == W_READY && !w->killed_for ? w_running_task(w)
-                                                        : NULL;
-        if (!t || t->limit <= 0)
-            continue;
-        if (!now)
-            now = cf__now_ns();
-        if (t->deadline > now)
-            continue;
-        if (!w->eof)
-            cf__pp_w_receive(pool, w);
-        cf__pp_w_sync(pool, w);
-        if (w->state == W_READY && w_running_task(w) == t)
-            w_kill_for_task(w, KILL_TIMEOUT);
-    }
-}
-
-int64_t cf__pp_next_deadline(process_pool *pool)
-{
-    int64_t next = CF__NO_DEADLINE;
-    for (int i = 0; i < pool->max_workers; i++) {
-        const wproc *w = &pool->workers[i];
-        const task *t = w->state == W_READY && !w->killed_for
-                            ? w_running_task(w)
-                            : NULL;
-        if (t && t->limit > 0 && t->deadline < next)
-            next = t->deadline;
-    }
-    return next;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Manager: requests from other threads (escalation)                        */
-
-/* Kills the worker running `f`'s task, after reading what it sent (a
- * result already there wins). CF_OK: killed; CF_EAGAIN: its end is on
- * the way (the task finished, its result not all read; or its worker is
- * being killed already); CF_ESTATE: it runs nowhere here. */
-static int kill_for_cancel(process_pool *pool, cf_future *f)
-{
-    for (int i = 0; i < pool->max_workers; i++) {
-        wproc *w = &pool->workers[i];
-        bool here = false;
-        for (task *t = w->state != W_FREE ? w->run_head : NULL; t && !here;
-             t = t->next)
-            here = t->f == f;
-        if (!here)
-            continue;
-        if (w->killed_for)
-            return CF_EAGAIN;
-        if (!w->eof)
-            cf__pp_w_receive(pool, w); /* may finish (and free) the task */
-        cf__pp_w_sync(pool, w);
-        task *t = w->state == W_READY ? w_running_task(w) : NULL;
-        if (t && t->f == f) {
-            w_kill_for_task(w, KILL_CANCEL);
-            return CF_OK;
-        }
-        return cf_future_done(f) ? CF_ESTATE : CF_EAGAIN;
-    }
-    return CF_ESTATE;
-}
-
-/* New references to every future not finished: queued, waiting at a
- * worker, running. On the manager thread, the one that moves tasks
- * between these lists, so none is missed or counted twice. */
-static int list_unfinished(process_pool *pool, cf_future ***out, size_t *n)
-{
-    size_t cap = 0, k = 0;
-    for (int i = 0; i < pool->max_workers; i++)
-        cap += pool->workers[i].n_running;
-    cf__mutex_lock(&pool->lock);
-    cap += pool->n_queued;
-    for (int i = 0; i < pool->max_workers; i++)
-        cap += pool->workers[i].n_waiting;
-    cf_future **fs = malloc((cap ? cap : 1) * sizeof *fs);
-    for (task *t = pool->head; fs && t; t = t->next)
-        fs[k++] = cf_future_retain(t->f);
-    for (int i = 0; fs && i < pool->max_workers; i++)
-        for (task *t = pool->workers[i].wait_head; t; t = t->next)
-            fs[k++] = cf_future_retain(t->f);
-    cf__mutex_unlock(&pool->lock);
-    if (!fs)
-        return CF_ENOMEM;
-    for (int i = 0; i < pool->max_workers; i++)
-        for (task *t = pool->workers[i].run_head; t; t = t->next)
-            fs[k++] = cf_future_retain(t->f);
-    *out = fs;
-    *n = k;
-    return CF_OK;
-}
-
-void cf__pp_serve_request(process_pool *pool)
-{
-    if (!atomic_load_explicit(&pool->req_pending, memory_order_acquire))
-        return;
-    cf__mutex_lock(&pool->lock);
-    int kind = pool->req_kind;
-    cf_future *f = pool->req_future;
-    cf__mutex_unlock(&pool->lock);
-    cf_future **list = NULL;
-    size_t n = 0;
-    int rc = kind == REQ_KILL ? kill_for_cancel(pool, f)
-                              : list_unfinished(pool, &list, &n);
-    cf__mutex_lock(&pool->lock);
-    pool->req_rc = rc;
-    pool->req_list = list;
-    pool->req_n = n;
-    atomic_store(&pool->req_pending, false);
-    cf__cond_broadcast(&pool->changed);
-    cf__mutex_unlock(&pool->lock);
-}
-
-int cf__pp_ask_manager(process_pool *pool, int kind, cf_future *f,
-                       cf_future ***list, size_t *n)
-{
-    cf__mutex_lock(&pool->req_lock);
-    cf__mutex_lock(&pool->lock);
-    pool->req_kind = kind;
-    pool->req_future = f;
-    pool->req_list = NULL;
-    pool->req_n = 0;
-    pool->req_rc = CF_ESTATE; /* no manager left: nothing runs */
-    atomic_store(&pool->req_pending, true);
-    cf__mutex_unlock(&pool->lock);
-    cf__pp_wake_manager(pool);
-    cf__mutex_lock(&pool->lock);
-    while (atomic_load(&pool->req_pending) && !pool->manager_done)
-        cf__cond_wait(&pool->changed, &pool->lock);
-    atomic_store(&pool->req_pending, false);
-    int rc = pool->req_rc;
-    if (list) {
-        *list = pool->req_list;
-        *n = pool->req_n;
-    }
-    pool->req_list = NULL;
-    cf__mutex_unlock(&pool->lock);
-    cf__mutex_unlock(&pool->req_lock);
-    return rc;
-}
-
-/* Takes the tasks waiting at a retiring worker back to the front of the
- * queue (those it has not claimed yet), so they run elsewhere. */
-static void take_back_waiting(process_pool *pool, wproc *w)
-{
-    task *back = NULL, **tail = &back;
-    cf__pp_w_sync(pool, w);
-    for (task *t; (t = w->wait_head) && cf__pp_task_take_back(t);) {
-        cf__pp_wait_pop(pool, w);
-        cf__pp_inflight_add(pool, -1);
-        *tail = t;
-        tail = &t->next;
-    }
-    *tail = NULL;
-    requeue(pool, back);
-}
-
-static bool w_idle(const wproc *w)
-{
-    return w->state == W_READY && cf__pp_w_free(w) && !w->wait_head;
-}
-
-/* Brings the workers to the pool's size: surplus ones (after a shrink)
- * leave, idle ones at once and busy ones once their task is done (none
- * gets a new one meanwhile); a grow first keeps retiring ones. Workers
- * idle longer than idle_timeout leave too, down to min_workers, unless
- * tasks are queued. */
-static void resize(process_pool *pool, size_t queued)
-{
-    int limit = pool->limit_seen, active = 0;
-    for (int i = 0; i < pool->max_workers; i++) {
-        wproc *w = &pool->workers[i];
-        if (w->state == W_STARTING || w->state == W_READY) {
-            if (w->retiring && active < limit)
-                w->retiring = false; /* grown again: it stays */
-            active += !w->retiring;
-        }
-    }
-    /* Idle ones first, then those starting, then busy ones. */
-    for (int pass = 0; pass < 3 && active > limit; pass++)
-        for (int i = 0; i < pool->max_workers && active > limit; i++) {
-            wproc *w = &pool->workers[i];
-            if (w->retiring || (pass == 0 && !w_idle(w)) ||
-                (pass == 1 && w->state != W_STARTING) ||
-                (w->state != W_STARTING && w->state != W_READY))
-                continue;
-            w->retiring = true;
-            active--;
-            if (pass == 2)
-                take_back_waiting(pool, w);
-        }
-    int64_t now = pool->idle_ns ? cf__now_ns() : 0;
-    for (int i = 0; i < pool->max_workers; i++) {
-        wproc *w = &pool->workers[i];
-        bool idle = w_idle(w);
-        if (w->retiring && (idle || w->state == W_STARTING)) {
-            cf__pp_w_send_exit(w); /* done with its last task */
-            continue;
-        }
-        if (!pool->idle_ns || w->retiring)
-            continue;
-        if (!idle) {
-            w->idle_since = 0;
-        } else if (!w->idle_since) {
-            w->idle_since = now;
-        } else if (now - w->idle_since >= pool->idle_ns && queued == 0 &&
-                   active > pool->min_workers) {
-            cf__pp_w_send_exit(w);
-            active--;
-        }
-    }
-}
-
-/* How long poll() may sleep before an idle worker's time is up: -1 (no
- * limit) without idle_timeout, else milliseconds, rounded up. */
-static int reap_timeout_ms(const process_pool *pool)
-{
-    if (!pool->idle_ns)
-        return -1;
-    int64_t first = INT64_MAX;
-    int active = 0;
-    for (int i = 0; i < pool->max_workers; i++) {
-        const wproc *w = &pool->workers[i];
-        active += (w->state == W_STARTING || w->state == W_READY) &&
-                  !w->retiring;
-        if (w_idle(w) && !w->retiring && w->idle_since &&
-            w->idle_since + pool->idle_ns < first)
-            first = w->idle_since + pool->idle_ns;
-    }
-    if (first == INT64_MAX || active <= pool->min_workers)
-        return -1;
-    int64_t left = first - cf__now_ns();
-    if (left <= 0)
-        return 0;
-    int64_t ms = (left + 999999) / 1000000;
-    return ms > 1000000 ? 1000000 : (int)ms;
-}
 
 /* Everything the manager does between two polls. Returns true when it is
  * time to leave: no work left, no worker left, and no more can come. */
@@ -605,12 +113,12 @@ static bool step(process_pool *pool)
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
         if (w->state != W_FREE && w->eof && w->proc.pidfd < 0)
-            w_exited(pool, w);
+            cf__pp_w_exited(pool, w);
     }
     for (int i = 0; i < pool->max_workers; i++)
         if (pool->workers[i].state != W_FREE)
             cf__pp_w_sync(pool, &pool->workers[i]); /* claims and cancels */
-    check_deadlines(pool);
+    cf__pp_check_deadlines(pool);
     cf__pp_serve_request(pool);
     pool->seen_enqueued = atomic_load(&pool->n_enqueued);
     cf__mutex_lock(&pool->lock);
@@ -631,8 +139,8 @@ static bool step(process_pool *pool)
     }
     if (!broken && !sig) {
         if (!closing)
-            resize(pool, queued);
-        spawn_needed(pool, queued);
+            cf__pp_resize(pool, queued);
+        cf__pp_spawn_needed(pool, queued);
         dispatch(pool);
         /* dispatch() drops tasks cancelled while queued: recount, or an
          * idle worker would never be told to leave (and shutdown would
@@ -701,7 +209,7 @@ static void handle_events(process_pool *pool)
             cf__pp_w_receive(pool, w);
         /* Without a pidfd, EOF is the only sign of the end. */
         if (w->state != W_FREE && (pid || (w->eof && w->proc.pidfd < 0)))
-            w_exited(pool, w);
+            cf__pp_w_exited(pool, w);
     }
 }
 
@@ -717,7 +225,7 @@ static void give_up_polling(process_pool *pool, int err)
     cf__pp_break_pool(pool, why);
     for (int i = 0; i < pool->max_workers; i++)
         if (pool->workers[i].state != W_FREE)
-            w_exited(pool, &pool->workers[i]);
+            cf__pp_w_exited(pool, &pool->workers[i]);
 }
 
 /* True once a task was queued after step() last read the queue. */
@@ -800,7 +308,7 @@ static int poll_timeout_ms(process_pool *pool)
 /* The sooner of the two: a time limit, or an idle worker's time up. */
 static int sleep_ms(process_pool *pool)
 {
-    int a = poll_timeout_ms(pool), b = reap_timeout_ms(pool);
+    int a = poll_timeout_ms(pool), b = cf__pp_reap_timeout_ms(pool);
     return a < 0 ? b : b < 0 ? a : a < b ? a : b;
 }
 

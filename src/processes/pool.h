@@ -2,7 +2,9 @@
  * call across files: pool.c (creation, shutdown; the design), tasks.c
  * (tasks, submitting), dispatch.c (sending to workers, claims), results.c
  * (results, crashes, breaking the pool), manager.c (the manager thread's
- * loop and worker exits). Workers are reached only through transport.h.
+ * loop), exits.c (a worker's end), sizing.c (starting, retiring and
+ * reaping workers), escalation.c (time limits, requests from other
+ * threads). Workers are reached only through transport.h.
  * Private to src/processes/.
  */
 #ifndef CF_PROCESSES_POOL_H
@@ -224,26 +226,48 @@ void cf__pp_w_receive(process_pool *pool, wproc *w);
 bool cf__pp_w_ring_ready(const wproc *w);
 task *cf__pp_w_take_all(process_pool *pool, wproc *w, task **waiting);
 
-/* Time limits (manager.c) */
-int64_t cf__pp_next_deadline(process_pool *pool);
 /* Resizing (pool.c). The options' max_workers_limit is at most this:
  * each slot is a shared ring (64 KiB, touched only when used) and three
  * poll entries. */
 #define CF__PP_MAX_WORKERS_LIMIT 4096
 int cf__pp_set_max_workers(void *impl, int max_workers);
 
-/* Requests from other threads, served by the manager in step()
- * (manager.c). */
+/* A worker's end (exits.c) */
+/* Puts tasks that waited at a dead or retiring worker (never claimed,
+ * still PENDING) back at the front of the queue, in order. */
+void cf__pp_requeue(process_pool *pool, task *list);
+void cf__pp_cancel_tasks(task *q);
+/* The worker's process has ended (or is ending: EOF without pidfd):
+ * reaps it and ends, fails or requeues its tasks. */
+void cf__pp_w_exited(process_pool *pool, wproc *w);
+
+/* How many workers run (sizing.c) */
+/* Starts workers while queued tasks outnumber the workers able to take
+ * them. With no worker at all and none startable, the queue fails. */
+void cf__pp_spawn_needed(process_pool *pool, size_t queued);
+/* Retires surplus workers after a shrink, and idle ones past
+ * idle_timeout (down to min_workers) unless tasks are queued. */
+void cf__pp_resize(process_pool *pool, size_t queued);
+/* How long poll() may sleep before an idle worker's time is up: -1 (no
+ * limit) without idle_timeout, else milliseconds, rounded up. */
+int cf__pp_reap_timeout_ms(const process_pool *pool);
+
+/* Time limits and requests from other threads (escalation.c) */
+/* Kills the workers whose running task is past its limit, after reading
+ * what they sent: a result already there counts. */
+void cf__pp_check_deadlines(process_pool *pool);
+/* The nearest time limit of a running task, or CF__NO_DEADLINE. */
+int64_t cf__pp_next_deadline(process_pool *pool);
 /* Asks the manager (REQ_KILL: to kill the worker running `f`'s task;
  * REQ_LIST: for the unfinished futures, into *list and *n) and waits for
  * its answer: the request's code, or CF_ESTATE once the manager is gone.
  * Not on the manager thread. */
 int cf__pp_ask_manager(process_pool *pool, int kind, cf_future *f,
                        cf_future ***list, size_t *n);
+/* Serves a pending request, if any (step()). */
 void cf__pp_serve_request(process_pool *pool);
 
 /* The manager thread (manager.c) */
-void cf__pp_cancel_tasks(task *q);
 void *cf__pp_manager_main(void *arg);
 
 #endif /* CF_PROCESSES_POOL_H */

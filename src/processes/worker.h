@@ -1,5 +1,6 @@
-/* worker.h - the worker side of the process pool (worker.c, and the ways
- * into it in worker_entry.c).
+/* worker.h - the worker side of the process pool: its loop (worker.c),
+ * running a task (worker_run.c), INIT (worker_init.c), finding code
+ * (worker_code.c), and the ways into it (worker_entry.c).
  *
  * Design: a worker process runs one loop that reads task frames from its
  * channel to the pool, runs each task and sends its result back; see
@@ -75,5 +76,12 @@ void *cf__code_cache_find(cf__code_cache *cache,
                           const struct cf__code_ref *ref, int kind);
 const cf_codec *cf__code_cache_codec(cf__code_cache *cache,
                                      const struct cf__wire_codec *c);
+
+/* Says why `ref` (of a `what`: "task function", "codec", "initializer")
+ * was not found, into `buf`: "the task function 'name' is not registered
+ * in worker process 42 (cf_task_register)" or "... was not found in
+ * worker process 42 (main+0x1234)". */
+void cf__pp_not_found(const struct cf__code_ref *ref, const char *what,
+                      char *buf, size_t n);
 
 #endif /* CF_PROCESSES_WORKER_H */

@@ -1,0 +1,185 @@
+/* escalation.c - the manager's side of stopping running work: per-task
+ * time limits, and the requests escalate.c's ladder and shutdown report
+ * send it from other threads (kill the worker running a task, list the
+ * unfinished futures).
+ *
+ * Design: manager thread only, except cf__pp_ask_manager(), which another
+ * thread calls: it posts the request (req_* fields, under the pool lock,
+ * one request at a time under req_lock), wakes the manager and waits on
+ * `changed` for the answer; step() serves it. Lock order: req_lock, then
+ * the pool lock. A worker is killed for its task only after what it sent
+ * was read, so a result already there wins; its end then goes through
+ * exits.c like any other.
+ */
+#include "processes/pool.h"
+
+#include <signal.h>
+#include <stdlib.h>
+
+/* ------------------------------------------------------------------------ */
+/* Manager: time limits                                                     */
+
+/* The task `w` runs now, or NULL: the last one claimed, unless the worker
+ * has finished it (its result may still be on the way). */
+static task *w_running_task(const wproc *w)
+{
+    return w->run_tail && !cf__pp_w_free(w) ? w->run_tail : NULL;
+}
+
+/* Kills `w` for its running task (`why`: KILL_TIMEOUT, KILL_CANCEL); its
+ * end, seen like any other, then ends that task alone (w_exited). */
+static void w_kill_for_task(wproc *w, int why)
+{
+    if (w->killed_for || w->state == W_FREE)
+        return;
+    w->killed_for = why;
+    w->send_failed = true; /* nothing more is sent to it */
+    cf__proc_signal(&w->proc, SIGKILL);
+}
+
+/* Kills the workers whose running task is past its limit, after reading
+ * what they sent: a result already there counts. */
+void cf__pp_check_deadlines(process_pool *pool)
+{
+    int64_t now = 0;
+    for (int i = 0; i < pool->max_workers; i++) {
+        wproc *w = &pool->workers[i];
+        task *t = w->state == W_READY && !w->killed_for ? w_running_task(w)
+                                                        : NULL;
+        if (!t || t->limit <= 0)
+            continue;
+        if (!now)
+            now = cf__now_ns();
+        if (t->deadline > now)
+            continue;
+        if (!w->eof)
+            cf__pp_w_receive(pool, w);
+        cf__pp_w_sync(pool, w);
+        if (w->state == W_READY && w_running_task(w) == t)
+            w_kill_for_task(w, KILL_TIMEOUT);
+    }
+}
+
+int64_t cf__pp_next_deadline(process_pool *pool)
+{
+    int64_t next = CF__NO_DEADLINE;
+    for (int i = 0; i < pool->max_workers; i++) {
+        const wproc *w = &pool->workers[i];
+        const task *t = w->state == W_READY && !w->killed_for
+                            ? w_running_task(w)
+                            : NULL;
+        if (t && t->limit > 0 && t->deadline < next)
+            next = t->deadline;
+    }
+    return next;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Manager: requests from other threads (escalation)                        */
+
+/* Kills the worker running `f`'s task, after reading what it sent (a
+ * result already there wins). CF_OK: killed; CF_EAGAIN: its end is on
+ * the way (the task finished, its result not all read; or its worker is
+ * being killed already); CF_ESTATE: it runs nowhere here. */
+static int kill_for_cancel(process_pool *pool, cf_future *f)
+{
+    for (int i = 0; i < pool->max_workers; i++) {
+        wproc *w = &pool->workers[i];
+        bool here = false;
+        for (task *t = w->state != W_FREE ? w->run_head : NULL; t && !here;
+             t = t->next)
+            here = t->f == f;
+        if (!here)
+            continue;
+        if (w->killed_for)
+            return CF_EAGAIN;
+        if (!w->eof)
+            cf__pp_w_receive(pool, w); /* may finish (and free) the task */
+        cf__pp_w_sync(pool, w);
+        task *t = w->state == W_READY ? w_running_task(w) : NULL;
+        if (t && t->f == f) {
+            w_kill_for_task(w, KILL_CANCEL);
+            return CF_OK;
+        }
+        return cf_future_done(f) ? CF_ESTATE : CF_EAGAIN;
+    }
+    return CF_ESTATE;
+}
+
+/* New references to every future not finished: queued, waiting at a
+ * worker, running. On the manager thread, the one that moves tasks
+ * between these lists, so none is missed or counted twice. */
+static int list_unfinished(process_pool *pool, cf_future ***out, size_t *n)
+{
+    size_t cap = 0, k = 0;
+    for (int i = 0; i < pool->max_workers; i++)
+        cap += pool->workers[i].n_running;
+    cf__mutex_lock(&pool->lock);
+    cap += pool->n_queued;
+    for (int i = 0; i < pool->max_workers; i++)
+        cap += pool->workers[i].n_waiting;
+    cf_future **fs = malloc((cap ? cap : 1) * sizeof *fs);
+    for (task *t = pool->head; fs && t; t = t->next)
+        fs[k++] = cf_future_retain(t->f);
+    for (int i = 0; fs && i < pool->max_workers; i++)
+        for (task *t = pool->workers[i].wait_head; t; t = t->next)
+            fs[k++] = cf_future_retain(t->f);
+    cf__mutex_unlock(&pool->lock);
+    if (!fs)
+        return CF_ENOMEM;
+    for (int i = 0; i < pool->max_workers; i++)
+        for (task *t = pool->workers[i].run_head; t; t = t->next)
+            fs[k++] = cf_future_retain(t->f);
+    *out = fs;
+    *n = k;
+    return CF_OK;
+}
+
+void cf__pp_serve_request(process_pool *pool)
+{
+    if (!atomic_load_explicit(&pool->req_pending, memory_order_acquire))
+        return;
+    cf__mutex_lock(&pool->lock);
+    int kind = pool->req_kind;
+    cf_future *f = pool->req_future;
+    cf__mutex_unlock(&pool->lock);
+    cf_future **list = NULL;
+    size_t n = 0;
+    int rc = kind == REQ_KILL ? kill_for_cancel(pool, f)
+                              : list_unfinished(pool, &list, &n);
+    cf__mutex_lock(&pool->lock);
+    pool->req_rc = rc;
+    pool->req_list = list;
+    pool->req_n = n;
+    atomic_store(&pool->req_pending, false);
+    cf__cond_broadcast(&pool->changed);
+    cf__mutex_unlock(&pool->lock);
+}
+
+int cf__pp_ask_manager(process_pool *pool, int kind, cf_future *f,
+                       cf_future ***list, size_t *n)
+{
+    cf__mutex_lock(&pool->req_lock);
+    cf__mutex_lock(&pool->lock);
+    pool->req_kind = kind;
+    pool->req_future = f;
+    pool->req_list = NULL;
+    pool->req_n = 0;
+    pool->req_rc = CF_ESTATE; /* no manager left: nothing runs */
+    atomic_store(&pool->req_pending, true);
+    cf__mutex_unlock(&pool->lock);
+    cf__pp_wake_manager(pool);
+    cf__mutex_lock(&pool->lock);
+    while (atomic_load(&pool->req_pending) && !pool->manager_done)
+        cf__cond_wait(&pool->changed, &pool->lock);
+    atomic_store(&pool->req_pending, false);
+    int rc = pool->req_rc;
+    if (list) {
+        *list = pool->req_list;
+        *n = pool->req_n;
+    }
+    pool->req_list = NULL;
+    cf__mutex_unlock(&pool->lock);
+    cf__mutex_unlock(&pool->req_lock);
+    return rc;
+}
