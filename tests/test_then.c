@@ -113,6 +113,111 @@ TEST_TIMEOUT(then_on_a_process_pool_sends_the_value, 60)
     cf_executor_free(tp);
 }
 
+/* A done input and a pool: the continuation is submitted during the call,
+ * with no op (then.c's then_done_now). */
+
+TEST(then_on_a_done_input_on_a_pool_runs_on_a_worker_with_its_value)
+{
+    cf_executor *ex = pool_new(1);
+    cf_future *f = future_done_with((void *)41);
+    cf_future *d = then(f, ex, add_one);
+    cf_future_release(f); /* the value needs nothing of it */
+    ASSERT_EQ(result_of(d), 42);
+    cf_future_release(d);
+    thread_marker = 1;
+    f = future_done_with(NULL);
+    d = then(f, ex, on_marked_thread);
+    thread_marker = 0;
+    ASSERT_EQ(result_of(d), 0); /* not this thread */
+    cf_future_release(d);
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
+TEST(then_on_a_failed_done_input_on_a_pool_fails_during_the_call)
+{
+    cf_executor *ex = pool_new(1);
+    atomic_store(&calls, 0);
+    cf_future *f = future_new();
+    ASSERT_OK(cf_future_set_exception(f, 9, "failed before"));
+    cf_future *d = then(f, ex, add_one);
+    ASSERT(cf_future_done(d));
+    cf_error err;
+    ASSERT_OK(cf_future_exception(d, 0, &err));
+    ASSERT_EQ(err.code, 9);
+    ASSERT_STR_EQ(err.message, "failed before");
+    cf_future_release(d);
+    cf_future_release(f);
+    f = future_new();
+    ASSERT(cf_future_cancel(f));
+    d = then(f, ex, add_one);
+    ASSERT(cf_future_cancelled(d));
+    cf_future_release(d);
+    cf_future_release(f);
+    cf_executor_free(ex); /* waits: add_one would have run by now */
+    ASSERT_EQ(atomic_load(&calls), 0);
+}
+
+static atomic_int owned_freed;
+
+static void free_owned(void *value)
+{
+    (void)value;
+    atomic_fetch_add(&owned_freed, 1);
+}
+
+/* Holds on its latch, then says whether the input's value still lives. */
+static latch *owned_gate;
+
+static void *value_alive_after_gate(void *arg, cf_call *call)
+{
+    (void)call;
+    latch_wait(owned_gate);
+    return (void *)(intptr_t)(arg == (void *)&owned_freed &&
+                              atomic_load(&owned_freed) == 0);
+}
+
+TEST(then_on_a_done_input_keeps_an_owned_value_until_it_ran)
+{
+    cf_executor *ex = pool_new(1);
+    latch gate;
+    latch_init(&gate);
+    owned_gate = &gate;
+    atomic_store(&owned_freed, 0);
+    cf_future *f = future_new();
+    ASSERT_OK(cf_future_set_result_owned(f, &owned_freed, free_owned));
+    cf_future *d = then(f, ex, value_alive_after_gate);
+    cf_future_release(f); /* D keeps it */
+    ASSERT_EQ(atomic_load(&owned_freed), 0);
+    latch_open(&gate);
+    ASSERT_EQ(result_of(d), 1);
+    cf_future_release(d);
+    cf_executor_free(ex);
+    ASSERT_EQ(atomic_load(&owned_freed), 1);
+    latch_destroy(&gate);
+}
+
+static void *until_cancel_requested(void *arg, cf_call *call)
+{
+    (void)arg;
+    while (!cf_call_cancel_requested(call))
+        let_time_pass(0.001);
+    return NULL;
+}
+
+TEST(then_on_a_done_input_gets_the_pools_task_timeout)
+{
+    cf_thread_pool_options o = {.max_workers = 1, .task_timeout = 0.05};
+    cf_executor *ex = NULL;
+    ASSERT_OK(cf_thread_pool_new(&o, &ex));
+    cf_future *f = future_done_with(NULL);
+    cf_future *d = then(f, ex, until_cancel_requested);
+    ASSERT_CODE(cf_future_result(d, 30, NULL), CF_ETASK_TIMEOUT);
+    cf_future_release(d);
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Failure                                                                  */
 

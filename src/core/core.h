@@ -139,6 +139,10 @@ void cf__chain_fire(cf__link *link);
  * itself). */
 bool cf__future_attach(cf_future *f, cf__link *link, bool dependent);
 
+/* cf__future_attach(f, link, false) for a pending future nobody else
+ * sees yet (just allocated, not handed out): no lock, no check. */
+void cf__future_attach_new(cf_future *f, cf__link *link);
+
 /* Where cf_future.dependents saturates. */
 #define CF__DEPENDENTS_MAX UINT16_MAX
 

@@ -596,6 +596,12 @@ bool cf__future_attach(cf_future *f, cf__link *link, bool dependent)
     return true;
 }
 
+void cf__future_attach_new(cf_future *f, cf__link *link)
+{
+    link->next = f->end.lists.callbacks;
+    f->end.lists.callbacks = (void *)((uintptr_t)link | LINK_TAG);
+}
+
 bool cf__future_unlink(cf_future *f, cf__link *link)
 {
     void *tagged = (void *)((uintptr_t)link | LINK_TAG);

@@ -25,6 +25,13 @@
  *                            cancel it if D was cancelled and nothing
  *                            else waits on it (when.c has the same rule)
  *
+ * An input done already at the call needs no op when D goes to an
+ * executor: D is made and submitted (or failed, or cancelled) during the
+ * call, as cf_executor_submit would, unless the input's value has a
+ * destructor (then the op keeps the input alive while D runs). So a
+ * `then` on a done input costs what a submit does. Inline ones keep the
+ * op: their function runs through the run list (chain.c).
+ *
  * D is handed out only once on_input is attached, so on_self cannot run
  * before on_input has counted D among the input's dependents. A cancel
  * racing the start of D is settled by D's own state machine: a cancelled
@@ -129,6 +136,14 @@ static void *run_always(void *arg, cf_call *call)
     return op->u.always.fn(input_of(op), op->u.always.arg, call);
 }
 
+/* D's continuation could not be submitted: D fails with the reason. */
+static void submit_failed(cf_future *d, int rc)
+{
+    cf__future_finish(d, NULL, NULL, rc,
+                      cf__format("the continuation could not be submitted: %s",
+                                 cf_strerror(rc)));
+}
+
 /* Runs `fn(arg)` for D: now, here (inline), or by submitting D itself as
  * the task's future. */
 static void start_task(cf_executor *ex, cf_future *d, cf_fn fn, void *arg)
@@ -140,9 +155,7 @@ static void start_task(cf_executor *ex, cf_future *d, cf_fn fn, void *arg)
     }
     int rc = cf__executor_submit_future(ex, d, fn, arg);
     if (rc != CF_OK)
-        cf__future_finish(d, NULL, NULL, rc,
-                          cf__format("the continuation could not be "
-                                     "submitted: %s", cf_strerror(rc)));
+        submit_failed(d, rc);
 }
 
 static void input_done(cf__link *link)
@@ -211,17 +224,10 @@ static void self_done(cf__link *link)
     op_unref(op);
 }
 
-static int then_new(cf_future *f, cf_executor *ex, cf_fn fn, bool always,
-                    void *arg, cf_future **out)
+/* The continuation that waits: an op with its two links. */
+static int then_attach(cf_future *f, cf_executor *ex, cf_fn fn, bool always,
+                       void *arg, cf_future **out)
 {
-    if (ex && cf__executor_refused_in_worker(ex))
-        return CF_EDEADLK;
-    if (!f || !out || !fn)
-        return CF_EINVAL;
-    if (ex && atomic_load_explicit(&ex->shut_down, memory_order_relaxed))
-        return CF_ESHUTDOWN;
-    if (ex && always && !cf__executor_shares_memory(ex))
-        return CF_ENOTSUP;
     then_op *op = cf__future_mem_alloc();
     cf_future *d = op ? cf__future_alloc() : NULL;
     if (!d) {
@@ -243,14 +249,62 @@ static int then_new(cf_future *f, cf_executor *ex, cf_fn fn, bool always,
      * before on_input has run, so on_self still runs second unless D is
      * cancelled, by a caller who can only do so once on_input has
      * counted D among f's dependents. */
-    if (!cf__future_attach(d, &op->on_self, false))
-        cf__chain_fire(&op->on_self); /* not reached: D is pending */
+    cf__future_attach_new(d, &op->on_self);
     /* A link that finds its future done already runs now, in this
      * thread, as a done-callback would. */
     if (!cf__future_attach(f, &op->u.on_input, true))
         cf__chain_fire(&op->u.on_input);
     *out = d;
     return CF_OK;
+}
+
+/* cf_future_then(f, ex, ...) with `f` done already and `ex` not NULL:
+ * nothing to wait for, so no op. D is made and submitted at once, as
+ * cf_executor_submit would, with the input's value as its argument; a
+ * failed or cancelled input is copied. Only the input's value with a
+ * destructor needs the op (D then keeps the input alive until it is
+ * done). Inline continuations keep the general path: their function runs
+ * through the run list (chain.c), after the link running now, if any. */
+static int then_done_now(cf_future *f, cf_executor *ex, cf_fn fn,
+                         cf_future **out)
+{
+    bool ok = cf__future_state(f) == CF__FINISHED && !f->failed;
+    if (ok && f->end.value.free_result)
+        return then_attach(f, ex, fn, false, NULL, out);
+    cf_future *d = cf__future_alloc();
+    if (!d)
+        return CF_ENOMEM;
+    *out = d;
+    if (!ok) {
+        pass_on(d, f);
+        return CF_OK;
+    }
+    /* then_new made cf__executor_submit_future's checks a moment ago: what
+     * is left of them is the plain submit. */
+    void *arg = f->end.value.result;
+    int rc = ex->task_timeout > 0
+                 ? cf__submit_limited(ex, d, fn, arg, NULL, ex->task_timeout)
+                 : cf__executor_dispatch(ex, d, fn, arg, NULL);
+    if (rc != CF_OK)
+        submit_failed(d, rc);
+    return CF_OK;
+}
+
+static int then_new(cf_future *f, cf_executor *ex, cf_fn fn, bool always,
+                    void *arg, cf_future **out)
+{
+    if (ex && cf__process_worker_active() &&
+        cf__executor_refused_in_worker(ex))
+        return CF_EDEADLK;
+    if (!f || !out || !fn)
+        return CF_EINVAL;
+    if (ex && atomic_load_explicit(&ex->shut_down, memory_order_relaxed))
+        return CF_ESHUTDOWN;
+    if (ex && always && !cf__executor_shares_memory(ex))
+        return CF_ENOTSUP;
+    if (!always && ex && cf__state_done_for_result(cf__future_state(f)))
+        return then_done_now(f, ex, fn, out);
+    return then_attach(f, ex, fn, always, arg, out);
 }
 
 int cf_future_then(cf_future *f, cf_executor *ex, cf_fn fn, cf_future **out)
