@@ -53,6 +53,15 @@ size_t harness_scaled(size_t n, size_t min)
     return v < min ? min : v;
 }
 
+double harness_slowdown(void)
+{
+#ifdef CF_TEST_SLOWDOWN
+    return CF_TEST_SLOWDOWN > 1 ? (double)CF_TEST_SLOWDOWN : 1.0;
+#else
+    return 1.0;
+#endif
+}
+
 double harness_now(void)
 {
     struct timespec ts;

@@ -94,6 +94,12 @@ void harness_fail(const char *file, int line, const char *fmt, ...)
  * under valgrind). Never below `min`. */
 size_t harness_scaled(size_t n, size_t min);
 
+/* How many times slower than a plain build this one runs (the build's
+ * CF_TEST_TIMEOUT_SCALE: sanitizers, valgrind). A test whose task must
+ * finish within a time limit (not one that must overrun it) scales the
+ * limit by this, so a slow build or a loaded machine does not fail it. */
+double harness_slowdown(void);
+
 /* Seconds of monotonic time, for deadlines in polling loops. */
 double harness_now(void);
 

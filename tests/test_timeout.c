@@ -112,10 +112,12 @@ TEST(thread_time_queued_does_not_count)
     cf_future *first = NULL;
     ASSERT_OK(cf_executor_submit(ex, wait_gate, (void *)1, &first));
     latch_wait_arrived(&gate, 1);
+    /* The limit must hold the task's own run however slow the build. */
+    double limit = 0.2 * harness_slowdown();
     cf_future *second = submit_limited(ex, busy_for, (void *)(intptr_t)0,
-                                       0.1);
+                                       limit);
     /* The second task stays queued well past its limit. */
-    double until = harness_now() + 0.3;
+    double until = harness_now() + 2 * limit;
     WAIT_UNTIL(harness_now() > until, 5);
     latch_open(&gate);
     void *v = NULL;
