@@ -27,7 +27,9 @@ static void *task_deaf_to_sigterm(void *arg, cf_call *call)
 /* Sleeps 200 ms, then aborts: a crash while the pool shuts down. */
 static void *task_crash_later(void *arg, cf_call *call)
 {
-    task_sleep_ms((void *)(intptr_t)200, call);
+    /* Late enough for the other worker to have started its task however
+     * slow the build (the test waits for both to run). */
+    task_sleep_ms((void *)(intptr_t)(200 * harness_slowdown()), call);
     (void)arg;
     abort();
 }
