@@ -10,12 +10,16 @@
  *   mpirun -n 3 bench_mpi ping_pong 20000   the floor: 1-byte MPI_Send /
  *                                           MPI_Recv between ranks 0 and 1,
  *                                           p50 of the round trip
+ *   mpirun -n 1 bench_mpi round_trip 2000 spawn   (or submit, map) spawn
+ *                                           mode: this process spawns the
+ *                                           two workers (MPI_Comm_spawn)
  *
  * Ranks 1 and 2 are the two workers (the mpi4py peer has the same). The
  * task is the empty one: argument and result are words.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cfutures_mpi.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,8 +140,14 @@ int main(int argc, char **argv)
 {
     int provided, rc = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
-    const char *what = argc > 1 ? argv[1] : "round_trip";
-    int n = argc > 2 ? atoi(argv[2]) : 2000;
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_mpi round_trip|submit|map|ping_pong "
+                "N [spawn]\n");
+        MPI_Finalize();
+        return 2;
+    }
+    const char *what = argv[1];
+    int n = atoi(argv[2]);
     if (strcmp(what, "ping_pong") == 0) {
         rc = ping_pong(n);
     } else {
@@ -146,7 +156,13 @@ int main(int argc, char **argv)
         cf_mpi_options o = {0};
         if (getenv("BENCH_MPI_SPIN"))
             o.spin = atof(getenv("BENCH_MPI_SPIN"));
-        rc = cf_mpi_comm_executor(MPI_COMM_WORLD, 0, &o, &ex);
+        /* Spawn mode: the workers run this program with these arguments
+         * and serve from the same call. */
+        bool spawn = argc > 3 && strcmp(argv[3], "spawn") == 0;
+        char *args[] = {argv[1], argv[2], "spawn", NULL};
+        o.spawn_argv = args;
+        rc = spawn ? cf_mpi_spawn_executor(NULL, 2, &o, &ex)
+                   : cf_mpi_comm_executor(MPI_COMM_WORLD, 0, &o, &ex);
         if (rc == CF_OK && ex) {
             rc = strcmp(what, "submit") == 0 ? submit_result(ex, n)
                  : strcmp(what, "map") == 0  ? map_chunks(ex, n)

@@ -4,12 +4,16 @@ with MPICommExecutor: rank 0 submits, the other ranks (2 under -n 3) serve.
     mpirun -n 3 python3 bench/mpi/mpi4py_peer.py round_trip 2000
     mpirun -n 3 python3 bench/mpi/mpi4py_peer.py submit 20000
     mpirun -n 3 python3 bench/mpi/mpi4py_peer.py map 100000
+    mpirun -n 1 python3 bench/mpi/mpi4py_peer.py round_trip 2000 spawn
+
+With `spawn`, MPIPoolExecutor(max_workers=2) spawns the two workers
+(MPI_Comm_spawn), as cf_mpi_spawn_executor() does.
 """
 import sys
 import time
 
 from mpi4py import MPI
-from mpi4py.futures import MPICommExecutor
+from mpi4py.futures import MPICommExecutor, MPIPoolExecutor
 
 
 def identity(x):
@@ -19,7 +23,10 @@ def identity(x):
 def main():
     what = sys.argv[1] if len(sys.argv) > 1 else "round_trip"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
-    with MPICommExecutor(MPI.COMM_WORLD, root=0) as ex:
+    spawn = len(sys.argv) > 3 and sys.argv[3] == "spawn"
+    pool = (MPIPoolExecutor(max_workers=2) if spawn
+            else MPICommExecutor(MPI.COMM_WORLD, root=0))
+    with pool as ex:
         if ex is None:
             return  # a worker rank: served until rank 0 left the block
         if what == "round_trip":

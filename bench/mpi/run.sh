@@ -6,7 +6,9 @@
 #   RUNS=3 bench/mpi/run.sh
 # Scenarios: round trip p50 (submit one tiny task, wait, repeat), tiny
 # tasks per second by submit/result and by map with chunksize 100, and the
-# floor: a 1-byte MPI_Send/MPI_Recv ping-pong between two ranks.
+# floor: a 1-byte MPI_Send/MPI_Recv ping-pong between two ranks. Spawn
+# mode (rows "spawn: ..."): mpirun -n 1, the process spawns its 2 workers
+# (cf_mpi_spawn_executor against mpi4py's MPIPoolExecutor).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-5}
@@ -19,9 +21,10 @@ cmake --build "$BUILD" --target bench_mpi -j2 >/dev/null
 BIN=$BUILD/bench/bench_mpi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export MPIEXEC_TIMEOUT=300
-MPIRUN=(mpirun --oversubscribe --bind-to none
-        --mca btl_vader_single_copy_mechanism none
-        --mca mpi_yield_when_idle 1 -n 3)
+MPIRUN1=(mpirun --oversubscribe --bind-to none
+         --mca btl_vader_single_copy_mechanism none
+         --mca mpi_yield_when_idle 1)
+MPIRUN=("${MPIRUN1[@]}" -n 3)
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 # number extraction: "p50 12.3 us" or "(123456/s)"
@@ -37,6 +40,13 @@ for ((r = 1; r <= RUNS; r++)); do
         echo "py $1 $("${MPIRUN[@]}" "$PY" bench/mpi/mpi4py_peer.py "$1" "$2" |
             value)" >>"$OUT"
     done
+    for s in "round_trip 2000 20000" "submit 100000 10000" "map 100000 100000"; do
+        set -- $s
+        echo "cf spawn_$1 $("${MPIRUN1[@]}" -n 1 "$BIN" "$1" "$2" spawn |
+            value)" >>"$OUT"
+        echo "py spawn_$1 $("${MPIRUN1[@]}" -n 1 "$PY" \
+            bench/mpi/mpi4py_peer.py "$1" "$3" spawn | value)" >>"$OUT"
+    done
 done
 "$PY" - "$OUT" "$RUNS" <<'PYEOF'
 import statistics, sys
@@ -47,13 +57,17 @@ def med(who, what):
 print("MPI executor vs mpi4py.futures: 3 ranks (2 workers), medians of %s runs (min-max)" % sys.argv[2])
 print("| scenario | cfutures_mpi | mpi4py.futures | ratio |")
 print("|---|---|---|---|")
+names = {"round_trip": "round trip p50", "submit": "tiny tasks, submit/result",
+         "map": "tiny tasks, map chunksize 100"}
 for what, unit, better in (("round_trip", "us p50", "lower"),
                            ("submit", "tasks/s", "higher"),
-                           ("map", "tasks/s", "higher")):
+                           ("map", "tasks/s", "higher"),
+                           ("spawn_round_trip", "us p50", "lower"),
+                           ("spawn_submit", "tasks/s", "higher"),
+                           ("spawn_map", "tasks/s", "higher")):
     c, p = med("cf", what), med("py", what)
     ratio = p[0] / c[0] if better == "lower" else c[0] / p[0]
-    name = {"round_trip": "round trip p50", "submit": "tiny tasks, submit/result",
-            "map": "tiny tasks, map chunksize 100"}[what]
+    name = names.get(what) or "spawn: " + names[what[6:]]
     print("| %s | %.0f %s (%.0f-%.0f) | %.0f %s (%.0f-%.0f) | %.1fx |"
           % (name, c[0], unit, c[1], c[2], p[0], unit, p[1], p[2], ratio))
 f = med("cf", "ping_pong")
