@@ -784,6 +784,16 @@ CF_API void cf_executor_free(cf_executor *ex);
  * worker, on its parent's executor). */
 CF_API int cf_executor_set_max_workers(cf_executor *ex, int max_workers);
 
+/* Whether `ex` is broken: a process pool after a worker ended abruptly
+ * (unless survive_worker_death) or failed to start or initialize, a thread
+ * pool after a worker's initializer failed; its submits then return
+ * CF_EBROKEN_PROCESS_POOL / CF_EBROKEN_THREAD_POOL. Returns true, and sets
+ * `*why` (if `why` is not NULL) to the reason its failed futures carry,
+ * valid until cf_executor_free(ex); or false, `*why` untouched: NULL, not
+ * broken, or a custom executor (which reports failures on its futures).
+ * Does not block. */
+CF_API bool cf_executor_broken(const cf_executor *ex, const char **why);
+
 /* The executor's kind: "thread_pool", "process_pool", or a custom name;
  * "" for NULL. Never NULL. */
 CF_API const char *cf_executor_kind(const cf_executor *ex);

@@ -662,3 +662,15 @@ TEST(shutdown_cancel_futures_reaches_custom_executor)
     ASSERT_EQ(d.cancelled_at_run, 3);
     cf_executor_free(ex);
 }
+
+/* A custom executor reports failures on its futures: never broken. */
+TEST(broken_is_false_for_custom_executor_and_null)
+{
+    inline_impl impl;
+    cf_executor *ex = inline_new(&impl);
+    const char *why = "untouched";
+    ASSERT(!cf_executor_broken(ex, &why));
+    ASSERT(!cf_executor_broken(NULL, &why));
+    ASSERT_STR_EQ(why, "untouched");
+    cf_executor_free(ex);
+}

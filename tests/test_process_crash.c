@@ -134,6 +134,29 @@ TEST_TIMEOUT(abort_in_task_breaks_pool_fork, 60)
     crash_case(CF_START_FORK, task_abort, NULL, "SIGABRT");
 }
 
+/* cf_executor_broken(): false while the pool works, then true with the
+ * message the failed futures carry (pid, signal, task). */
+TEST_TIMEOUT(broken_reports_why_the_pool_broke, 60)
+{
+    cf_executor *ex = pool_new(1, CF_START_EXEC);
+    const char *why = "untouched";
+    cf_future *ok, *bad;
+    ASSERT_OK(cf_executor_submit(ex, task_square, (void *)3, &ok));
+    ASSERT_OK(outcome(ok, 30, NULL, NULL));
+    ASSERT(!cf_executor_broken(ex, &why));
+    ASSERT_STR_EQ(why, "untouched");
+    ASSERT_OK(cf_executor_submit(ex, task_abort, NULL, &bad));
+    cf_error e;
+    ASSERT_CODE(outcome(bad, 30, NULL, &e), CF_EBROKEN_PROCESS_POOL);
+    ASSERT(cf_executor_broken(ex, &why));
+    ASSERT(contains(why, "worker process "));
+    ASSERT(contains(why, "SIGABRT"));
+    ASSERT(cf_executor_broken(ex, NULL));
+    cf_future_release(ok);
+    cf_future_release(bad);
+    cf_executor_free(ex);
+}
+
 /* task_exit3 is static and not exported (dladdr cannot name it): the
  * report names it from the program file's symbol table, not as
  * "test_process_crash+0x...". */

@@ -342,6 +342,35 @@ TEST(initializer_failure_breaks_the_pool)
     latch_destroy(&st.gate);
 }
 
+/* cf_executor_broken(): false until the initializer failed, then true
+ * with the message the failed futures carry. */
+TEST(broken_reports_why_once_an_initializer_failed)
+{
+    init_state st = {.calls = 0, .gated = true, .result = 1};
+    latch_init(&st.gate);
+    cf_thread_pool_options opts = {.max_workers = 1,
+                                   .initializer = initializer,
+                                   .initarg = &st};
+    cf_executor *ex = NULL;
+    ASSERT_OK(cf_thread_pool_new(&opts, &ex));
+    atomic_int ran = 0;
+    cf_future *f = submit(ex, task_count, &ran);
+    latch_wait_arrived(&st.gate, 1);
+    const char *why = "untouched";
+    ASSERT(!cf_executor_broken(ex, &why));
+    ASSERT_STR_EQ(why, "untouched");
+    latch_open(&st.gate); /* now the initializer fails */
+    cf_error e;
+    ASSERT_CODE(cf_future_result(f, CF_FOREVER, NULL),
+                CF_EBROKEN_THREAD_POOL);
+    ASSERT_OK(cf_future_exception(f, 0, &e));
+    ASSERT(cf_executor_broken(ex, &why));
+    ASSERT_STR_EQ(why, e.message);
+    cf_future_release(f);
+    cf_executor_free(ex);
+    latch_destroy(&st.gate);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Lazy start and reuse                                                     */
 

@@ -32,8 +32,6 @@
 #include "cfpy.h"
 
 #include <signal.h>
-
-#include "processes/pool.h"
 #include <string.h>
 #include <unistd.h>
 
@@ -179,21 +177,11 @@ int cfpy_ppools_exit(cfpy_state *st)
     }
 }
 
-/* Why the core pool broke (its message, set once), or NULL. */
-static const char *core_broken(cf_executor *ex)
-{
-    process_pool *pp = ex->impl;
-    cf__mutex_lock(&pp->lock);
-    bool broken = pp->broken;
-    cf__mutex_unlock(&pp->lock);
-    return broken ? (pp->broken_msg ? pp->broken_msg : "") : NULL;
-}
-
 /* executor._broken: False, or the stdlib's message with the core's. */
 static PyObject *broken_text(cfpy_ppool *pool)
 {
-    const char *why = pool->ex ? core_broken(pool->ex) : NULL;
-    if (!why)
+    const char *why;
+    if (!cf_executor_broken(pool->ex, &why))
         return Py_NewRef(Py_False);
     if (!*why)
         return PyUnicode_FromString(BROKEN_POOL_MSG);
@@ -425,7 +413,7 @@ static PyObject *executor_submit(PyObject *self, PyTypeObject *cls,
                         "'fn'");
         return NULL;
     }
-    if (pool->ex && core_broken(pool->ex))
+    if (cf_executor_broken(pool->ex, NULL))
         return raise_broken(st, pool);
     if (pool->shutdown || !pool->ex)
         return raise_core(st, CF_ESHUTDOWN);

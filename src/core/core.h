@@ -488,6 +488,9 @@ struct cf_executor {
     /* cf_executor_set_max_workers(); NULL: CF_ENOTSUP. Set once, at
      * creation. */
     int (*set_max_workers)(void *impl, int max_workers);
+    /* cf_executor_broken(): the reason, or NULL while not broken; NULL
+     * hook: never broken. Set once, at creation. */
+    const char *(*broken)(void *impl);
 };
 
 /* ------------------------------------------------------------------------ */
@@ -601,6 +604,11 @@ void cf__executor_set_worker_counts(cf_executor *ex,
 /* Sets what cf_executor_set_max_workers() calls (n > 0 checked). */
 void cf__executor_set_resize(cf_executor *ex,
                              int (*fn)(void *impl, int max_workers));
+
+/* Sets what cf_executor_broken() asks: the reason the pool broke (valid
+ * until the executor is freed), or NULL while it is not broken. */
+void cf__executor_set_broken(cf_executor *ex,
+                             const char *(*fn)(void *impl));
 
 /* Sets the native chunk hook of an executor made by cf_executor_new(). */
 void cf__executor_set_submit_chunk(cf_executor *ex, cf__submit_chunk_fn fn);

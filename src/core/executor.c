@@ -136,6 +136,7 @@ int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
     ex->escalation = NULL;
     atomic_init(&ex->timer, NULL);
     ex->set_max_workers = NULL;
+    ex->broken = NULL;
     ex->worker_local = cf__process_worker_active();
     if (ex->worker_local && !register_worker_local(ex)) {
         free(ex);
@@ -161,6 +162,22 @@ void cf__executor_set_resize(cf_executor *ex,
                              int (*fn)(void *impl, int max_workers))
 {
     ex->set_max_workers = fn;
+}
+
+void cf__executor_set_broken(cf_executor *ex,
+                             const char *(*fn)(void *impl))
+{
+    ex->broken = fn;
+}
+
+bool cf_executor_broken(const cf_executor *ex, const char **why)
+{
+    const char *reason = ex && ex->broken ? ex->broken(ex->impl) : NULL;
+    if (!reason)
+        return false;
+    if (why)
+        *why = reason;
+    return true;
 }
 
 int cf_executor_set_max_workers(cf_executor *ex, int max_workers)

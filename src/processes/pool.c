@@ -283,6 +283,18 @@ static void worker_counts(void *impl, int *alive, int *idle)
     *idle = n < *alive ? n : *alive;
 }
 
+/* cf_executor_broken(): the message the pool's failed futures carry. */
+static const char *broken_reason(void *impl)
+{
+    process_pool *pool = impl;
+    cf__mutex_lock(&pool->lock);
+    const char *why = !pool->broken      ? NULL
+                      : pool->broken_msg ? pool->broken_msg
+                                         : cf_strerror(CF_EBROKEN_PROCESS_POOL);
+    cf__mutex_unlock(&pool->lock);
+    return why;
+}
+
 static int check_options(const cf_process_pool_options *o)
 {
     if (o->max_workers < 0 || isnan(o->task_timeout) || o->task_timeout < 0 ||
@@ -419,6 +431,7 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
     cf__executor_set_worker_counts(pool->ex, worker_counts);
     pool->ex->escalation = &process_pool_escalation;
     cf__executor_set_resize(pool->ex, cf__pp_set_max_workers);
+    cf__executor_set_broken(pool->ex, broken_reason);
     pool->fork_gen = cf__fork_generation(); /* the hook is installed now */
     if ((rc = cf__thread_create(&pool->manager, cf__pp_manager_main, pool,
                                 "cfprocmgr")) != CF_OK)

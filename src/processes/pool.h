@@ -177,7 +177,9 @@ struct process_pool {
     int terminate_sent;    /* signal already sent to the workers */
     int limit_seen;        /* `limit` when step() last read it */
     uint_fast64_t seen_enqueued; /* n_enqueued when step() last looked */
-    char *broken_msg;      /* why the pool broke (set once, then read-only) */
+    /* Why the pool broke: set once, with `broken` under lock, then
+     * read-only until the pool is freed (others read it after `broken`). */
+    char *broken_msg;
 
     cf__spinlock spare_lock;
     task *spares;          /* guarded by spare_lock */

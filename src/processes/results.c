@@ -86,13 +86,14 @@ void cf__pp_break_pool(process_pool *pool, const char *why)
     cf__mutex_lock(&pool->lock);
     bool was_broken = pool->broken;
     pool->broken = true;
+    /* With the flag, under the lock: cf_executor_broken() reads both. */
+    if (!pool->broken_msg)
+        pool->broken_msg = message;
     task *q = cf__pp_take_queue(pool);
     cf__mutex_unlock(&pool->lock);
     if (!was_broken)
         cf__monitor_worker_event(pool->ex, CF_EVENT_CRASH, -1,
                                  CF_EBROKEN_PROCESS_POOL, m);
-    if (!pool->broken_msg)
-        pool->broken_msg = message;
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
         if (w->state == W_FREE)

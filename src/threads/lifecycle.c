@@ -139,6 +139,17 @@ static void pool_destroy(void *impl)
     free(p);
 }
 
+/* cf_executor_broken(): the message the pool's failed futures carry;
+ * written once, before `broken`, and freed with the pool. */
+static const char *broken_reason(void *impl)
+{
+    thread_pool *p = impl;
+    if (!atomic_load(&p->broken))
+        return NULL;
+    return p->broken_message ? p->broken_message
+                             : cf_strerror(CF_EBROKEN_THREAD_POOL);
+}
+
 /* Threads alive, and those of them idle, for cf_executor_get_stats(). */
 static void worker_counts(void *impl, int *alive, int *idle)
 {
@@ -295,6 +306,7 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
     if ((rc = cf_executor_new(&thread_pool_ops, p, &p->executor)) != CF_OK)
         goto fail_executor;
     cf__executor_set_worker_counts(p->executor, worker_counts);
+    cf__executor_set_broken(p->executor, broken_reason);
     cf__executor_set_task_timeout(p->executor, opts->task_timeout);
     p->executor->escalation = &thread_pool_escalation;
     *out = p->executor;
