@@ -187,16 +187,25 @@ def _native_argv(initializer, initargs):
 
 
 def _chunks(iterables, chunksize):
+    """map()'s calls, `chunksize` at a time, each chunk the argument of
+    one call: a list of the items with one iterable (no tuple per call
+    to build, pickle and unpickle), else a tuple of argument tuples."""
+    if len(iterables) == 1:
+        it = iter(iterables[0])
+        while chunk := list(itertools.islice(it, chunksize)):
+            yield chunk
+        return
     it = zip(*iterables)
-    while True:
-        chunk = tuple(itertools.islice(it, chunksize))
-        if not chunk:
-            return
+    while chunk := tuple(itertools.islice(it, chunksize)):
         yield chunk
 
 
+def _process_items(fn, items):
+    return list(map(fn, items))
+
+
 def _process_chunk(fn, chunk):
-    return [fn(*args) for args in chunk]
+    return list(itertools.starmap(fn, chunk))
 
 
 class ProcessPoolExecutor(_cfutures.ProcessPoolBase,
@@ -265,7 +274,9 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase,
         if chunksize == 1:
             return _cfutures._map(self, fn, *iterables, timeout=timeout,
                                   buffersize=buffersize)
-        results = _cfutures._map(self, functools.partial(_process_chunk, fn),
-                                 _chunks(iterables, chunksize),
-                                 timeout=timeout, buffersize=buffersize)
-        return _chain_from_iterable_of_lists(results)
+        run = _process_items if len(iterables) == 1 else _process_chunk
+        # One call per chunk, its result list's items yielded in turn.
+        return _cfutures._map(self, functools.partial(run, fn),
+                              _chunks(iterables, chunksize),
+                              timeout=timeout, buffersize=buffersize,
+                              _flatten=True)

@@ -11,7 +11,10 @@
  * it unwinds; dropping or close()-ing an iterator that has started does
  * the same (one never advanced keeps its calls, as an unstarted
  * generator's finally clause never runs). chunksize only matters to
- * process pools.
+ * process pools: their map() submits one call per chunk and asks for
+ * `_flatten`, which yields the items of each result list in turn (the
+ * stdlib's _chain_from_iterable_of_lists, without a Python generator
+ * step per item); a yielded item's slot in its list is cleared at once.
  */
 #include "cfpy.h"
 
@@ -23,7 +26,10 @@ typedef struct map_iter {
     PyObject *zipped;     /* with buffersize: the rest of zip(*iterables) */
     PyObject *fn;         /* with buffersize */
     PyObject *executor;   /* weak reference, with buffersize */
+    PyObject *chunk;      /* _flatten: the result list being yielded */
+    Py_ssize_t cpos;      /* its next item */
     int64_t deadline;
+    bool flatten;         /* _flatten: results are lists of results */
     bool started;
     bool finished;
     bool busy;            /* a next() waits, the GIL dropped */
@@ -96,6 +102,7 @@ static void finish(map_iter *it, bool cancel)
         cancel_rest(it);
     PyErr_Restore(t, v, tb);
     Py_CLEAR(it->fs);
+    Py_CLEAR(it->chunk);
     Py_CLEAR(it->zipped);
     Py_CLEAR(it->fn);
     Py_CLEAR(it->executor);
@@ -151,7 +158,51 @@ static PyObject *map_next(map_iter *it)
     return r;
 }
 
+/* _flatten: the next item of the current result list, or NULL (no
+ * exception) when it is used up. */
+static PyObject *chunk_next(map_iter *it)
+{
+    if (!it->chunk)
+        return NULL;
+    if (it->cpos >= PyList_GET_SIZE(it->chunk)) {
+        Py_CLEAR(it->chunk);
+        return NULL;
+    }
+    /* The list's reference goes to the caller. */
+    PyObject *item = PyList_GET_ITEM(it->chunk, it->cpos);
+    PyList_SET_ITEM(it->chunk, it->cpos, Py_NewRef(Py_None));
+    it->cpos++;
+    return item;
+}
+
+static PyObject *map_wait_result(map_iter *it);
+
 static PyObject *map_wait_next(map_iter *it)
+{
+    if (!it->flatten)
+        return map_wait_result(it);
+    for (;;) {
+        PyObject *item = chunk_next(it);
+        if (item)
+            return item;
+        PyObject *chunk = map_wait_result(it);
+        if (!chunk)
+            return NULL;
+        if (!PyList_CheckExact(chunk)) {
+            PyErr_Format(PyExc_TypeError,
+                         "map(): a chunk's result is %.200s, not a list",
+                         Py_TYPE(chunk)->tp_name);
+            Py_DECREF(chunk);
+            finish(it, true);
+            return NULL;
+        }
+        it->chunk = chunk;
+        it->cpos = 0;
+    }
+}
+
+/* The result of the next call. */
+static PyObject *map_wait_result(map_iter *it)
 {
     if (it->finished || it->pos >= PyList_GET_SIZE(it->fs)) {
         finish(it, false);
@@ -215,6 +266,7 @@ static int map_traverse(map_iter *it, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(it));
     Py_VISIT(it->fs);
+    Py_VISIT(it->chunk);
     Py_VISIT(it->zipped);
     Py_VISIT(it->fn);
     Py_VISIT(it->executor);
@@ -224,6 +276,7 @@ static int map_traverse(map_iter *it, visitproc visit, void *arg)
 static int map_clear(map_iter *it)
 {
     Py_CLEAR(it->fs);
+    Py_CLEAR(it->chunk);
     Py_CLEAR(it->zipped);
     Py_CLEAR(it->fn);
     Py_CLEAR(it->executor);
@@ -263,9 +316,10 @@ int cfpy_map_type_init(PyObject *module, cfpy_state *st)
     return st->MapIterator ? 0 : -1;
 }
 
-/* Reads timeout, chunksize, buffersize from the keywords. */
+/* Reads timeout, chunksize, buffersize, _flatten from the keywords. */
 static int parse_keywords(PyObject *const *kwvals, PyObject *kwnames,
-                          PyObject **timeout, PyObject **buffersize)
+                          PyObject **timeout, PyObject **buffersize,
+                          PyObject **flatten)
 {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     for (Py_ssize_t k = 0; k < nkw; k++) {
@@ -274,6 +328,8 @@ static int parse_keywords(PyObject *const *kwvals, PyObject *kwnames,
             *timeout = kwvals[k];
         } else if (PyUnicode_CompareWithASCIIString(key, "buffersize") == 0) {
             *buffersize = kwvals[k];
+        } else if (PyUnicode_CompareWithASCIIString(key, "_flatten") == 0) {
+            *flatten = kwvals[k];
         } else if (PyUnicode_CompareWithASCIIString(key, "chunksize") != 0) {
             PyErr_Format(PyExc_TypeError,
                          "map() got an unexpected keyword argument '%S'",
@@ -293,8 +349,12 @@ PyObject *cfpy_map_new(cfpy_state *st, PyObject *self, PyObject *const *args,
                         "'fn'");
         return NULL;
     }
-    PyObject *timeout = Py_None, *buffersize = Py_None;
-    if (parse_keywords(args + nargs, kwnames, &timeout, &buffersize) < 0)
+    PyObject *timeout = Py_None, *buffersize = Py_None, *flatten = Py_False;
+    if (parse_keywords(args + nargs, kwnames, &timeout, &buffersize,
+                       &flatten) < 0)
+        return NULL;
+    int flat = PyObject_IsTrue(flatten);
+    if (flat < 0)
         return NULL;
     Py_ssize_t limit = 0;
     if (buffersize != Py_None) {
@@ -336,7 +396,10 @@ PyObject *cfpy_map_new(cfpy_state *st, PyObject *self, PyObject *const *args,
     it->zipped = NULL;
     it->fn = NULL;
     it->executor = NULL;
+    it->chunk = NULL;
+    it->cpos = 0;
     it->deadline = deadline;
+    it->flatten = flat;
     it->started = false;
     it->finished = false;
     it->busy = false;

@@ -54,6 +54,12 @@ def fail_init():
     raise RuntimeError('no start')
 
 
+def boom_at(i):
+    if i == 13:
+        raise ValueError('item 13')
+    return i
+
+
 def sleep_then(seconds, value):
     time.sleep(seconds)
     return value
@@ -177,6 +183,18 @@ class PoolTest(unittest.TestCase):
         self.assertEqual(sorted(f.result() for f in
                                 stdlib.as_completed(fs, timeout=30)),
                          [i * i for i in range(6)])
+
+    def test_map_chunks_of_one_iterable_yield_each_item(self):
+        # One iterable: a chunk travels as a list of items (fn(item) in
+        # the worker) and its result list is yielded item by item.
+        self.assertEqual(list(self.ex.map(abs, range(-50, 0), chunksize=7)),
+                         list(range(50, 0, -1)))
+        self.assertEqual(list(self.ex.map(abs, [], chunksize=7)), [])
+        it = self.ex.map(boom_at, range(20), chunksize=6)
+        self.assertEqual([next(it) for _ in range(12)], list(range(12)))
+        with self.assertRaisesRegex(ValueError, 'item 13'):
+            next(it)  # its chunk (12-17) failed as a whole
+        self.assertRaises(StopIteration, next, it)
 
     def test_map_buffersize_and_timeout_arguments(self):
         self.assertEqual(list(self.ex.map(abs, [-1, -2, -3], buffersize=1)),
