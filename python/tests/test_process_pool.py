@@ -210,7 +210,10 @@ class PoolTest(unittest.TestCase):
             self.ex.submit(abs, 1)
 
     def test_shutdown_cancel_futures_cancels_queued_work(self):
-        fs = [self.ex.submit(sleep_then, 0.05, i) for i in range(40)]
+        # 40 calls of 1 s on 2 workers: more than half are still queued
+        # for 10 s, however slow the submitting (a loaded machine, a debug
+        # interpreter); shutdown waits only for the 2 running.
+        fs = [self.ex.submit(sleep_then, 1, i) for i in range(40)]
         self.ex.shutdown(wait=True, cancel_futures=True)
         cancelled = [f for f in fs if f.cancelled()]
         self.assertGreater(len(cancelled), 20)
