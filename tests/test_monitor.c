@@ -406,6 +406,56 @@ static void *plus_one(void *arg, cf_call *call)
     return (void *)((intptr_t)arg + 1);
 }
 
+/* Threads that count own a shard each (monitor.c), up to 31; the rest
+ * share one with atomic adds; an exiting thread gives its shard back.
+ * More threads than shards, all submitting at once, and a second wave
+ * that reuses the first one's shards: not one count may be lost. */
+enum { COUNTERS = 40, PER_COUNTER = 2000 };
+
+typedef struct counter_ctx {
+    cf_executor *ex;
+    latch *start;
+} counter_ctx;
+
+static void *submit_many(helper *h)
+{
+    counter_ctx *c = h->ctx;
+    latch_wait(c->start);
+    for (int i = 0; i < PER_COUNTER; i++) {
+        cf_future *f = NULL;
+        ASSERT_OK(cf_executor_submit(c->ex, task_empty, NULL, &f));
+        cf_future_release(f);
+    }
+    return NULL;
+}
+
+TEST_TIMEOUT(counts_from_more_threads_than_shards_are_exact, 120)
+{
+    cf_executor *ex = pool_new(4);
+    monitor(ex, true, NULL, NULL);
+    for (int wave = 1; wave <= 2; wave++) {
+        latch start;
+        latch_init(&start);
+        counter_ctx c = {ex, &start};
+        helper hs[COUNTERS];
+        for (int i = 0; i < COUNTERS; i++)
+            helper_start(&hs[i], submit_many, &c);
+        latch_open(&start);
+        for (int i = 0; i < COUNTERS; i++)
+            helper_join(&hs[i]);
+        latch_destroy(&start);
+        uint64_t n = (uint64_t)wave * COUNTERS * PER_COUNTER;
+        WAIT_UNTIL(stats_of(ex).finished == n, 60);
+        cf_executor_stats st = stats_of(ex);
+        ASSERT_EQ(st.submitted, n);
+        ASSERT_EQ(st.queued, 0);
+        ASSERT_EQ(st.running, 0);
+        ASSERT_EQ(st.queue_wait.count, n);
+        ASSERT_EQ(st.run_time.count, n);
+    }
+    cf_executor_free(ex);
+}
+
 TEST_TIMEOUT(process_pool_reports_its_tasks, 60)
 {
     enum { N = 20 };

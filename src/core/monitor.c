@@ -28,9 +28,16 @@
  * future): whichever of monitored_task (or the release) and the link ends
  * second frees the record.
  *
- * Counters and time histograms are sharded (SHARDS cache-line groups, a
- * thread picks one once), so threads that submit and workers that finish
- * do not write the same lines. get_stats sums the shards. Histograms have
+ * Counters and time histograms are sharded, so threads that submit and
+ * workers that finish do not write the same lines, and most threads own
+ * theirs: a thread that first counts claims one of OWNED slots for its
+ * life (a process-wide bitmap; its exit gives the slot back), and writes
+ * shard [slot] of every monitor with a plain load and store, no atomic
+ * read-modify-write: that is 7 fewer locked instructions per task. A
+ * thread that finds every slot taken (or counts during its exit) shares
+ * the last shard, SHARED, with atomic adds. get_stats sums the shards
+ * with relaxed loads, as before. A slot's next owner sees the last one's
+ * stores: the release of the bit and its claim order them. Histograms have
  * four buckets per power of two of nanoseconds: quantiles within 12.5%.
  *
  * The monitor lives from the first cf_executor_monitor() to the
@@ -40,6 +47,7 @@
  */
 #include "core/core.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +55,9 @@
 _Thread_local int cf__current_worker = -1;
 
 enum {
-    SHARDS = 8,
+    OWNED = 31,           /* shards a thread may own */
+    SHARED = OWNED,       /* the shard of everyone else, atomic adds */
+    SHARDS = OWNED + 1,
     SUB = 4,                  /* buckets per power of two */
     MAX_LOG = 42,             /* 2^42 ns: 73 minutes; longer clamps */
     BUCKETS = SUB * MAX_LOG,  /* values 0..3 take buckets 0..3 */
@@ -108,20 +118,90 @@ _Static_assert(sizeof(record) <= sizeof(cf_future),
 /* ------------------------------------------------------------------------ */
 /* Counting                                                                 */
 
-static shard *my_shard(cf__monitor *m)
+/* Slots: bit i set while a thread owns shard i of every monitor. */
+static atomic_uint_least32_t slots_taken;
+static pthread_key_t slot_key;
+static pthread_once_t slot_key_once = PTHREAD_ONCE_INIT;
+static bool slot_key_made;
+/* This thread's shard: -1 before its first count, SHARED without a slot. */
+static _Thread_local int my_slot = -1;
+
+_Static_assert(OWNED < 32, "the slots fit the bitmap");
+
+/* The thread exits: its slot goes back (after its last plain store: the
+ * release orders them before the next owner's claim). Counts it makes
+ * later in its exit go to the shared shard. */
+static void slot_release(void *value)
 {
-    static atomic_uint next_shard;
-    static _Thread_local unsigned index = UINT32_MAX;
-    if (index == UINT32_MAX)
-        index = atomic_fetch_add_explicit(&next_shard, 1,
-                                          memory_order_relaxed) %
-                SHARDS;
-    return &m->shards[index];
+    unsigned slot = (unsigned)(uintptr_t)value - 1;
+    my_slot = SHARED;
+    atomic_fetch_and_explicit(&slots_taken, ~(UINT32_C(1) << slot),
+                              memory_order_release);
 }
 
-static void add(atomic_uint_fast64_t *counter)
+static void slot_key_make(void)
 {
-    atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+    slot_key_made = pthread_key_create(&slot_key, slot_release) == 0;
+}
+
+/* Claims a slot for this thread (once), or settles for SHARED. */
+static int slot_claim(void)
+{
+    my_slot = SHARED;
+    pthread_once(&slot_key_once, slot_key_make);
+    if (!slot_key_made)
+        return SHARED;
+    uint_least32_t taken = atomic_load_explicit(&slots_taken,
+                                                memory_order_relaxed);
+    for (;;) {
+        uint_least32_t free_bits = ~taken & ((UINT32_C(1) << OWNED) - 1);
+        if (!free_bits)
+            return SHARED;
+        unsigned slot = (unsigned)__builtin_ctz(free_bits);
+        if (!atomic_compare_exchange_weak_explicit(
+                &slots_taken, &taken, taken | (UINT32_C(1) << slot),
+                memory_order_acquire, memory_order_relaxed))
+            continue;
+        if (pthread_setspecific(slot_key, (void *)(uintptr_t)(slot + 1))) {
+            atomic_fetch_and_explicit(&slots_taken, ~(UINT32_C(1) << slot),
+                                      memory_order_release);
+            return SHARED;
+        }
+        my_slot = (int)slot;
+        return my_slot;
+    }
+}
+
+static shard *my_shard(cf__monitor *m)
+{
+    int slot = my_slot;
+    if (slot < 0)
+        slot = slot_claim();
+    return &m->shards[slot];
+}
+
+/* Whether this thread alone writes `s`. */
+static bool owns(const cf__monitor *m, const shard *s)
+{
+    return s != &m->shards[SHARED];
+}
+
+/* counter += v: by its owner, a plain load and store (relaxed atomics,
+ * for the readers in get_stats); in the shared shard, an atomic add. */
+static void add_n(atomic_uint_fast64_t *counter, uint_fast64_t v, bool own)
+{
+    if (own)
+        atomic_store_explicit(
+            counter,
+            atomic_load_explicit(counter, memory_order_relaxed) + v,
+            memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(counter, v, memory_order_relaxed);
+}
+
+static void add(atomic_uint_fast64_t *counter, bool own)
+{
+    add_n(counter, 1, own);
 }
 
 static unsigned bucket_of(int64_t ns)
@@ -144,24 +224,29 @@ static double bucket_low(unsigned b)
     return (double)((uint64_t)(SUB + sub) << (log - 2));
 }
 
-static void sample(histogram *h, int64_t ns)
+static void sample(histogram *h, int64_t ns, bool own)
 {
     if (ns < 0)
         ns = 0;
     int_fast64_t seen = atomic_load_explicit(&h->min_ns, memory_order_relaxed);
-    while (ns < seen && !atomic_compare_exchange_weak_explicit(
-                            &h->min_ns, &seen, ns, memory_order_relaxed,
-                            memory_order_relaxed))
-        ;
-    seen = atomic_load_explicit(&h->max_ns, memory_order_relaxed);
-    while (ns > seen && !atomic_compare_exchange_weak_explicit(
-                            &h->max_ns, &seen, ns, memory_order_relaxed,
-                            memory_order_relaxed))
-        ;
-    atomic_fetch_add_explicit(&h->bucket[bucket_of(ns)], 1,
-                              memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->total_ns, (uint_fast64_t)ns,
-                              memory_order_relaxed);
+    if (own) {
+        if (ns < seen)
+            atomic_store_explicit(&h->min_ns, ns, memory_order_relaxed);
+        if (ns > atomic_load_explicit(&h->max_ns, memory_order_relaxed))
+            atomic_store_explicit(&h->max_ns, ns, memory_order_relaxed);
+    } else {
+        while (ns < seen && !atomic_compare_exchange_weak_explicit(
+                                &h->min_ns, &seen, ns, memory_order_relaxed,
+                                memory_order_relaxed))
+            ;
+        seen = atomic_load_explicit(&h->max_ns, memory_order_relaxed);
+        while (ns > seen && !atomic_compare_exchange_weak_explicit(
+                                &h->max_ns, &seen, ns, memory_order_relaxed,
+                                memory_order_relaxed))
+            ;
+    }
+    add(&h->bucket[bucket_of(ns)], own);
+    add_n(&h->total_ns, (uint_fast64_t)ns, own);
 }
 
 static bool counting(cf__monitor *m)
@@ -172,13 +257,15 @@ static bool counting(cf__monitor *m)
 /* ------------------------------------------------------------------------ */
 /* Events                                                                   */
 
-/* Calls the observer, if any. `now` < 0: read the clock only then. */
-static void emit(cf__monitor *m, cf_event_kind kind, cf_future *f,
+/* Calls the observer, if any. `now` < 0: read the clock only then. Out
+ * of line: with stats alone (no observer) every event stops at the
+ * check in emit() below. */
+__attribute__((noinline)) static void emit_slow(cf__monitor *m, cf_event_kind kind, cf_future *f,
                  int worker, int code, const char *message, int64_t now,
                  int64_t duration_ns)
 {
     observer *o = atomic_load_explicit(&m->observer, memory_order_acquire);
-    if (!o || !o->fn)
+    if (!o->fn)
         return;
     if (now < 0)
         now = cf__now_ns();
@@ -191,6 +278,14 @@ static void emit(cf__monitor *m, cf_event_kind kind, cf_future *f,
                    .time = (double)now / 1e9,
                    .duration = (double)duration_ns / 1e9};
     o->fn(&ev, o->arg);
+}
+
+static inline void emit(cf__monitor *m, cf_event_kind kind, cf_future *f,
+                        int worker, int code, const char *message,
+                        int64_t now, int64_t duration_ns)
+{
+    if (atomic_load_explicit(&m->observer, memory_order_relaxed))
+        emit_slow(m, kind, f, worker, code, message, now, duration_ns);
 }
 
 void cf__monitor_worker_event(cf_executor *ex, cf_event_kind kind,
@@ -225,16 +320,19 @@ static void *monitored_task(void *arg, cf_call *call)
     int64_t wait = start - (int64_t)(word & ~(uint_fast64_t)FLAGS);
     if (counting(m)) {
         shard *s = my_shard(m);
-        add(&s->started);
-        sample(&s->wait, wait);
+        bool own = owns(m, s);
+        add(&s->started, own);
+        sample(&s->wait, wait, own);
     }
     emit(m, CF_EVENT_START, r->future, cf__current_worker, 0, NULL, start,
          wait);
     cf_fn fn = r->fn;
     void *result = fn(r->u.arg, call);
     int64_t run = cf__now_ns() - start;
-    if (counting(m))
-        sample(&my_shard(m)->run, run);
+    if (counting(m)) {
+        shard *s = my_shard(m);
+        sample(&s->run, run, owns(m, s));
+    }
     r->u.run_ns = run;
     word = atomic_fetch_and_explicit(&r->word, ~(uint_fast64_t)RUNNING,
                                      memory_order_acq_rel);
@@ -256,11 +354,12 @@ static void task_done(cf__link *link)
     int64_t run = ran ? r->u.run_ns : 0;
     if (counting(m)) {
         shard *s = my_shard(m);
-        add(word & STARTED ? &s->ended_started : &s->ended_unstarted);
+        bool own = owns(m, s);
+        add(word & STARTED ? &s->ended_started : &s->ended_unstarted, own);
         if (code == CF_ECANCELLED && cf_future_cancelled(f))
-            add(&s->cancelled);
+            add(&s->cancelled, own);
         else if (code != CF_OK)
-            add(&s->failed);
+            add(&s->failed, own);
     }
     emit(m, CF_EVENT_FINISH, f,
          (word & STARTED) ? (int)(word >> SHIFT) - 1 : -1, code, NULL, -1,
@@ -298,8 +397,9 @@ void cf__monitor_task_start(cf__task_record *tr, int worker)
     int64_t wait = start - (int64_t)(word & ~(uint_fast64_t)FLAGS);
     if (counting(m)) {
         shard *s = my_shard(m);
-        add(&s->started);
-        sample(&s->wait, wait);
+        bool own = owns(m, s);
+        add(&s->started, own);
+        sample(&s->wait, wait, own);
     }
     emit(m, CF_EVENT_START, r->future, worker, 0, NULL, start, wait);
 }
@@ -310,8 +410,10 @@ void cf__monitor_task_end(cf__task_record *tr)
     if (!(atomic_load_explicit(&r->word, memory_order_relaxed) & RUNNING))
         return; /* never started, or ended already */
     int64_t run = cf__now_ns() - r->u.run_ns;
-    if (counting(r->m))
-        sample(&my_shard(r->m)->run, run);
+    if (counting(r->m)) {
+        shard *s = my_shard(r->m);
+        sample(&s->run, run, owns(r->m, s));
+    }
     r->u.run_ns = run;
     atomic_fetch_and_explicit(&r->word, ~(uint_fast64_t)RUNNING,
                               memory_order_acq_rel);
@@ -360,8 +462,10 @@ int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
         emit(m, CF_EVENT_FINISH, f, -1, rc, NULL, -1, 0);
         return rc;
     }
-    if (counting(m))
-        add(&my_shard(m)->submitted);
+    if (counting(m)) {
+        shard *s = my_shard(m);
+        add(&s->submitted, owns(m, s));
+    }
     /* Attached once the executor has the task: a refused task leaves no
      * link behind. If the task is done already, it reports now. */
     if (!cf__future_attach(f, &r->link, false))
