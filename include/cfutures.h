@@ -549,7 +549,8 @@ CF_API void cf_completion_queue_free(cf_completion_queue *q);
  * own future, no extra hop; its bookkeeping is 56 bytes from the same
  * slabs as futures, no malloc. Once its input is done, a hop costs about
  * what a done-callback that submits does; making a continuation costs
- * about half a submit more (bench/then.c). A combinator is one malloc of
+ * about half a submit more (bench/then.c), except on an input done
+ * already: then it is a submit. A combinator is one malloc of
  * about 24 bytes per input. */
 
 /* Runs a function on a future's value once it succeeds, giving a new
