@@ -180,8 +180,14 @@ CF_API void cf_call_set_result_free(cf_call *call,
 /* True once someone asked the running task to stop early
  * (cf_future_request_cancel() on its future, a shutdown that cancels
  * futures, or, on a thread pool or custom executor, the task's time limit:
- * see cf_submit_options). Cooperative: the task decides whether to poll it and what to
- * return. Cheap enough to poll in an inner loop. Cannot fail. */
+ * see cf_submit_options). Cooperative: the task decides whether to poll it
+ * and what to return. Cheap enough to poll in an inner loop: one load; in
+ * a process-pool worker over CF_TRANSPORT_PIPES, also a clock read, and a
+ * look at the channel at most once a millisecond. In a process-pool
+ * worker the request arrives when the pool's manager passes it on: at
+ * once from cf_executor_cancel() and cf_executor_shutdown_report(), at
+ * the manager's next step (a result, a submit) after a bare
+ * cf_future_request_cancel(). Cannot fail. */
 CF_API bool cf_call_cancel_requested(const cf_call *call);
 
 /* ------------------------------------------------------------------------ */
@@ -666,8 +672,8 @@ typedef enum cf_cancel_outcome {
 
 /* Cancels `f`, a future of `ex`, escalating as far as needed: a task not
  * yet started is cancelled at once; a running one has its cancel flag
- * raised (cf_call_cancel_requested(); a process-pool task does not see
- * it, see "ProcessPoolExecutor") and gets `grace` seconds to end; on a
+ * raised (cf_call_cancel_requested(), in a process-pool worker too) and
+ * gets `grace` seconds to end; on a
  * process pool, one still running then is killed with its worker and its
  * future cancelled. No other task is disturbed: tasks waiting at that
  * worker move to others. `grace` CF_FOREVER waits for the task however
@@ -1062,7 +1068,10 @@ CF_API int cf_cpu_count(void);
  *   so until then it can be cancelled, and a cancelled task never runs. A
  *   task waiting at a worker moves to another one that falls idle first.
  *   Over pipes a task is sent only to a free worker.
- *   cf_call_cancel_requested() is always false in a worker.
+ *   A running task's cf_call_cancel_requested() turns true when the pool
+ *   passes a cancel request on (cf_executor_cancel(), the shutdown
+ *   report): a flag in the memory shared with the worker, or over pipes a
+ *   STOP frame the flag's check looks for; the worker lives on.
  * - The pool's manager thread and idle workers busy-wait a few tens of
  *   microseconds before they sleep, so back-to-back tasks do not pay for
  *   a sleeping wake-up each.

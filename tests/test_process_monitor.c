@@ -2,12 +2,15 @@
  * (cf_executor_monitor, cf_executor_get_stats): every counter, both time
  * summaries, the worker counts, and every event, including a worker's
  * crash (with and without survive_worker_death) and the exits and starts
- * of max_tasks_per_child. Registered once more over the pipes transport.
+ * of max_tasks_per_child, and map chunks (each counted as one task).
+ * Registered once more over the pipes transport, and with workers of
+ * another program and started by a callback (procpool_test.h).
  *
  * Tasks in workers are held on files (procpool_test.h); the observer logs
  * events under a mutex, and the pool's free (which joins its manager,
  * where process events happen) makes the log complete.
  */
+#define PP_WORKER_KINDS 1 /* see procpool_test.h */
 #include "procpool_test.h"
 
 #include <pthread.h>
@@ -24,7 +27,11 @@ static cf_executor *monitored_pool(const cf_process_pool_options *o,
                                    cf_observer_fn fn, void *arg)
 {
     cf_process_pool_options opts = *o;
-    opts.transport = test_transport();
+    cf_process_pool_options kind = {PP_KIND};
+    opts.transport = kind.transport;
+    opts.start_method = kind.start_method;
+    opts.program = kind.program;
+    opts.start_worker = kind.start_worker;
     cf_executor *ex = NULL;
     ASSERT_OK(cf_process_pool_new(&opts, &ex));
     cf_monitor_options m = {.stats = true, .observer = fn,
@@ -43,6 +50,17 @@ static void *task_abort(void *arg, cf_call *call)
     (void)arg;
     (void)call;
     abort();
+}
+
+/* The names workers of another kind know these by (procpool_test.h). */
+static void pp_register_names(void)
+{
+    PP_NAME(task_square);
+    PP_NAME(task_getpid);
+    PP_NAME(task_pid_then_wait);
+    PP_NAME(task_fail_code);
+    PP_NAME(task_abort);
+    PP_NAME(&path_codec);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -170,8 +188,7 @@ TEST_TIMEOUT(process_stats_count_tasks_in_every_state, 60)
 TEST_TIMEOUT(process_stats_are_zero_and_workers_known_unmonitored, 60)
 {
     cf_executor *ex = NULL;
-    cf_process_pool_options o = {.max_workers = 2,
-                                 .transport = test_transport()};
+    cf_process_pool_options o = {PP_KIND, .max_workers = 2};
     ASSERT_OK(cf_process_pool_new(&o, &ex));
     cf_future *f;
     ASSERT_OK(cf_executor_submit(ex, task_square, (void *)4, &f));
@@ -184,6 +201,43 @@ TEST_TIMEOUT(process_stats_are_zero_and_workers_known_unmonitored, 60)
     ASSERT(st.workers_idle >= 0 && st.workers_idle <= st.workers_alive);
     cf_future_release(f);
     cf_executor_free(ex);
+}
+
+/* A map on a process pool ships chunks as one message each: every chunk
+ * counts as one task (as on a thread pool, where a chunk runs as one),
+ * with its start and run time, and its events. */
+TEST_TIMEOUT(process_stats_count_map_chunks_as_tasks, 60)
+{
+    event_log *log = log_new();
+    cf_process_pool_options o = {.max_workers = 2};
+    cf_executor *ex = monitored_pool(&o, record, log);
+    enum { N = 40, CHUNK = 10 };
+    void *args[N];
+    for (int i = 0; i < N; i++)
+        args[i] = (void *)(intptr_t)i;
+    cf_map_options mo = {.chunksize = CHUNK};
+    cf_map *m = NULL;
+    ASSERT_OK(cf_executor_map(ex, task_square, args, N, &mo, &m));
+    void *v;
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(cf_map_next(m, &v, NULL));
+        ASSERT_EQ((intptr_t)v, (intptr_t)i * i);
+    }
+    ASSERT_EQ(cf_map_next(m, &v, NULL), CF_EEND);
+    cf_map_free(m);
+    cf_executor_stats st = stats_of(ex);
+    ASSERT_EQ(st.submitted, N / CHUNK);
+    ASSERT_EQ(st.finished, N / CHUNK);
+    ASSERT_EQ(st.failed, 0);
+    ASSERT_EQ(st.queued, 0);
+    ASSERT_EQ(st.running, 0);
+    ASSERT_EQ(st.run_time.count, N / CHUNK);
+    ASSERT_EQ(st.queue_wait.count, N / CHUNK);
+    cf_executor_free(ex);
+    ASSERT_EQ(count(log, CF_EVENT_SUBMIT), (size_t)(N / CHUNK));
+    ASSERT_EQ(count(log, CF_EVENT_START), (size_t)(N / CHUNK));
+    ASSERT_EQ(count(log, CF_EVENT_FINISH), (size_t)(N / CHUNK));
+    log_free(log);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -295,6 +295,62 @@ TEST_TIMEOUT(idle_reaping_keeps_min_workers, 60)
     tmpdir_remove(&d);
 }
 
+static int workers_alive(cf_executor *ex)
+{
+    cf_executor_stats st;
+    ASSERT_OK(cf_executor_get_stats(ex, &st));
+    return st.workers_alive;
+}
+
+/* A worker killed for its task (here an escalated cancel) is replaced at
+ * once while the pool is below min_workers, before any work asks. */
+TEST_TIMEOUT(killed_worker_is_replaced_at_once_below_min_workers, 60)
+{
+    cf_executor *ex = resizable(2, 0, 0, 1);
+    tmpdir d;
+    tmpdir_make(&d);
+    char a[256];
+    pid_t pa;
+    cf_future *fa = hold(ex, &d, "a", a, sizeof a, &pa);
+    cf_cancel_outcome o = CF_CANCEL_WAS_DONE;
+    ASSERT_OK(cf_executor_cancel(ex, fa, 0, &o));
+    ASSERT_EQ(o, CF_CANCEL_KILLED);
+    WAIT_UNTIL(gone(pa), 30);
+    WAIT_UNTIL(workers_alive(ex) == 1, 30); /* no task submitted */
+    cf_future *f;
+    void *v;
+    ASSERT_OK(cf_executor_submit(ex, task_getpid, NULL, &f));
+    ASSERT_OK(cf_future_result(f, 30, &v));
+    ASSERT((pid_t)(intptr_t)v != pa);
+    ASSERT_EQ(workers_alive(ex), 1); /* it was the replacement */
+    cf_future_release(f);
+    cf_future_release(fa);
+    cf_executor_free(ex);
+    tmpdir_remove(&d);
+}
+
+/* Above min_workers a loss is not replaced until work needs it. */
+TEST_TIMEOUT(killed_worker_above_min_workers_waits_for_work, 60)
+{
+    cf_executor *ex = resizable(2, 0, 0, 0);
+    tmpdir d;
+    tmpdir_make(&d);
+    char a[256];
+    pid_t pa;
+    cf_future *fa = hold(ex, &d, "a", a, sizeof a, &pa);
+    cf_cancel_outcome o = CF_CANCEL_WAS_DONE;
+    ASSERT_OK(cf_executor_cancel(ex, fa, 0, &o));
+    ASSERT_EQ(o, CF_CANCEL_KILLED);
+    WAIT_UNTIL(gone(pa) && workers_alive(ex) == 0, 30);
+    cf_future *f;
+    ASSERT_OK(cf_executor_submit(ex, task_getpid, NULL, &f));
+    ASSERT_OK(cf_future_result(f, 30, NULL));
+    cf_future_release(f);
+    cf_future_release(fa);
+    cf_executor_free(ex);
+    tmpdir_remove(&d);
+}
+
 TEST_TIMEOUT(burst_after_idle_reaping_starts_workers_again, 60)
 {
     cf_executor *ex = resizable(2, 0, 0.02, 0);

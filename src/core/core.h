@@ -385,6 +385,10 @@ struct cf_call {
     char *message;     /* from cf_fail(), malloc'd, or NULL */
     void (*free_result)(void *); /* cf_call_set_result_free(), or NULL */
     const atomic_bool *cancel_flag; /* polled by cf_call_cancel_requested */
+    /* Where no one else can raise the flag (a process worker over pipes):
+     * called while it reads false, to look for a request and raise it
+     * (rate-limited inside). NULL: none, the flag alone says. */
+    void (*cancel_poll)(const cf_call *call);
 };
 
 /* What a task produced, between running it and completing its future. */
@@ -511,6 +515,10 @@ typedef struct cf__escalation {
      * of tasks so ended fail with CF_EBROKEN_PROCESS_POOL. NULL: the
      * executor cannot. */
     void (*signal_workers)(void *impl, bool hard);
+    /* The cancel flag of a running future of this executor was just
+     * raised: pass the request on to where the task runs (a process pool
+     * tells its worker). Does not wait. NULL: the flag is all it takes. */
+    void (*stop_requested)(void *impl);
 } cf__escalation;
 
 /* ------------------------------------------------------------------------ */
@@ -574,6 +582,10 @@ static inline cf__task_record *cf__monitor_hold(void)
 void cf__monitor_task_start(cf__task_record *r, int worker);
 void cf__monitor_task_end(cf__task_record *r);
 void cf__monitor_release(cf__task_record *r);
+/* ex->submit_chunk() for a monitored executor (map.c): the chunk counts
+ * as one task, its record handed over as above. Same contract. */
+int cf__monitor_submit_chunk(cf__monitor *m, cf_executor *ex, cf_future *f,
+                             cf__chunk *c, const cf_codec *codec);
 
 /* Frees ex's monitor, once no task of ex is under way. */
 void cf__monitor_free(cf_executor *ex);

@@ -37,6 +37,15 @@ static void wait_done(cf_future *f, int64_t deadline)
     cf__future_block(f, deadline, CF__CANCELLED_UNNOTIFIED);
 }
 
+/* Tells the executor that running tasks had their flags raised, so that
+ * the request reaches tasks it runs elsewhere (a process pool's workers). */
+static void stop_requested(cf_executor *ex)
+{
+    const cf__escalation *e = ex->escalation;
+    if (e && e->stop_requested)
+        e->stop_requested(ex->impl);
+}
+
 /* `f` runs (its flag raised): the grace period, then the kill. */
 static cf_cancel_outcome escalate(cf_executor *ex, cf_future *f,
                                   double grace)
@@ -76,7 +85,7 @@ int cf_executor_cancel(cf_executor *ex, cf_future *f, double grace,
     else if (cf_future_request_cancel(f))
         o = CF_CANCEL_QUEUED;
     else
-        o = escalate(ex, f, grace);
+        o = (stop_requested(ex), escalate(ex, f, grace));
     if (outcome)
         *outcome = o;
     return CF_OK;
@@ -153,6 +162,8 @@ static void climb(cf_executor *ex, cf_future **fs, size_t n,
     settle(fs, &left, o->wait, &r->completed, NULL);
     for (size_t i = 0; i < left; i++)
         cf_future_request_cancel(fs[i]);
+    if (left)
+        stop_requested(ex);
     /* The same through the executor (a thread pool raises the flags of
      * its running tasks), which also cancels what a submit racing the
      * close may have queued after the snapshot. */

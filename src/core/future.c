@@ -658,8 +658,14 @@ void *cf_fail(cf_call *call, int code, const char *fmt, ...)
 
 bool cf_call_cancel_requested(const cf_call *call)
 {
-    return call && call->cancel_flag &&
-           atomic_load_explicit(call->cancel_flag, memory_order_relaxed);
+    if (!call || !call->cancel_flag)
+        return false;
+    if (atomic_load_explicit(call->cancel_flag, memory_order_relaxed))
+        return true;
+    if (!call->cancel_poll)
+        return false;
+    call->cancel_poll(call); /* may raise it */
+    return atomic_load_explicit(call->cancel_flag, memory_order_relaxed);
 }
 
 void cf_call_set_result_free(cf_call *call, void (*free_result)(void *))

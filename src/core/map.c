@@ -106,7 +106,8 @@ static void *run_chunk(void *arg, cf_call *call)
         cf_call item = {.future = call->future,
                         .code = 0,
                         .message = NULL,
-                        .cancel_flag = call->cancel_flag};
+                        .cancel_flag = call->cancel_flag,
+                        .cancel_poll = call->cancel_poll};
         void *value = c->fn(c->args[i], &item);
         c->items[i].code = item.code;
         c->items[i].message = item.message;
@@ -231,7 +232,10 @@ static int submit_chunk(cf_map *m, cf__chunk *c, cf_future **out)
     cf_future *f = cf__future_alloc();
     if (!f)
         return CF_ENOMEM;
-    int rc = ex->submit_chunk(ex->impl, f, c, m->codec);
+    cf__monitor *mon = atomic_load_explicit(&ex->monitor,
+                                            memory_order_acquire);
+    int rc = mon ? cf__monitor_submit_chunk(mon, ex, f, c, m->codec)
+                 : ex->submit_chunk(ex->impl, f, c, m->codec);
     if (rc != CF_OK) {
         cf_future_release(f);
         return rc;

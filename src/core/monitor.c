@@ -473,6 +473,44 @@ int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
     return CF_OK;
 }
 
+/* A map chunk shipped as one message (ex->submit_chunk, a process pool):
+ * counted and reported as one task, as a chunk is on executors that run
+ * it as a task (map.c's run_chunk). The executor holds the record as for
+ * a task that runs elsewhere. */
+int cf__monitor_submit_chunk(cf__monitor *m, cf_executor *ex, cf_future *f,
+                             cf__chunk *c, const cf_codec *codec)
+{
+    int64_t now = cf__now_ns();
+    emit(m, CF_EVENT_SUBMIT, f, -1, 0, NULL, now, 0);
+    record *r = cf__future_mem_alloc();
+    if (!r) {
+        emit(m, CF_EVENT_FINISH, f, -1, CF_ENOMEM, NULL, -1, 0);
+        return CF_ENOMEM;
+    }
+    r->link.run = task_done;
+    r->fn = NULL;
+    r->u.arg = c;
+    r->future = f;
+    atomic_init(&r->word, (uint_fast64_t)now & ~(uint_fast64_t)FLAGS);
+    r->m = m;
+    cf__task_record *outer = cf__monitor_handoff;
+    cf__monitor_handoff = (cf__task_record *)r;
+    int rc = ex->submit_chunk(ex->impl, f, c, codec);
+    cf__monitor_handoff = outer;
+    if (rc != CF_OK) {
+        free_record(r);
+        emit(m, CF_EVENT_FINISH, f, -1, rc, NULL, -1, 0);
+        return rc;
+    }
+    if (counting(m)) {
+        shard *s = my_shard(m);
+        add(&s->submitted, owns(m, s));
+    }
+    if (!cf__future_attach(f, &r->link, false))
+        cf__chain_fire(&r->link);
+    return CF_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* The API                                                                  */
 

@@ -279,6 +279,11 @@ void cf__pp_w_give(process_pool *pool, wproc *w, task *t)
     w->idle_since = 0; /* busy: its idle time starts again after this */
     t->k = w->next_k + 1;
     t->claim = w->slot ? &w->slot->claim[t->k % CF__CLAIM_RING] : NULL;
+    /* Its cancel flag there, cleared before the claim word's store
+     * publishes the task (escalation.c raises it). */
+    if (w->slot)
+        atomic_store_explicit(&w->slot->stop[t->k % CF__CLAIM_RING], false,
+                              memory_order_relaxed);
     if (claim_now) {
         if (cf_future_set_running_or_notify_cancel(t->f) != CF_OK) {
             cf__pp_inflight_add(pool, -1);

@@ -1,7 +1,19 @@
-/* escalation.c - the manager's side of stopping running work: per-task
- * time limits, and the requests escalate.c's ladder and shutdown report
- * send it from other threads (kill the worker running a task, list the
- * unfinished futures).
+/* escalation.c - the manager's side of stopping running work: cancel
+ * requests, per-task time limits, and the requests escalate.c's ladder
+ * and shutdown report send it from other threads (kill the worker running
+ * a task, list the unfinished futures).
+ *
+ * Cancel requests: a running task's cf_call_cancel_requested() reads a
+ * flag in the worker's process, which the parent's cf_future_request_cancel()
+ * cannot reach. So every step() looks at the flag of each worker's
+ * running task (one load per busy worker) and passes a raised one on
+ * once: over socket + shared memory it sets that task's stop flag in the
+ * worker's cf__shm_slot, the very flag the task's cf_call polls (no cost
+ * to the worker); without shared memory (pipes) it sends a STOP frame,
+ * which the worker looks for when the task polls (rate-limited there, see
+ * worker.c). cf_executor_cancel() and the shutdown report wake the
+ * manager for it (stop_requested); a bare cf_future_request_cancel() is
+ * passed on at the manager's next step (a result, a submit, any event).
  *
  * Design: manager thread only, except cf__pp_ask_manager(), which another
  * thread calls: it posts the request (req_* fields, under the pool lock,
@@ -37,15 +49,35 @@ static void w_kill_for_task(wproc *w, int why)
     cf__proc_signal(&w->proc, SIGKILL);
 }
 
-/* Kills the workers whose running task is past its limit, after reading
- * what they sent: a result already there counts. */
-void cf__pp_check_deadlines(process_pool *pool)
+/* Tells `w` that its running task `t` was asked to stop: the task's stop
+ * flag in the shared slot (the one its cf_call polls), or, without one, a
+ * STOP frame the worker looks for when the task polls (worker.c). */
+static void w_send_stop(wproc *w, task *t)
+{
+    t->stop_sent = true;
+    if (w->slot) {
+        atomic_store_explicit(&w->slot->stop[t->k % CF__CLAIM_RING], true,
+                              memory_order_relaxed);
+        return;
+    }
+    size_t start;
+    if (cf__wire_begin(&w->out, CF__MSG_STOP, t->seq, &start) == CF_OK) {
+        cf__wire_end(&w->out, start);
+        cf__pp_w_flush(w);
+    } /* else no memory: the grace period ends as if unheard */
+}
+
+void cf__pp_check_running(process_pool *pool)
 {
     int64_t now = 0;
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
         task *t = w->state == W_READY && !w->killed_for ? w_running_task(w)
                                                         : NULL;
+        if (t && !t->stop_sent && !w->send_failed &&
+            atomic_load_explicit(&t->f->cancel_requested,
+                                 memory_order_relaxed))
+            w_send_stop(w, t);
         if (!t || t->limit <= 0)
             continue;
         if (!now)

@@ -157,6 +157,7 @@ void cf__pp_w_exited(process_pool *pool, wproc *w)
          * that task alone ends; the ones waiting there move on. */
         ended_by_pool(pool, w->killed_for, run, pid);
         cf__pp_requeue(pool, waiting);
+        pool->lost++; /* replaced at once if needed (sizing.c) */
         return;
     }
     if (terminated) {
@@ -174,6 +175,7 @@ void cf__pp_w_exited(process_pool *pool, wproc *w)
                                      CF_EBROKEN_PROCESS_POOL, why);
         cf__pp_fail_list(run, CF_EBROKEN_PROCESS_POOL, why);
         cf__pp_requeue(pool, waiting);
+        pool->lost += state != W_EXITING;
         return;
     }
     if (state == W_EXITING && !run) {

@@ -118,7 +118,7 @@ static bool step(process_pool *pool)
     for (int i = 0; i < pool->max_workers; i++)
         if (pool->workers[i].state != W_FREE)
             cf__pp_w_sync(pool, &pool->workers[i]); /* claims and cancels */
-    cf__pp_check_deadlines(pool);
+    cf__pp_check_running(pool);
     cf__pp_serve_request(pool);
     pool->seen_enqueued = atomic_load(&pool->n_enqueued);
     cf__mutex_lock(&pool->lock);
@@ -140,6 +140,8 @@ static bool step(process_pool *pool)
     if (!broken && !sig) {
         if (!closing)
             cf__pp_resize(pool, queued);
+        else
+            pool->lost = 0; /* no replacements for a pool closing */
         cf__pp_spawn_needed(pool, queued);
         dispatch(pool);
         /* dispatch() drops tasks cancelled while queued: recount, or an

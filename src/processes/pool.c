@@ -234,10 +234,20 @@ static void esc_signal_workers(void *impl, bool hard)
         begin_shutdown(pool, true, hard ? SIGKILL : SIGTERM);
 }
 
+/* The manager passes raised flags of running tasks on to their workers
+ * at its next step (escalation.c): make that now. */
+static void esc_stop_requested(void *impl)
+{
+    process_pool *pool = impl;
+    if (getpid() == pool->owner)
+        cf__pp_wake_manager(pool);
+}
+
 static const cf__escalation process_pool_escalation = {
     .unfinished = esc_unfinished,
     .kill_task = esc_kill_task,
     .signal_workers = esc_signal_workers,
+    .stop_requested = esc_stop_requested,
 };
 
 static const cf_executor_ops process_pool_ops = {

@@ -56,6 +56,8 @@ typedef struct task {
     atomic_uint *claim;    /* its claim word there (cf__shm_slot), or NULL */
     double limit;          /* run-time limit in seconds; 0: none */
     int64_t deadline;      /* claimed: when the limit ends (manager only) */
+    bool stop_sent;        /* its cancel request went to the worker
+                              (manager only) */
     cf__task_record *mon;  /* its monitoring record (monitor.c), or NULL */
     cf_buffer msg;         /* the framed TASK or CHUNK message; kept until
                               claimed, so a waiting task can move */
@@ -176,6 +178,8 @@ struct process_pool {
     struct pollfd *pfds;   /* 1 + 2 * max_workers */
     int terminate_sent;    /* signal already sent to the workers */
     int limit_seen;        /* `limit` when step() last read it */
+    int lost;              /* workers killed for their task or dead under
+                              survive_worker_death, not yet replaced */
     uint_fast64_t seen_enqueued; /* n_enqueued when step() last looked */
     /* Why the pool broke: set once, with `broken` under lock, then
      * read-only until the pool is freed (others read it after `broken`). */
@@ -245,7 +249,8 @@ void cf__pp_w_exited(process_pool *pool, wproc *w);
 
 /* How many workers run (sizing.c) */
 /* Starts workers while queued tasks outnumber the workers able to take
- * them. With no worker at all and none startable, the queue fails. */
+ * them, and replaces lost ones at once below min_workers. With no worker
+ * at all and none startable, the queue fails. */
 void cf__pp_spawn_needed(process_pool *pool, size_t queued);
 /* Retires surplus workers after a shrink, and idle ones past
  * idle_timeout (down to min_workers) unless tasks are queued. */
@@ -255,9 +260,10 @@ void cf__pp_resize(process_pool *pool, size_t queued);
 int cf__pp_reap_timeout_ms(const process_pool *pool);
 
 /* Time limits and requests from other threads (escalation.c) */
-/* Kills the workers whose running task is past its limit, after reading
- * what they sent: a result already there counts. */
-void cf__pp_check_deadlines(process_pool *pool);
+/* Passes the cancel requests of running tasks (their futures' flags) on
+ * to their workers, and kills the workers whose running task is past its
+ * limit, after reading what they sent: a result already there counts. */
+void cf__pp_check_running(process_pool *pool);
 /* The nearest time limit of a running task, or CF__NO_DEADLINE. */
 int64_t cf__pp_next_deadline(process_pool *pool);
 /* Asks the manager (REQ_KILL: to kill the worker running `f`'s task;

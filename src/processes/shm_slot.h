@@ -37,6 +37,12 @@
  *   goes through the socket, so results may arrive in either order (each
  *   frame names its task). A worker that publishes while the pool sleeps
  *   (asleep) also writes a CLAIMED frame to wake it.
+ * - stop[k % CF__CLAIM_RING] is task k's cancel flag, the one its cf_call
+ *   polls in the worker: the pool clears it before it sends task k and
+ *   raises it when the task's future is asked to stop (escalation.c).
+ *   The entry cannot be reused under a raise: the pool raises it only
+ *   while task k runs, and sends task k + CF__CLAIM_RING only after the
+ *   worker is past k (see claim[]), both on its manager thread.
  * Each side writes its own cache line (claim[] is shared by design). */
 #define CF__CLAIM_RING 64u
 enum { CF__CLAIM_PENDING = 1, CF__CLAIM_RUNNING = 2, CF__CLAIM_SKIP = 3 };
@@ -50,6 +56,7 @@ typedef struct cf__shm_slot {
     _Alignas(64) atomic_uint_fast64_t from_worker; /* by the worker */
     atomic_uint done;
     _Alignas(64) atomic_uint claim[CF__CLAIM_RING];
+    _Alignas(64) atomic_bool stop[CF__CLAIM_RING]; /* by the pool */
     _Alignas(64) atomic_uint_fast64_t ring_head; /* by the worker */
     _Alignas(64) atomic_uint_fast64_t ring_tail; /* by the pool */
     _Alignas(64) unsigned char ring[CF__RING_BYTES];

@@ -13,8 +13,19 @@
 
 #include <stdio.h>
 
-/* Starts workers while queued tasks outnumber the workers able to take
- * them. With no worker at all and none startable, the queue fails. */
+/* True while a worker the pool lost (killed for its task, or dead under
+ * survive_worker_death) is owed a replacement now: fewer than min_workers
+ * would be alive without it. Workers are not started in advance, so a
+ * loss above min_workers waits for work (which starts one at once). */
+static bool replacement_owed(process_pool *pool, int alive, int limit)
+{
+    int floor = pool->min_workers < limit ? pool->min_workers : limit;
+    if (pool->lost > 0 && alive < floor)
+        return true;
+    pool->lost = 0; /* paid, or not owed */
+    return false;
+}
+
 void cf__pp_spawn_needed(process_pool *pool, size_t queued)
 {
     int alive = 0, available = 0;
@@ -31,8 +42,9 @@ void cf__pp_spawn_needed(process_pool *pool, size_t queued)
                       (w->state == W_READY && cf__pp_w_free(w) &&
                        !w->wait_head));
     }
-    for (int i = 0; i < pool->max_workers && (size_t)available < queued &&
-                    alive < limit;
+    for (int i = 0; i < pool->max_workers && alive < limit &&
+                    ((size_t)available < queued ||
+                     replacement_owed(pool, alive, limit));
          i++) {
         wproc *w = &pool->workers[i];
         if (w->state != W_FREE)
@@ -52,6 +64,8 @@ void cf__pp_spawn_needed(process_pool *pool, size_t queued)
         }
         alive++;
         available++;
+        if (pool->lost > 0)
+            pool->lost--;
     }
 }
 

@@ -206,9 +206,9 @@ static int enqueue(process_pool *pool, task *t)
     int rc = refusal_locked(pool);
     if (rc == CF_OK) {
         cf_future_retain(t->f);
-        /* A monitored submit's record, once the task is surely ours. */
-        if (!t->chunk)
-            t->mon = cf__monitor_hold();
+        /* A monitored submit's (or map chunk's) record, once the task is
+         * surely ours. */
+        t->mon = cf__monitor_hold();
         cf__pp_task_append(&pool->head, &pool->tail, t);
         pool->n_queued++;
         atomic_fetch_add(&pool->n_enqueued, 1);

@@ -141,6 +141,7 @@ static bool known_type(uint32_t type)
     case CF__MSG_CHUNK:
     case CF__MSG_EXIT:
     case CF__MSG_WORDS:
+    case CF__MSG_STOP:
     case CF__MSG_READY:
     case CF__MSG_INIT_FAILED:
     case CF__MSG_RESULT:

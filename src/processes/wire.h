@@ -18,6 +18,8 @@
  *   CHUNK  ref fn | codec | u64 n | n x (u64 len | bytes)
  *   WORDS  ref fn | codec (WORD) | u64 n | n x u64: a chunk of words
  *   EXIT   (empty): finish and exit 0
+ *   STOP   (empty; id: the running task's): its cancel flag is raised
+ *          (sent only where no shared slot carries the flag)
  * Payloads (worker -> parent):
  *   READY        u64 pid: the initializer (if any) succeeded
  *   INIT_FAILED  i32 code | u32 0 | message (the rest)
@@ -47,7 +49,7 @@
 
 /* The protocol's version, in INIT: a worker program built against another
  * version of the library refuses to start rather than misread frames. */
-#define CF__WIRE_VERSION 2
+#define CF__WIRE_VERSION 3 /* 3: STOP */
 
 /* A ref's offset that says its bytes are a registered name. */
 #define CF__WIRE_NAMED UINT64_MAX
@@ -61,6 +63,7 @@ enum cf__wire_type {
     CF__MSG_CHUNK = 3,
     CF__MSG_EXIT = 4,
     CF__MSG_WORDS = 5,
+    CF__MSG_STOP = 6,
     CF__MSG_READY = 16,
     CF__MSG_INIT_FAILED = 17,
     CF__MSG_RESULT = 18,

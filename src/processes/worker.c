@@ -23,6 +23,7 @@
  */
 #include "core/core.h"
 
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +50,22 @@ typedef struct worker {
     unsigned char nudge[CF__WIRE_HEADER_SIZE]; /* a CLAIMED frame */
     bool ready;    /* INIT handled */
     cf__code_cache cache;
+    /* The running task's cancel flag without a shared slot (the pool's
+     * STOP frame raises it; with a slot the flag lives there), the id of
+     * that task, and where stop_poll() has got to: frames after the
+     * task's own in `in` (in_scan), bytes read from the channel while the
+     * task runs (peek, scanned up to peek_scan; they join `in` after the
+     * task), and when it may look at the channel again. */
+    atomic_bool stop;
+    uint64_t stop_id;
+    size_t in_scan;
+    cf_buffer peek;
+    size_t peek_scan;
+    int64_t next_poll;
 } worker;
+
+/* The worker whose task runs on this thread, for stop_poll(). */
+static _Thread_local worker *polled;
 
 static int handle_init(worker *w, const unsigned char *p, size_t len)
 {
@@ -148,6 +164,93 @@ static int claim(worker *w, unsigned k, bool *run)
     return CF_OK;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Cancel requests without shared memory                                    */
+
+/* How often a task polling its flag in a loop may look at the channel:
+ * one poll() system call per interval, a clock read per call between. */
+#define STOP_POLL_NS 1000000
+
+/* Raises the flag if complete frames in data[*pos, len) hold a STOP for
+ * the running task; *pos ends at the first incomplete frame. */
+static void scan_for_stop(worker *w, const unsigned char *data, size_t len,
+                          size_t *pos)
+{
+    cf__wire_header h;
+    while (cf__wire_header_decode(data + *pos, len - *pos, &h) == CF_OK &&
+           len - *pos - CF__WIRE_HEADER_SIZE >= h.len) {
+        if (h.type == CF__MSG_STOP && h.id == w->stop_id)
+            atomic_store_explicit(&w->stop, true, memory_order_relaxed);
+        *pos += CF__WIRE_HEADER_SIZE + (size_t)h.len;
+    }
+}
+
+/* The task's cf_call_cancel_requested() read false: looks for a STOP
+ * among the frames already read, then (at most every STOP_POLL_NS) reads
+ * what the channel holds, without blocking, into `peek`. Bytes of a frame
+ * cut at the end of `in` move to `peek` first, so frames stay whole; the
+ * task's own frame, before in_scan, never moves. */
+static void stop_poll(const cf_call *call)
+{
+    (void)call;
+    worker *w = polled;
+    if (!w)
+        return;
+    int64_t now = cf__now_ns();
+    if (now < w->next_poll)
+        return;
+    w->next_poll = now + STOP_POLL_NS;
+    if (w->peek.len == 0)
+        scan_for_stop(w, w->in.data, w->in.len, &w->in_scan);
+    struct pollfd p = {w->read_fd, POLLIN, 0};
+    if (poll(&p, 1, 0) != 1 || !(p.revents & POLLIN))
+        return;
+    if (w->peek.len == 0 && w->in_scan < w->in.len) {
+        if (cf_buffer_append(&w->peek, w->in.data + w->in_scan,
+                             w->in.len - w->in_scan) != CF_OK)
+            return;
+        w->in.len = w->in_scan;
+    }
+    if (cf__buffer_reserve(&w->peek, 4096) != CF_OK)
+        return;
+    ptrdiff_t n = cf__fd_read_some(w->read_fd, w->peek.data + w->peek.len,
+                                   w->peek.cap - w->peek.len);
+    if (n <= 0)
+        return; /* EOF or an error: the loop sees it after the task */
+    w->peek.len += (size_t)n;
+    scan_for_stop(w, w->peek.data, w->peek.len, &w->peek_scan);
+}
+
+/* Runs a task frame with the cancel flag the pool can raise: its entry
+ * in the shared slot, or the STOP frames stop_poll() looks for. */
+static int run_task(worker *w, const cf__wire_header *h,
+                    const unsigned char *payload, unsigned k)
+{
+    cf_call proto = {.future = NULL};
+    if (w->slot) {
+        proto.cancel_flag = &w->slot->stop[k % CF__CLAIM_RING];
+        return cf__worker_run_task_call(&w->cache, h, payload, &w->out,
+                                        &proto);
+    }
+    atomic_store_explicit(&w->stop, false, memory_order_relaxed);
+    w->stop_id = h->id;
+    w->in_scan = w->in_pos; /* the frames after this one */
+    w->next_poll = 0;
+    proto.cancel_flag = &w->stop;
+    proto.cancel_poll = stop_poll;
+    polled = w;
+    int rc = cf__worker_run_task_call(&w->cache, h, payload, &w->out,
+                                      &proto);
+    polled = NULL;
+    /* What was read meanwhile goes on where it was cut (its STOP frames
+     * are stale now: handle_frame() skips them). */
+    if (w->peek.len && rc == CF_OK)
+        rc = cf_buffer_append(&w->in, w->peek.data, w->peek.len);
+    w->peek.len = 0;
+    w->peek_scan = 0;
+    return rc;
+}
+
 static int handle_frame(worker *w, const cf__wire_header *h,
                         const unsigned char *payload)
 {
@@ -171,7 +274,7 @@ static int handle_frame(worker *w, const cf__wire_header *h,
             if (!run)
                 return KEEP_GOING; /* cancelled or moved: not a word */
         }
-        if (cf__worker_run_task(&w->cache, h, payload, &w->out) != CF_OK)
+        if (run_task(w, h, payload, k) != CF_OK)
             return STOP_ERROR;
         if (w->slot)
             atomic_store_explicit(&w->slot->done, k, memory_order_release);
@@ -182,6 +285,8 @@ static int handle_frame(worker *w, const cf__wire_header *h,
     }
     case CF__MSG_EXIT:
         return STOP_CLEAN;
+    case CF__MSG_STOP:
+        return KEEP_GOING; /* for a task already done (or seen running) */
     default:
         return STOP_ERROR;
     }
@@ -310,6 +415,7 @@ int cf__worker_main(const cf__worker_link *link, const cf_worker_options *opts)
         w.seen_to = atomic_load(&w.slot->to_worker);
     cf__buffer_init(&w.in);
     cf__buffer_init(&w.out);
+    cf__buffer_init(&w.peek);
     if (!make_nudge(&w) || cf__buffer_reserve(&w.in, 64u << 10) != CF_OK ||
         cf__buffer_reserve(&w.out, 64u << 10) != CF_OK) {
         cf__buffer_destroy(&w.in);
@@ -338,6 +444,7 @@ int cf__worker_main(const cf__worker_link *link, const cf_worker_options *opts)
         cf__crash_trap_disarm();
     cf__buffer_destroy(&w.in);
     cf__buffer_destroy(&w.out);
+    cf__buffer_destroy(&w.peek);
     cf__code_cache_destroy(&w.cache);
     /* What tasks printed must not be lost to _exit. */
     fflush(NULL);

@@ -62,6 +62,13 @@ void cf__code_cache_destroy(cf__code_cache *cache);
 int cf__worker_run_task(cf__code_cache *cache,
                         const struct cf__wire_header *h,
                         const unsigned char *p, cf_buffer *out);
+/* The same, the task's cf_call polling `proto`'s cancel flag (and its
+ * cancel_poll): cf_call_cancel_requested() in the task reads them.
+ * cf__worker_run_task() gives a flag never raised. */
+int cf__worker_run_task_call(cf__code_cache *cache,
+                             const struct cf__wire_header *h,
+                             const unsigned char *p, cf_buffer *out,
+                             const cf_call *proto);
 
 /* Handles an INIT frame's payload: checks the protocol version and the
  * required task names, runs the initializers (the pool's, then `opts`'s),

@@ -19,6 +19,15 @@
 
 
 static const atomic_bool never_cancelled = false;
+static const cf_call never_stopped = {.cancel_flag = &never_cancelled};
+
+/* A fresh call for one item, polling the cancel flag of `proto`. */
+static inline cf_call call_from(const cf_call *proto)
+{
+    return (cf_call){.future = NULL, .code = 0, .message = NULL,
+                     .cancel_flag = proto->cancel_flag,
+                     .cancel_poll = proto->cancel_poll};
+}
 
 /* Appends an item's status and, on success, its result bytes; with
  * `with_len` (chunk items) the body is length-prefixed. */
@@ -85,8 +94,9 @@ static int put_called(const cf_codec *codec, cf_call *call, void *arg,
 }
 
 /* Runs one item: decode the argument, call, encode the outcome. */
-static int run_item(cf_fn fn, const cf_codec *codec, const unsigned char *data,
-                    size_t len, cf_buffer *out, bool with_len)
+static int run_item(const cf_call *proto, cf_fn fn, const cf_codec *codec,
+                    const unsigned char *data, size_t len, cf_buffer *out,
+                    bool with_len)
 {
     void *arg = NULL;
     int rc = CF_OK;
@@ -100,8 +110,7 @@ static int run_item(cf_fn fn, const cf_codec *codec, const unsigned char *data,
                  cf_strerror(rc));
         return put_outcome(out, codec, rc, msg, NULL, with_len);
     }
-    cf_call call = {.future = NULL, .code = 0, .message = NULL,
-                    .cancel_flag = &never_cancelled};
+    cf_call call = call_from(proto);
     void *result = fn(arg, &call);
     if (put_word(codec, &call, result, out, with_len))
         return CF_OK;
@@ -131,8 +140,9 @@ static int widen_words(cf_buffer *out, size_t start, size_t base, size_t k)
 /* Runs a WORDS chunk (`n` words at `args`) into the frame begun at
  * `start`: one word per item while every item succeeds with a plain word;
  * from the first one that does not, the frame becomes a CHUNK_RESULT. */
-static int run_words(cf_fn fn, const unsigned char *args, size_t n,
-                     cf_buffer *out, size_t start)
+static int run_words(const cf_call *proto, cf_fn fn,
+                     const unsigned char *args, size_t n, cf_buffer *out,
+                     size_t start)
 {
     const cf_codec *word = cf_codec_word();
     int rc = cf__wire_put_u64(out, n);
@@ -143,8 +153,7 @@ static int run_words(cf_fn fn, const unsigned char *args, size_t n,
     size_t base = out->len;
     for (size_t i = 0; i < n; i++) {
         void *arg = (void *)(uintptr_t)cf__wire_load_u64(args + 8 * i);
-        cf_call call = {.future = NULL, .code = 0, .message = NULL,
-                        .cancel_flag = &never_cancelled};
+        cf_call call = call_from(proto);
         void *result = fn(arg, &call);
         if (call.code == 0 && !call.free_result) {
             cf__wire_store_u64(out->data + base + 8 * i,
@@ -154,7 +163,7 @@ static int run_words(cf_fn fn, const unsigned char *args, size_t n,
         rc = widen_words(out, start, base, i);
         rc = rc ? rc : put_called(word, &call, arg, result, out, true);
         for (size_t j = i + 1; rc == CF_OK && j < n; j++)
-            rc = run_item(fn, word, args + 8 * j, 8, out, true);
+            rc = run_item(proto, fn, word, args + 8 * j, 8, out, true);
         return rc;
     }
     out->len = base + n * 8;
@@ -164,6 +173,13 @@ static int run_words(cf_fn fn, const unsigned char *args, size_t n,
 /* Shared with the MPI executor's worker ranks (worker.h). */
 int cf__worker_run_task(cf__code_cache *cache, const cf__wire_header *h,
                         const unsigned char *p, cf_buffer *out)
+{
+    return cf__worker_run_task_call(cache, h, p, out, &never_stopped);
+}
+
+int cf__worker_run_task_call(cf__code_cache *cache, const cf__wire_header *h,
+                             const unsigned char *p, cf_buffer *out,
+                             const cf_call *proto)
 {
     bool words = h->type == CF__MSG_WORDS;
     bool chunk = h->type == CF__MSG_CHUNK || words;
@@ -197,10 +213,10 @@ int cf__worker_run_task(cf__code_cache *cache, const cf__wire_header *h,
                                    out->len - len_at - 8);
         }
     } else if (!chunk) {
-        rc = run_item(fn, codec, t.data, t.len, out, false);
+        rc = run_item(proto, fn, codec, t.data, t.len, out, false);
     } else if (words) {
-        rc = t.n <= SIZE_MAX / 32 ? run_words(fn, t.data, (size_t)t.n,
-                                              out, start)
+        rc = t.n <= SIZE_MAX / 32 ? run_words(proto, fn, t.data,
+                                              (size_t)t.n, out, start)
                                   : CF_ENOMEM;
     } else {
         rc = cf__wire_put_u64(out, t.n);
@@ -219,7 +235,7 @@ int cf__worker_run_task(cf__code_cache *cache, const cf__wire_header *h,
             } else {
                 cf__wire_next_item(&items, &d, &n); /* validated by decode */
             }
-            rc = run_item(fn, codec, d, n, out, true);
+            rc = run_item(proto, fn, codec, d, n, out, true);
         }
     }
     if (rc == CF_OK)
