@@ -783,11 +783,12 @@ CF_API void cf_executor_free(cf_executor *ex);
  * queued work needs them. Down: idle workers beyond it exit now, busy ones
  * once their current task is done (they take no new one; on a process
  * pool, tasks already waiting at them move to other workers). No task is
- * lost or run twice. Returns at once (the pool adjusts in the
- * background): CF_OK, CF_EINVAL (NULL, max_workers <= 0, or above the
- * pool's limit: a process pool's max_workers_limit), CF_ESHUTDOWN,
- * CF_EBROKEN_PROCESS_POOL, CF_ENOTSUP (executors that cannot resize:
- * thread pools, for now, and custom executors), CF_EDEADLK (inside a
+ * lost or run twice; a burst of up to max_workers tasks still runs at
+ * once. Returns at once (the pool adjusts in the background): CF_OK,
+ * CF_EINVAL (NULL, max_workers <= 0, or above the pool's limit: its
+ * max_workers_limit), CF_ESHUTDOWN, CF_EBROKEN_PROCESS_POOL,
+ * CF_EBROKEN_THREAD_POOL (also in a fork child, for a pool inherited
+ * from the parent), CF_ENOTSUP (custom executors), CF_EDEADLK (inside a
  * worker, on its parent's executor). */
 CF_API int cf_executor_set_max_workers(cf_executor *ex, int max_workers);
 
@@ -1025,6 +1026,27 @@ typedef struct cf_thread_pool_options {
      * submitted without one (see cf_submit_options.timeout). 0: none.
      * Negative or NaN: CF_EINVAL. */
     double task_timeout;
+    /* Seconds a thread may stay idle before it exits, down to
+     * min_workers; tasks submitted later start threads again as they
+     * need (a burst still runs at once). 0 (the default): threads stay
+     * while the pool is open. < 0 or NaN: CF_EINVAL. */
+    double idle_timeout;
+    /* Threads idle_timeout leaves running (not started in advance). 0 by
+     * default; < 0 or more than max_workers: CF_EINVAL. A later
+     * cf_executor_set_max_workers() below it wins. */
+    int min_workers;
+    /* The most cf_executor_set_max_workers() may raise max_workers to.
+     * 0 (the default): the larger of max_workers and 256. Below
+     * max_workers, negative or above 4096: CF_EINVAL. */
+    int max_workers_limit;
+    /* Threads the pool may add, at most, while its workers are blocked in
+     * nested waits (a task waiting for a future that runs on another
+     * thread, or for a future of another pool): each such worker lets
+     * one more thread run queued tasks, so that a chain of tasks waiting
+     * for each other completes even when every worker waits. Extra
+     * threads retire once the waits end. 0 (the default): 256. Negative
+     * or above 4096: CF_EINVAL. */
+    int max_compensating;
 } cf_thread_pool_options;
 
 /* Creates a thread pool (no thread starts until work arrives). Returns

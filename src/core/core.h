@@ -635,6 +635,12 @@ extern _Thread_local const void *cf__current_pool;
  * which a shutdown may slip between the two. NULL in normal use. */
 extern void (*_Atomic cf__thread_pool_before_grow)(cf_executor *ex);
 
+/* A thread pool's worker is about to block (true) in a nested wait, or
+ * has stopped blocking (false): while it blocks, its pool may run a
+ * compensating thread in its place (threads/sizing.c). No-op on other
+ * threads. */
+void cf__thread_pool_blocking(bool blocked);
+
 /* Threads a thread pool has started so far (0 for other executors), for
  * the Python binding: a submit that started one lets it take the call
  * before returning, as threading.Thread.start() does for the stdlib's. */

@@ -30,14 +30,22 @@
  *   a deadlock only when every future not yet done leads back; while it
  *   waits, it is an edge only if just one is left.
  *
+ * - Compensation. A wait that still blocks (what it waits for runs on
+ *   another thread, is a bare future, or belongs to another pool) tells
+ *   the worker's thread pool, which may then run one thread more while it
+ *   blocks (threads/sizing.c, up to its max_compensating): queued work
+ *   that the blocked task's progress depends on (A waits for B, running
+ *   elsewhere, which waits for C, queued) still runs when every worker
+ *   waits, and so does a pool whose workers wait for another pool's
+ *   queued tasks. Told only after the cycle check passed: a cycle is
+ *   CF_EDEADLK and starts no thread.
+ *
  * Cycles through futures that no task runs (a bare future that some task
- * would complete by hand) are not seen; nor is the starvation of a pool
- * whose workers all wait for tasks queued in another pool whose workers
- * all wait for them: a worker helps only its own pool (README, "Nested
- * waits").
+ * would complete by hand) are not seen (README, "Waits inside tasks").
  *
  * Lock order: the registry lock is a leaf: nothing else is taken under it
- * but future states read without locks.
+ * but future states read without locks. The pool lock (taken to
+ * compensate) is taken with no registry lock held.
  */
 #include "core/core.h"
 
@@ -175,7 +183,9 @@ int cf__nested_wait(cf_future *f, int64_t deadline_ns, int done_from)
     }
     enter(&fr, f);
     pthread_mutex_unlock(&registry.lock);
+    cf__thread_pool_blocking(true);
     bool done = cf__future_block(f, deadline_ns, done_from);
+    cf__thread_pool_blocking(false);
     leave(&fr);
     return done ? CF_OK : CF_ETIMEDOUT;
 }
@@ -202,10 +212,12 @@ int cf__nested_begin_wait(cf__wait_frame *fr, cf_future *const *fs,
     }
     enter(fr, pending == 1 ? only : NULL);
     pthread_mutex_unlock(&registry.lock);
+    cf__thread_pool_blocking(true);
     return CF_OK;
 }
 
 void cf__nested_end_wait(cf__wait_frame *fr)
 {
+    cf__thread_pool_blocking(false);
     leave(fr);
 }

@@ -55,19 +55,38 @@ static size_t count_unfinished(thread_pool *p)
     for (cf_future *f = cf__queue_head(queue(p)); f; f = cf__queue_next(f))
         if (f != &p->stub && !cf__state_done(cf__future_state(f)))
             n++;
-    int started = atomic_load(&p->n_threads);
-    for (int i = 0; i < started; i++)
+    for (int i = 0; i < p->capacity; i++)
         if (p->slots[i].running)
             n++;
     return n;
 }
 
+/* Joins the threads that exited at shutdown and the last one retired
+ * (which joined the one before it: see sizing.c, I2). Every worker has
+ * left the pool. */
 static void join_exited(thread_pool *p)
 {
     cf__mutex_lock(&p->join_lock);
-    int started = atomic_load(&p->n_threads);
-    for (; p->n_joined < started; p->n_joined++)
-        cf__thread_join(p->threads[p->n_joined]);
+    for (;;) {
+        cf__thread t;
+        bool found = false;
+        cf__mutex_lock(&p->lock);
+        for (int i = 0; i < p->capacity && !found; i++)
+            if (p->slots[i].joinable) {
+                p->slots[i].joinable = false;
+                t = p->threads[i];
+                found = true;
+            }
+        if (!found && p->has_retired) {
+            p->has_retired = false;
+            t = p->retired;
+            found = true;
+        }
+        cf__mutex_unlock(&p->lock);
+        if (!found)
+            break;
+        cf__thread_join(t);
+    }
     cf__mutex_unlock(&p->join_lock);
 }
 
@@ -84,8 +103,7 @@ static int pool_shutdown(void *impl, double timeout, bool cancel_futures,
     if (cancel_futures) {
         cf__spin_lock(&p->pop_lock);
         cancelled = cf__queue_take_all(queue(p), NULL);
-        int started = atomic_load(&p->n_threads);
-        for (int i = 0; i < started; i++)
+        for (int i = 0; i < p->capacity; i++)
             if (p->slots[i].running)
                 atomic_store_explicit(&p->slots[i].running->cancel_requested,
                                       true, memory_order_relaxed);
@@ -174,7 +192,7 @@ static void worker_counts(void *impl, int *alive, int *idle)
 static size_t collect(thread_pool *p, cf_future **fs)
 {
     size_t n = 0;
-    for (int i = 0; i < p->max_workers; i++) {
+    for (int i = 0; i < p->capacity; i++) {
         cf_future *f = p->slots[i].running;
         if (f && !cf_future_done(f) && fs)
             fs[n] = cf_future_retain(f);
@@ -227,6 +245,9 @@ static const cf_executor_ops thread_pool_ops = {
 /* ------------------------------------------------------------------------ */
 /* Construction                                                             */
 
+/* max_workers_limit and max_compensating: at most, and by default. */
+enum { MAX_LIMIT = 4096, DEFAULT_LIMIT = 256, DEFAULT_COMPENSATING = 256 };
+
 static int default_workers(void)
 {
     int n = cf__cpu_count() + 4;
@@ -259,8 +280,9 @@ static void init_atomics(thread_pool *p)
     atomic_init(&p->pop_lock.held, false);
     atomic_init(&p->n_sleeping, 0);
     atomic_init(&p->n_searching, 0);
-    atomic_init(&p->n_threads, 0);
-    atomic_init(&p->spare, 0);
+    atomic_init(&p->n_started, 0);
+    atomic_init(&p->spare, spare_word(0, 0));
+    atomic_init(&p->mode, MODE_COUNTING); /* no thread yet */
     atomic_init(&p->stopping, false);
     atomic_init(&p->broken, false);
 }
@@ -273,7 +295,16 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
     if (!opts)
         opts = &defaults;
     if (opts->max_workers < 0 || isnan(opts->task_timeout) ||
-        opts->task_timeout < 0)
+        opts->task_timeout < 0 || !(opts->idle_timeout >= 0) ||
+        opts->min_workers < 0 || opts->max_workers_limit < 0 ||
+        opts->max_workers_limit > MAX_LIMIT ||
+        opts->max_compensating < 0 ||
+        opts->max_compensating > MAX_LIMIT)
+        return CF_EINVAL;
+    int max_workers = opts->max_workers ? opts->max_workers
+                                        : default_workers();
+    if (opts->min_workers > max_workers ||
+        (opts->max_workers_limit && opts->max_workers_limit < max_workers))
         return CF_EINVAL;
 
     int rc = CF_ENOMEM;
@@ -282,11 +313,26 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
         return CF_ENOMEM;
     memset(p, 0, sizeof *p);
     init_atomics(p);
-    p->max_workers = opts->max_workers ? opts->max_workers : default_workers();
+    p->max_workers = max_workers;
+    p->limit = opts->max_workers_limit ? opts->max_workers_limit
+               : max_workers > DEFAULT_LIMIT ? max_workers
+                                             : DEFAULT_LIMIT;
+    p->max_compensating = opts->max_compensating ? opts->max_compensating
+                                                 : DEFAULT_COMPENSATING;
+    p->capacity = p->limit + p->max_compensating;
+    p->min_workers = opts->min_workers;
+    /* Past a year, an idle timeout is no timeout (and no overflow). */
+    p->idle_ns = opts->idle_timeout <= 0 ? 0
+                 : opts->idle_timeout > 31536000.0
+                     ? 0
+                     : (int64_t)(opts->idle_timeout * 1e9);
+    if (opts->idle_timeout > 0 && opts->idle_timeout <= 31536000.0 &&
+        p->idle_ns == 0)
+        p->idle_ns = 1;
     p->helping_tag = take_helping_tag(p);
     p->max_searching = cf__cpu_count() / 2 > 1 ? cf__cpu_count() / 2 : 1;
-    p->threads = calloc((size_t)p->max_workers, sizeof *p->threads);
-    p->slots = calloc((size_t)p->max_workers, sizeof *p->slots);
+    p->threads = calloc((size_t)p->capacity, sizeof *p->threads);
+    p->slots = calloc((size_t)p->capacity, sizeof *p->slots);
     if (!p->threads || !p->slots)
         goto fail_alloc;
     p->initializer = opts->initializer;
@@ -307,6 +353,7 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
         goto fail_executor;
     cf__executor_set_worker_counts(p->executor, worker_counts);
     cf__executor_set_broken(p->executor, broken_reason);
+    cf__executor_set_resize(p->executor, cf__tp_resize);
     cf__executor_set_task_timeout(p->executor, opts->task_timeout);
     p->executor->escalation = &thread_pool_escalation;
     *out = p->executor;
@@ -328,5 +375,5 @@ int cf__thread_pool_threads_started(const cf_executor *ex)
 {
     if (!ex || ex->ops != &thread_pool_ops)
         return 0;
-    return atomic_load(&((thread_pool *)ex->impl)->n_threads);
+    return atomic_load(&((thread_pool *)ex->impl)->n_started);
 }

@@ -30,13 +30,17 @@
  * idle (a busy worker moving on to the next task); a started thread counts
  * as idle from its start. Each step changes the count by what it changes
  * in the world, so it never drifts, and a moment's lag between a step and
- * its count can only start a thread too many, never one too few. Once the
- * pool is full (n_threads == max_workers, for good) nobody reads or writes
- * `spare`: a submit then pays one compare for all of this.
+ * its count can only start a thread too many, never one too few. While
+ * the pool is full (as many threads as it may run) nobody reads or writes
+ * `spare`: a submit then pays one load and compare for all of this. The
+ * pool's size may change (resizing, idle reaping, compensating threads for
+ * blocked nested waits): sizing.c keeps the mode and the count across
+ * those changes, and lists the invariants.
  *
  * Closing (shutdown or broken) sets `closed`, which a submit checks before
  * it pushes, and `stopping`, which it checks after. A worker decides to exit
- * under the pool lock, and only with the queue empty. A submit that finds
+ * under the pool lock, and only with the queue empty (a retiring worker,
+ * sizing.c, decides there too). A submit that finds
  * the pool stopping takes that lock too: if no worker is left, it drains
  * the queue itself (withdrawing its own future, cancelling any other), so a
  * task accepted while a shutdown races it still ends. A submit to a full
@@ -59,6 +63,7 @@ enum { IDLE_SPIN_NS = 50000 };
 typedef struct worker_start {
     thread_pool *pool;
     int index;
+    unsigned mode; /* when it was started: its generation of `spare` */
 } worker_start;
 
 void (*_Atomic cf__thread_pool_before_grow)(cf_executor *ex);
@@ -127,35 +132,25 @@ static bool should_wake(thread_pool *p)
            atomic_load(&p->n_searching) == 0;
 }
 
-/* True once every thread the pool may have has started; it stays so. */
-static bool full(thread_pool *p)
-{
-    return atomic_load_explicit(&p->n_threads, memory_order_relaxed) >=
-           p->max_workers;
-}
-
-/* What a worker knows of its part in `spare`: whether it is counted idle
- * there, and whether the pool is full (then the count is kept no more). */
-typedef struct spare_share {
-    bool idle;
-    bool full;
-} spare_share;
-
 /* The worker is idle now (searching or about to): counts it in `spare`
  * unless it already is. */
 static void spare_idle(thread_pool *p, spare_share *s)
 {
-    if (!s->idle && !s->full && !(s->full = full(p)))
-        atomic_fetch_add_explicit(&p->spare, 1, memory_order_relaxed);
+    cf__tp_spare_join(p, s,
+                      atomic_load_explicit(&p->mode, memory_order_relaxed));
+    if (!s->idle && s->counting)
+        cf__tp_spare_add(p, s->gen, 1);
     s->idle = true;
 }
 
-/* The worker took a task off the queue: one queued task less, and one
- * idle worker less if it was counted idle (then `spare` stays). */
-static void spare_took_task(thread_pool *p, spare_share *s)
+/* The worker took a task off the queue, in the generation of `mode` (read
+ * under pop_lock): one queued task less, and one idle worker less if it
+ * was counted idle (then `spare` stays). */
+static void spare_took_task(thread_pool *p, spare_share *s, unsigned mode)
 {
-    if (!s->idle && !s->full && !(s->full = full(p)))
-        atomic_fetch_add_explicit(&p->spare, 1, memory_order_relaxed);
+    cf__tp_spare_join(p, s, mode);
+    if (!s->idle && s->counting)
+        cf__tp_spare_add(p, s->gen, 1);
     s->idle = false;
 }
 
@@ -173,9 +168,25 @@ static void found_work(thread_pool *p)
         cf__event_signal_one(&p->work);
 }
 
-/* Spins, then sleeps, until there is work or the pool stops; the worker is
- * searching on entry and on return. Returns false when it should exit. */
-static bool wait_for_work(thread_pool *p)
+/* Why a worker's wait for work ended. */
+typedef enum wake {
+    WAKE_WORK,   /* work is queued, or look again */
+    WAKE_STOP,   /* the pool is stopping */
+    WAKE_RETIRE  /* surplus, or idle past idle_timeout: may retire */
+} wake;
+
+static bool surplus(thread_pool *p)
+{
+    return atomic_load_explicit(&p->mode, memory_order_relaxed) &
+           MODE_SURPLUS;
+}
+
+/* Spins, then sleeps, until there is work, the pool stops, it has more
+ * threads than allowed, or (idle_timeout) the worker stayed idle that
+ * long; the worker is searching on entry and on return. While it sleeps
+ * it joins each new generation of `spare` (sizing.c wakes the sleepers
+ * when one starts), so that it is counted idle there. */
+static wake wait_for_work(thread_pool *p, spare_share *share)
 {
     /* Few searchers: each one spinning takes a core from the threads that
      * submit (two cores, a submitter and two spinning workers, and the
@@ -187,19 +198,30 @@ static bool wait_for_work(thread_pool *p)
          i++)
         if (!cf__spin_continue(i, &until, IDLE_SPIN_NS))
             break;
-    if (!has_work(p) && !atomic_load(&p->stopping)) {
+    bool expired = false;
+    if (!has_work(p) && !atomic_load(&p->stopping) && !surplus(p)) {
+        int64_t deadline = p->idle_ns ? cf__now_ns() + p->idle_ns
+                                      : CF__NO_DEADLINE;
         atomic_fetch_add(&p->n_sleeping, 1);
         atomic_fetch_sub(&p->n_searching, 1);
         for (;;) {
             unsigned seq = cf__event_seq(&p->work);
-            if (has_work(p) || atomic_load(&p->stopping))
+            if (has_work(p) || atomic_load(&p->stopping) || surplus(p))
                 break;
-            cf__event_wait(&p->work, seq, CF__NO_DEADLINE);
+            spare_idle(p, share);
+            if (!cf__event_wait(&p->work, seq, deadline)) {
+                expired = !has_work(p);
+                break;
+            }
         }
         atomic_fetch_add(&p->n_searching, 1);
         atomic_fetch_sub(&p->n_sleeping, 1);
     }
-    return has_work(p) || !atomic_load(&p->stopping);
+    if (has_work(p))
+        return WAKE_WORK;
+    if (atomic_load(&p->stopping))
+        return WAKE_STOP;
+    return expired || surplus(p) ? WAKE_RETIRE : WAKE_WORK;
 }
 
 /* Runs a popped future. If the queue is empty, the worker starts searching
@@ -240,12 +262,14 @@ static bool exit_if_no_work(thread_pool *p)
 
 /* A worker's life: the initializer (if `initialize`), then tasks until the
  * pool stops. */
-static void serve(thread_pool *p, int index, bool initialize)
+static void serve(thread_pool *p, int index, unsigned start_mode,
+                  bool initialize)
 {
     worker_slot *slot = &p->slots[index];
     cf__current_pool = p->executor;
     cf__current_worker = index;
     cf__helping_tag = p->helping_tag;
+    cf__tp_set_current(p);
     cf__monitor_worker_event(p->executor, CF_EVENT_WORKER_START, index, 0,
                              NULL);
 
@@ -259,11 +283,22 @@ static void serve(thread_pool *p, int index, bool initialize)
     }
     cf_future *finished = NULL;
     bool searching = false;
-    spare_share share = {.idle = true}; /* counted from its start by grow */
+    /* Counted idle from its start by cf__tp_start_worker, in the
+     * generation it was started in. */
+    spare_share share = {mode_gen(start_mode), start_mode & MODE_COUNTING,
+                         true};
     for (;;) {
+        /* More threads than allowed: a worker leaves before it takes a
+         * task (after the one it ran). */
+        if (surplus(p) && cf__tp_retire(p, &share, index, false)) {
+            if (searching)
+                atomic_fetch_sub(&p->n_searching, 1);
+            break;
+        }
         cf__spin_lock(&p->pop_lock);
         cf_future *f = cf__queue_pop_available(queue(p));
         slot->running = f;
+        unsigned mode = atomic_load_explicit(&p->mode, memory_order_relaxed);
         cf__spin_unlock(&p->pop_lock);
         /* Released only now, with no lock held: its last release may run
          * a user's result destructor. */
@@ -272,7 +307,7 @@ static void serve(thread_pool *p, int index, bool initialize)
         if (f) {
             if (searching)
                 found_work(p);
-            spare_took_task(p, &share);
+            spare_took_task(p, &share, mode);
             searching = run(p, f, &share);
             finished = f;
             continue;
@@ -281,15 +316,22 @@ static void serve(thread_pool *p, int index, bool initialize)
             become_searching(p);
         spare_idle(p, &share);
         searching = true;
-        if (!wait_for_work(p) && exit_if_no_work(p))
+        wake why = wait_for_work(p, &share);
+        if (why == WAKE_STOP && exit_if_no_work(p))
             break;
+        if (why == WAKE_RETIRE && cf__tp_retire(p, &share, index, true)) {
+            atomic_fetch_sub(&p->n_searching, 1);
+            break;
+        }
     }
+    cf_future_release(finished);
     /* The pool outlives this call: it is freed only once its threads are
      * joined. */
     cf__monitor_worker_event(p->executor, CF_EVENT_WORKER_EXIT, index, 0,
                              NULL);
     cf__current_worker = -1;
     cf__helping_tag = 0;
+    cf__tp_set_current(NULL);
     cf__current_pool = NULL;
 }
 
@@ -297,6 +339,7 @@ static void serve(thread_pool *p, int index, bool initialize)
 typedef struct worker_run {
     thread_pool *pool;
     int index;
+    unsigned mode;
     bool ran;
 } worker_run;
 
@@ -306,7 +349,7 @@ static void run_worker(void *arg)
     if (w->ran)
         return; /* a second call: the pool may be gone by now */
     w->ran = true;
-    serve(w->pool, w->index, true);
+    serve(w->pool, w->index, w->mode, true);
 }
 
 static void *worker_main(void *arg)
@@ -315,13 +358,13 @@ static void *worker_main(void *arg)
     free(arg);
     thread_pool *p = start.pool;
     if (!p->thread_main) {
-        serve(p, start.index, true);
+        serve(p, start.index, start.mode, true);
         return NULL;
     }
     /* The hook's frame encloses the worker's whole life. Once serve()
      * returns the pool may be freed as soon as this thread ends: nothing
      * after it reads `p`. */
-    worker_run w = {p, start.index, false};
+    worker_run w = {p, start.index, start.mode, false};
     p->thread_main(run_worker, &w, p->thread_ctx);
     if (!w.ran) {
         /* The hook returned without running the worker: nothing would
@@ -330,31 +373,44 @@ static void *worker_main(void *arg)
         break_pool(p, cf__strdup("the thread pool's thread_main hook "
                                  "returned without running the worker: "
                                  "the thread pool is not usable anymore"));
-        serve(p, start.index, false);
+        serve(p, start.index, start.mode, false);
     }
     return NULL;
 }
 
-/* Starts one more worker. pool lock held. */
-static int start_worker(thread_pool *p)
+/* Starts one more worker, in a free slot (one exists while n_threads <
+ * capacity, which allowed_threads() never exceeds). pool lock held. */
+int cf__tp_start_worker(thread_pool *p)
 {
     worker_start *start = malloc(sizeof *start);
     if (!start)
         return CF_ENOMEM;
-    int index = atomic_load(&p->n_threads);
+    int index = 0;
+    while (p->slots[index].live || p->slots[index].joinable)
+        index++;
+    unsigned mode = atomic_load(&p->mode);
     start->pool = p;
     start->index = index;
+    start->mode = mode;
+    /* Idle (in `spare`) from now: its first task, or none, settles it.
+     * The generation cannot change meanwhile: that takes the lock. */
+    if (mode & MODE_COUNTING)
+        atomic_fetch_add(&p->spare, 1);
     char name[32];
     snprintf(name, sizeof name, "%s_%d", p->name_prefix, index);
     int rc = cf__thread_create(&p->threads[index], worker_main, start, name);
     if (rc != CF_OK) {
+        if (mode & MODE_COUNTING)
+            atomic_fetch_sub(&p->spare, 1);
         free(start);
         return rc;
     }
-    /* Idle (in `spare`) from now: its first task, or none, settles it. */
-    atomic_fetch_add_explicit(&p->spare, 1, memory_order_relaxed);
-    atomic_store(&p->n_threads, index + 1);
+    p->slots[index].live = true;
+    p->slots[index].joinable = true;
+    p->n_threads++;
     p->n_alive++;
+    atomic_fetch_add(&p->n_started, 1);
+    cf__tp_reshape(p);
     return CF_OK;
 }
 
@@ -433,9 +489,9 @@ static int grow(thread_pool *p, cf_future *f)
     /* Re-check under the lock: a worker that fell idle or finished its
      * task may have taken this one already, and a thread another submit
      * started counts as idle from its start. */
-    if (atomic_load_explicit(&p->spare, memory_order_relaxed) < 0 &&
-        !full(p)) {
-        rc = start_worker(p);
+    if (spare_count(atomic_load(&p->spare)) < 0 &&
+        p->n_threads < allowed_threads(p)) {
+        rc = cf__tp_start_worker(p);
         if (rc != CF_OK && p->n_alive == 0) {
             if (abandon_queue(p, f, rc)) {
                 cf__mutex_unlock(&p->lock);
@@ -478,9 +534,11 @@ int cf__thread_pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
     if (atomic_load(&p->stopping))
         return submit_raced_close(p, f);
     /* Reserve an idle worker for this task, or start a thread if none is
-     * left. Once the pool is full this is one compare. */
-    if (!full(p) &&
-        atomic_fetch_sub_explicit(&p->spare, 1, memory_order_relaxed) <= 0) {
+     * left. Once the pool is full this is one compare. Sequentially
+     * consistent, after the push: a worker that retires (sizing.c) takes
+     * itself out of `spare`, or flips the mode, then looks at the queue. */
+    if ((atomic_load(&p->mode) & MODE_COUNTING) &&
+        spare_count(atomic_fetch_sub(&p->spare, 1)) <= 0) {
         void (*hook)(cf_executor *) = atomic_load_explicit(
             &cf__thread_pool_before_grow, memory_order_relaxed);
         if (hook)
