@@ -156,7 +156,7 @@ bool cf__tp_retire(thread_pool *p, spare_share *s, int index,
     int floor = p->min_workers < p->max_workers ? p->min_workers
                                                 : p->max_workers;
     if (atomic_load(&p->stopping) || p->shutdown ||
-        !(over || (idle_expired && p->n_threads > floor))) {
+        !(over || (idle_expired && p->idle_ns && p->n_threads > floor))) {
         cf__mutex_unlock(&p->lock);
         return false;
     }

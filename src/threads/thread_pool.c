@@ -170,9 +170,10 @@ static void found_work(thread_pool *p)
 
 /* Why a worker's wait for work ended. */
 typedef enum wake {
-    WAKE_WORK,   /* work is queued, or look again */
-    WAKE_STOP,   /* the pool is stopping */
-    WAKE_RETIRE  /* surplus, or idle past idle_timeout: may retire */
+    WAKE_WORK,    /* work is queued, or look again */
+    WAKE_STOP,    /* the pool is stopping */
+    WAKE_SURPLUS, /* more threads than allowed: may retire */
+    WAKE_EXPIRED  /* idle past idle_timeout: may retire */
 } wake;
 
 static bool surplus(thread_pool *p)
@@ -221,7 +222,9 @@ static wake wait_for_work(thread_pool *p, spare_share *share)
         return WAKE_WORK;
     if (atomic_load(&p->stopping))
         return WAKE_STOP;
-    return expired || surplus(p) ? WAKE_RETIRE : WAKE_WORK;
+    if (surplus(p))
+        return WAKE_SURPLUS;
+    return expired ? WAKE_EXPIRED : WAKE_WORK;
 }
 
 /* Runs a popped future. If the queue is empty, the worker starts searching
@@ -319,7 +322,8 @@ static void serve(thread_pool *p, int index, unsigned start_mode,
         wake why = wait_for_work(p, &share);
         if (why == WAKE_STOP && exit_if_no_work(p))
             break;
-        if (why == WAKE_RETIRE && cf__tp_retire(p, &share, index, true)) {
+        if ((why == WAKE_SURPLUS || why == WAKE_EXPIRED) &&
+            cf__tp_retire(p, &share, index, why == WAKE_EXPIRED)) {
             atomic_fetch_sub(&p->n_searching, 1);
             break;
         }
