@@ -136,10 +136,13 @@ TEST(sequential_submits_after_growing_reuse_threads)
     burst_runs_at_once(ex, 2);
     ASSERT_OK(cf_executor_set_max_workers(ex, 8));
     run_sequentially(ex, 20);
-    int settled = count_named_threads("seqg_");
-    ASSERT(settled <= 3);
+    ASSERT(count_named_threads("seqg_") <= 3);
+    /* Without reuse, 300 more would start threads up to the new 8. A
+     * submit may still beat a thread the resize woke to count itself idle
+     * and start one more (never one too few), hence the bound, not an
+     * equality with the count above. */
     run_sequentially(ex, 300);
-    ASSERT_EQ(count_named_threads("seqg_"), settled);
+    ASSERT(count_named_threads("seqg_") <= 3);
     cf_executor_free(ex);
 }
 
