@@ -206,6 +206,34 @@ static inline intptr_t result_of(cf_future *f)
     return (intptr_t)v;
 }
 
+/* Submits `k` (<= 16) gated tasks at once and requires all of them to
+ * start: the pool runs a burst at once, whatever it ran before. */
+static inline void burst_runs_at_once(cf_executor *ex, int k)
+{
+    ASSERT(k <= 16);
+    latch l;
+    latch_init(&l);
+    cf_future *fs[16];
+    for (int i = 0; i < k; i++)
+        fs[i] = submit(ex, task_gate, &l);
+    double deadline = harness_now() + 10;
+    int arrived = 0;
+    while (arrived < k && harness_now() < deadline) {
+        pthread_mutex_lock(&l.mutex);
+        arrived = l.arrived;
+        pthread_mutex_unlock(&l.mutex);
+        if (arrived < k)
+            harness_pause();
+    }
+    latch_open(&l);
+    for (int i = 0; i < k; i++) {
+        result_of(fs[i]);
+        cf_future_release(fs[i]);
+    }
+    latch_destroy(&l);
+    ASSERT_EQ(arrived, k);
+}
+
 static inline bool in_list(cf_future *const *fs, size_t n, const cf_future *f)
 {
     for (size_t i = 0; i < n; i++)

@@ -17,32 +17,6 @@ static cf_executor *reaping_pool(int max_workers, int min_workers,
     return ex;
 }
 
-/* Submits `k` gated tasks at once and requires all of them to start. */
-static void burst_runs_at_once(cf_executor *ex, int k)
-{
-    latch l;
-    latch_init(&l);
-    cf_future *fs[8];
-    for (int i = 0; i < k; i++)
-        fs[i] = submit(ex, task_gate, &l);
-    double deadline = harness_now() + 10;
-    int arrived = 0;
-    while (arrived < k && harness_now() < deadline) {
-        pthread_mutex_lock(&l.mutex);
-        arrived = l.arrived;
-        pthread_mutex_unlock(&l.mutex);
-        if (arrived < k)
-            harness_pause();
-    }
-    latch_open(&l);
-    for (int i = 0; i < k; i++) {
-        result_of(fs[i]);
-        cf_future_release(fs[i]);
-    }
-    latch_destroy(&l);
-    ASSERT_EQ(arrived, k);
-}
-
 TEST(idle_threads_exit_after_idle_timeout)
 {
     cf_executor *ex = reaping_pool(4, 0, "reap");
