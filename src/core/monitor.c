@@ -429,15 +429,17 @@ void cf__monitor_release(cf__task_record *tr)
         free_record(r);
 }
 
-int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
-                       cf_fn fn, void *arg, const cf_codec *codec)
+/* A task's record, made as its submit is reported; NULL (the failure
+ * reported too) without memory. */
+static record *record_new(cf__monitor *m, cf_future *f, cf_fn fn,
+                          void *arg)
 {
     int64_t now = cf__now_ns();
     emit(m, CF_EVENT_SUBMIT, f, -1, 0, NULL, now, 0);
     record *r = cf__future_mem_alloc();
     if (!r) {
         emit(m, CF_EVENT_FINISH, f, -1, CF_ENOMEM, NULL, -1, 0);
-        return CF_ENOMEM;
+        return NULL;
     }
     r->link.run = task_done;
     r->fn = fn;
@@ -445,6 +447,35 @@ int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
     r->future = f;
     atomic_init(&r->word, (uint_fast64_t)now & ~(uint_fast64_t)FLAGS);
     r->m = m;
+    return r;
+}
+
+/* After the executor's answer `rc`: a refused task leaves no record and
+ * reports its end; an accepted one is counted, and its record attached
+ * (once the executor has the task, so a refusal leaves no link behind; a
+ * task done already reports now). */
+static int record_submitted(cf__monitor *m, cf_future *f, record *r, int rc)
+{
+    if (rc != CF_OK) {
+        free_record(r);
+        emit(m, CF_EVENT_FINISH, f, -1, rc, NULL, -1, 0);
+        return rc;
+    }
+    if (counting(m)) {
+        shard *s = my_shard(m);
+        add(&s->submitted, owns(m, s));
+    }
+    if (!cf__future_attach(f, &r->link, false))
+        cf__chain_fire(&r->link);
+    return CF_OK;
+}
+
+int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
+                       cf_fn fn, void *arg, const cf_codec *codec)
+{
+    record *r = record_new(m, f, fn, arg);
+    if (!r)
+        return CF_ENOMEM;
     int rc;
     if (m->shares_memory) {
         rc = ex->ops->submit(ex->impl, f, monitored_task, r, codec);
@@ -457,20 +488,7 @@ int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
         /* A refusing executor keeps no record (cf__monitor_hold). */
         cf__monitor_handoff = outer;
     }
-    if (rc != CF_OK) {
-        free_record(r);
-        emit(m, CF_EVENT_FINISH, f, -1, rc, NULL, -1, 0);
-        return rc;
-    }
-    if (counting(m)) {
-        shard *s = my_shard(m);
-        add(&s->submitted, owns(m, s));
-    }
-    /* Attached once the executor has the task: a refused task leaves no
-     * link behind. If the task is done already, it reports now. */
-    if (!cf__future_attach(f, &r->link, false))
-        cf__chain_fire(&r->link);
-    return CF_OK;
+    return record_submitted(m, f, r, rc);
 }
 
 /* A map chunk shipped as one message (ex->submit_chunk, a process pool):
@@ -480,35 +498,14 @@ int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
 int cf__monitor_submit_chunk(cf__monitor *m, cf_executor *ex, cf_future *f,
                              cf__chunk *c, const cf_codec *codec)
 {
-    int64_t now = cf__now_ns();
-    emit(m, CF_EVENT_SUBMIT, f, -1, 0, NULL, now, 0);
-    record *r = cf__future_mem_alloc();
-    if (!r) {
-        emit(m, CF_EVENT_FINISH, f, -1, CF_ENOMEM, NULL, -1, 0);
+    record *r = record_new(m, f, NULL, c);
+    if (!r)
         return CF_ENOMEM;
-    }
-    r->link.run = task_done;
-    r->fn = NULL;
-    r->u.arg = c;
-    r->future = f;
-    atomic_init(&r->word, (uint_fast64_t)now & ~(uint_fast64_t)FLAGS);
-    r->m = m;
     cf__task_record *outer = cf__monitor_handoff;
     cf__monitor_handoff = (cf__task_record *)r;
     int rc = ex->submit_chunk(ex->impl, f, c, codec);
     cf__monitor_handoff = outer;
-    if (rc != CF_OK) {
-        free_record(r);
-        emit(m, CF_EVENT_FINISH, f, -1, rc, NULL, -1, 0);
-        return rc;
-    }
-    if (counting(m)) {
-        shard *s = my_shard(m);
-        add(&s->submitted, owns(m, s));
-    }
-    if (!cf__future_attach(f, &r->link, false))
-        cf__chain_fire(&r->link);
-    return CF_OK;
+    return record_submitted(m, f, r, rc);
 }
 
 /* ------------------------------------------------------------------------ */
