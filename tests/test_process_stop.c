@@ -129,6 +129,20 @@ TEST_TIMEOUT(process_stop_shutdown_report_stops_a_polling_task, 60)
 /* Tasks waiting at the worker behind the stopped one run normally (over
  * socket + shared memory they were sent already; a STOP frame over pipes
  * travels alone, since tasks go only to a free worker). */
+/* shutdown(cancel_futures) raises the flag of the running task, as on a
+ * thread pool: the polling task ends at once, with its result. */
+TEST_TIMEOUT(process_stop_shutdown_cancel_futures_stops_a_polling_task, 60)
+{
+    cf_executor *ex = pool_new(1, CF_START_EXEC);
+    cf_future *f = start_poller(ex);
+    ASSERT_OK(cf_executor_shutdown(ex, true, true));
+    void *v = NULL;
+    ASSERT_OK(cf_future_result(f, 0, &v));
+    ASSERT((intptr_t)v > 0); /* it saw its flag, not its 30 s bound */
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
 TEST_TIMEOUT(process_stop_tasks_behind_the_stopped_one_run, 60)
 {
     cf_executor *ex = pool_new(1, CF_START_EXEC);

@@ -70,10 +70,15 @@ static void w_send_stop(wproc *w, task *t)
 void cf__pp_check_running(process_pool *pool)
 {
     int64_t now = 0;
+    bool stop_all = atomic_load_explicit(&pool->stop_running,
+                                         memory_order_relaxed);
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
         task *t = w->state == W_READY && !w->killed_for ? w_running_task(w)
                                                         : NULL;
+        if (t && stop_all) /* shutdown(cancel_futures), as on threads */
+            atomic_store_explicit(&t->f->cancel_requested, true,
+                                  memory_order_relaxed);
         if (t && !t->stop_sent && !w->send_failed &&
             atomic_load_explicit(&t->f->cancel_requested,
                                  memory_order_relaxed))

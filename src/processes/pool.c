@@ -97,6 +97,9 @@ static void begin_shutdown(process_pool *pool, bool cancel_futures, int sig)
     size_t n = 0;
     cf__mutex_lock(&pool->lock);
     pool->shutdown = true;
+    if (cancel_futures)
+        atomic_store_explicit(&pool->stop_running, true,
+                              memory_order_relaxed);
     if (sig)
         pool->terminate_sig = sig;
     task *q = cancel_futures ? cf__pp_take_queue(pool) : NULL;
@@ -423,6 +426,7 @@ int cf_process_pool_new(const cf_process_pool_options *opts, cf_executor **out)
         return CF_ENOMEM;
     atomic_init(&pool->spare_lock.held, false);
     atomic_init(&pool->cancel_buf_busy, false);
+    atomic_init(&pool->stop_running, false);
     atomic_init(&pool->n_idle, 0);
     atomic_init(&pool->req_pending, false);
     if ((rc = configure(pool, opts)) != CF_OK)

@@ -156,6 +156,9 @@ struct process_pool {
     int n_alive;           /* guarded by lock: worker processes not reaped */
     int limit;             /* guarded by lock: max_workers now */
     bool shutdown;         /* guarded by lock */
+    /* shutdown(cancel_futures): the manager raises the flag of every task
+     * it finds running from then on (escalation.c). */
+    atomic_bool stop_running;
     int terminate_sig;     /* guarded by lock: 0, SIGTERM or SIGKILL */
     bool broken;           /* guarded by lock */
     bool manager_done;     /* guarded by lock */
