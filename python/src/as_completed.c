@@ -24,20 +24,6 @@ typedef struct as_completed {
     bool busy;              /* a next() waits, the GIL dropped */
 } as_completed;
 
-static void notify_queue(cf__waiter *w, cf__wait_node *node, cf_future *f)
-{
-    (void)f;
-    node->done_next = NULL;
-    cf__spin_lock(&w->lock);
-    if (w->done_tail)
-        w->done_tail->done_next = node;
-    else
-        w->done_head = node;
-    w->done_tail = node;
-    cf__spin_unlock(&w->lock);
-    cf__event_signal_all(&w->event);
-}
-
 static bool queue_ready(void *arg)
 {
     cf__waiter *w = arg;
@@ -251,7 +237,7 @@ PyObject *cfpy_as_completed(PyObject *module, PyObject *const *args,
     }
     cf__event_init(&it->w.event);
     atomic_init(&it->w.lock.held, false);
-    it->w.notify = notify_queue;
+    it->w.notify = cf__waiter_notify_queue;
     it->w.wakes_on_cancel = false;
     it->w.done_head = it->w.done_tail = NULL;
     it->finished = false;
@@ -268,7 +254,7 @@ PyObject *cfpy_as_completed(PyObject *module, PyObject *const *args,
             continue;
         }
         /* Done since the first look: queue it as a notification would. */
-        notify_queue(&it->w, &e->node, e->cf);
+        cf__waiter_notify_queue(&it->w, &e->node, e->cf);
     }
     Py_CLEAR(it->c.set); /* the entries and `ready` hold the futures */
     return (PyObject *)it;

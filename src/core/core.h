@@ -291,6 +291,11 @@ struct cf__waiter {
     cf__wait_node *done_tail;
 };
 
+/* A notify that queues the node on the waiter's done list (in completion
+ * order) and wakes it: as_completed's, in C and in the Python module. */
+void cf__waiter_notify_queue(cf__waiter *w, cf__wait_node *node,
+                             cf_future *f);
+
 struct cf__wait_node {
     cf__wait_node *next;  /* in the future's list; guarded by future lock */
     cf__wait_node *prev;

@@ -380,7 +380,7 @@ struct cf_as_completed {
     int64_t deadline;
 };
 
-static void notify_queue(cf__waiter *w, cf__wait_node *node, cf_future *f)
+void cf__waiter_notify_queue(cf__waiter *w, cf__wait_node *node, cf_future *f)
 {
     (void)f;
     node->done_next = NULL;
@@ -418,7 +418,7 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout,
         goto nomem;
     cf__event_init(&it->w.event);
     atomic_init(&it->w.lock.held, false);
-    it->w.notify = notify_queue;
+    it->w.notify = cf__waiter_notify_queue;
     it->deadline = deadline;
 
     for (size_t i = 0; i < it->n; i++) {
