@@ -175,6 +175,17 @@ static inline cf_executor *pool_new(int max_workers)
     return ex;
 }
 
+/* A pool whose threads are named `prefix`_<n>, for count_named_threads. */
+static inline cf_executor *named_pool(int max_workers, const char *prefix)
+{
+    cf_thread_pool_options opts = {.max_workers = max_workers,
+                                   .thread_name_prefix = prefix};
+    cf_executor *ex = NULL;
+    ASSERT_OK(cf_thread_pool_new(&opts, &ex));
+    ASSERT(ex != NULL);
+    return ex;
+}
+
 static inline cf_future *submit(cf_executor *ex, cf_fn fn, void *arg)
 {
     cf_future *f = NULL;

@@ -6,8 +6,8 @@
 #define _GNU_SOURCE
 #include "coretest.h"
 
-static cf_executor *named_pool(int max_workers, int max_compensating,
-                               const char *prefix)
+static cf_executor *compensating_pool(int max_workers, int max_compensating,
+                                      const char *prefix)
 {
     cf_thread_pool_options opts = {.max_workers = max_workers,
                                    .max_compensating = max_compensating,
@@ -50,7 +50,7 @@ static void *task_a(void *arg, cf_call *call)
 
 TEST_TIMEOUT(a_waits_for_running_b_that_waits_for_queued_c_two_workers, 30)
 {
-    chain c = {.ex = named_pool(2, 0, "abc2")};
+    chain c = {.ex = compensating_pool(2, 0, "abc2")};
     latch_init(&c.gate);
     c.b = submit(c.ex, task_gate, &c.gate);
     latch_wait_arrived(&c.gate, 1); /* B runs and waits */
@@ -99,7 +99,7 @@ static void *task_a_one_worker(void *arg, cf_call *call)
 
 TEST_TIMEOUT(a_waits_for_b_that_waits_for_queued_c_one_worker, 30)
 {
-    chain c = {.ex = named_pool(1, 0, "abc1")};
+    chain c = {.ex = compensating_pool(1, 0, "abc1")};
     c.x = future_new();
     cf_future *a = submit(c.ex, task_a_one_worker, &c);
     ASSERT_EQ(result_of(a), 7);
@@ -157,7 +157,7 @@ static void *task_node(void *arg, cf_call *call)
 static void exchanging_tree_completes(int max_workers, const char *prefix)
 {
     enum { DEPTH = 6 };
-    cf_executor *ex = named_pool(max_workers, 0, prefix);
+    cf_executor *ex = compensating_pool(max_workers, 0, prefix);
     node root = {ex, DEPTH, NULL, NULL};
     cf_future *f = submit(ex, task_node, &root);
     ASSERT_EQ(result_of(f), 1 << DEPTH);
@@ -195,7 +195,7 @@ static void *task_block(void *arg, cf_call *call)
 
 TEST_TIMEOUT(compensating_threads_stop_at_max_compensating, 30)
 {
-    cf_executor *ex = named_pool(1, 2, "cap_");
+    cf_executor *ex = compensating_pool(1, 2, "cap_");
     blocker b = {.gate = future_new()};
     cf_future *fs[6];
     for (int i = 0; i < 6; i++)
@@ -254,8 +254,8 @@ static void *task_cross_q(void *arg, cf_call *call)
 
 TEST_TIMEOUT(two_pools_waiting_for_each_others_queued_tasks_complete, 30)
 {
-    crossed c = {named_pool(1, 0, "crp_"), named_pool(1, 0, "crq_"),
-                 NULL, NULL};
+    crossed c = {compensating_pool(1, 0, "crp_"),
+                 compensating_pool(1, 0, "crq_"), NULL, NULL};
     cf_future *a = submit(c.p, task_cross_p, &c);
     cf_future *b = submit(c.q, task_cross_q, &c);
     ASSERT_EQ(result_of(a), 3);

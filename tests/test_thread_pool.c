@@ -374,15 +374,6 @@ TEST(broken_reports_why_once_an_initializer_failed)
 /* ------------------------------------------------------------------------ */
 /* Lazy start and reuse                                                     */
 
-static cf_executor *named_pool(int max_workers, const char *prefix)
-{
-    cf_thread_pool_options opts = {.max_workers = max_workers,
-                                   .thread_name_prefix = prefix};
-    cf_executor *ex = NULL;
-    ASSERT_OK(cf_thread_pool_new(&opts, &ex));
-    return ex;
-}
-
 TEST(threads_start_lazily)
 {
     int before = harness_count_threads();

@@ -54,15 +54,6 @@ static void run_one(cf_executor *ex)
     cf_future_release(f);
 }
 
-static cf_executor *named_pool(int max_workers, const char *prefix)
-{
-    cf_thread_pool_options opts = {.max_workers = max_workers,
-                                   .thread_name_prefix = prefix};
-    cf_executor *ex = NULL;
-    ASSERT_OK(cf_thread_pool_new(&opts, &ex));
-    return ex;
-}
-
 TEST(burst_after_idle_runs_tasks_that_wait_for_each_other)
 {
     cf_executor *ex = pool_new(2);

@@ -8,15 +8,6 @@
 
 #include "coretest.h"
 
-static cf_executor *named_pool(int max_workers, const char *prefix)
-{
-    cf_thread_pool_options opts = {.max_workers = max_workers,
-                                   .thread_name_prefix = prefix};
-    cf_executor *ex = NULL;
-    ASSERT_OK(cf_thread_pool_new(&opts, &ex));
-    return ex;
-}
-
 TEST(growing_starts_threads_for_queued_work)
 {
     cf_executor *ex = named_pool(1, "grow");
