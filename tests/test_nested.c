@@ -522,3 +522,197 @@ TEST_TIMEOUT(poll_from_a_task_runs_nothing, 30)
     cf_future_release(f);
     cf_executor_free(pool);
 }
+
+/* ------------------------------------------------------------------------ */
+/* A future finishing as a task begins to wait                              */
+
+/* The future the deadlock check's test hook completes (once), and with a
+ * failure or not. */
+static cf_future *_Atomic finish_at_check;
+static atomic_bool finish_failing;
+
+static void finish_before_check(void)
+{
+    cf_future *f = atomic_exchange(&finish_at_check, NULL);
+    if (f && atomic_load(&finish_failing))
+        cf_future_set_exception(f, CF_ETASK, "ends a FIRST_EXCEPTION wait");
+    else if (f)
+        cf_future_set_result(f, NULL);
+}
+
+/* Waits for {itself, a bare future} that finishes just before the
+ * deadlock check, after the wait's last look. rc: cf_wait
+ * FIRST_COMPLETED, as_completed's first next() (then its second),
+ * cf_wait FIRST_EXCEPTION with the future succeeding (a true deadlock),
+ * then failing. */
+static void *wait_as_check_begins(void *arg, cf_call *call)
+{
+    (void)call;
+    self_wait *s = arg;
+    latch_wait(&s->published);
+    cf_future *me = atomic_load(&s->self), *set[2] = {me, NULL};
+    size_t nd = 0;
+    set[1] = future_new();
+    atomic_store(&finish_at_check, set[1]);
+    s->rc[0] = cf_wait(set, 2, CF_FOREVER, CF_FIRST_COMPLETED, NULL, &nd,
+                       NULL, NULL);
+    cf_future_release(set[1]);
+
+    set[1] = future_new();
+    cf_as_completed *it = NULL;
+    cf_future *got = NULL;
+    int rc = cf_as_completed_new(set, 2, CF_FOREVER, &it);
+    atomic_store(&finish_at_check, set[1]);
+    if (rc == CF_OK)
+        rc = cf_as_completed_next(it, &got);
+    s->rc[1] = rc == CF_OK && got != set[1] ? CF_ESTATE : rc;
+    cf_future_release(got);
+    s->rc[2] = cf_as_completed_next(it, &got); /* only itself is left */
+    cf_as_completed_free(it);
+    cf_future_release(set[1]);
+
+    for (int failing = 0; failing < 2; failing++) {
+        set[1] = future_new();
+        atomic_store(&finish_failing, failing);
+        atomic_store(&finish_at_check, set[1]);
+        s->rc[3 + failing] = cf_wait(set, 2, CF_FOREVER, CF_FIRST_EXCEPTION,
+                                     NULL, &nd, NULL, NULL);
+        cf_future_release(set[1]);
+    }
+    return NULL;
+}
+
+TEST_TIMEOUT(future_finishing_at_the_deadlock_check_ends_the_wait, 30)
+{
+    cf_executor *ex = pool_new(1);
+    self_wait s;
+    memset(&s, 0, sizeof s);
+    latch_init(&s.published);
+    cf__nested_before_check = finish_before_check;
+    cf_future *f = submit(ex, wait_as_check_begins, &s);
+    atomic_store(&s.self, f);
+    latch_open(&s.published);
+    ASSERT_OK(cf_future_result(f, CF_FOREVER, NULL));
+    cf__nested_before_check = NULL;
+    ASSERT_OK(s.rc[0]);
+    ASSERT_OK(s.rc[1]);
+    ASSERT_CODE(s.rc[2], CF_EDEADLK);
+    ASSERT_CODE(s.rc[3], CF_EDEADLK);
+    ASSERT_OK(s.rc[4]);
+    cf_future_release(f);
+    cf_executor_free(ex);
+    latch_destroy(&s.published);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A future finishing as a task begins to wait                              */
+
+/* Round by round, the task waits for "itself or this round's bare future"
+ * (cf_wait FIRST_EXCEPTION, then as_completed), while the test thread
+ * fails that future at a slightly different moment each round. The wait
+ * must end with the bare future, never with CF_EDEADLK: one finishing
+ * between the wait's last look and its deadlock check (all that is left
+ * is then the task itself) ends the wait; it is no deadlock. The futures
+ * done before the wait (DONE of them, which end neither wait) come first
+ * and the bare one last, so that the window is most of the wait. */
+enum { DONE = 1000 };
+
+typedef struct finish_race {
+    cf_future *_Atomic self;
+    latch published;
+    cf_future *set[DONE + 2]; /* DONE done futures, the task, the bare one */
+    cf_future *_Atomic other; /* this round's bare future; NULL between */
+    atomic_int waiting;       /* the round the task is about to wait in */
+    atomic_bool stop;
+    atomic_int deadlocks; /* waits refused */
+    atomic_int failures;  /* waits that failed otherwise */
+} finish_race;
+
+static int wait_me_or_other(cf_future **set, bool use_wait)
+{
+    cf_future *other = set[DONE + 1];
+    if (use_wait) {
+        size_t nd = 0;
+        int rc = cf_wait(set, DONE + 2, CF_FOREVER, CF_FIRST_EXCEPTION, NULL,
+                         &nd, NULL, NULL);
+        return rc == CF_OK && nd != DONE + 1 ? CF_ESTATE : rc;
+    }
+    cf_as_completed *it = NULL;
+    cf_future *got = NULL;
+    int rc = cf_as_completed_new(set, DONE + 2, CF_FOREVER, &it);
+    for (int i = 0; rc == CF_OK && i <= DONE; i++) {
+        cf_future_release(got);
+        got = NULL;
+        rc = cf_as_completed_next(it, &got);
+    }
+    if (rc == CF_OK && got != other)
+        rc = CF_ESTATE;
+    cf_future_release(got);
+    cf_as_completed_free(it);
+    return rc;
+}
+
+static void *wait_as_other_finishes(void *arg, cf_call *call)
+{
+    (void)call;
+    finish_race *r = arg;
+    latch_wait(&r->published);
+    r->set[DONE] = atomic_load(&r->self);
+    for (int round = 1;; round++) {
+        cf_future *other;
+        while (!(other = atomic_load(&r->other))) {
+            if (atomic_load(&r->stop))
+                return NULL;
+            sched_yield();
+        }
+        r->set[DONE + 1] = other;
+        atomic_store(&r->waiting, round);
+        int rc = wait_me_or_other(r->set, round % 2);
+        if (rc == CF_EDEADLK)
+            atomic_fetch_add(&r->deadlocks, 1);
+        else if (rc != CF_OK)
+            atomic_fetch_add(&r->failures, 1);
+        atomic_store(&r->other, NULL);
+    }
+}
+
+TEST_TIMEOUT(future_finishing_as_a_task_begins_to_wait_is_no_deadlock, 30)
+{
+    cf_executor *ex = pool_new(1);
+    static finish_race r;
+    latch_init(&r.published);
+    for (int i = 0; i < DONE; i++)
+        r.set[i] = future_done_with(NULL);
+    cf_future *f = submit(ex, wait_as_other_finishes, &r);
+    atomic_store(&r.self, f);
+    latch_open(&r.published);
+    /* Rounds until a refusal or the deadline; the delay before the
+     * failure sweeps the wait. Without the fix about half the runs find
+     * the window (the test above hits it every time). */
+    double slow = harness_slowdown();
+    double deadline = harness_now() + 0.3 * (slow < 3 ? slow : 3);
+    int round = 0;
+    while (harness_now() < deadline && atomic_load(&r.deadlocks) == 0) {
+        cf_future *other = future_new();
+        round++;
+        atomic_store(&r.other, other);
+        while (atomic_load(&r.waiting) != round)
+            sched_yield();
+        for (volatile int spin = 0; spin < (round * 997) % 20000; spin++)
+            ;
+        ASSERT_OK(cf_future_set_exception(other, CF_ETASK, "ends the wait"));
+        while (atomic_load(&r.other) != NULL)
+            sched_yield();
+        cf_future_release(other);
+    }
+    atomic_store(&r.stop, true);
+    ASSERT_OK(cf_future_result(f, CF_FOREVER, NULL));
+    ASSERT_EQ(atomic_load(&r.deadlocks), 0);
+    ASSERT_EQ(atomic_load(&r.failures), 0);
+    ASSERT(round > 0);
+    cf_future_release(f);
+    for (int i = 0; i < DONE; i++)
+        cf_future_release(r.set[i]);
+    cf_executor_free(ex);
+    latch_destroy(&r.published);
+}

@@ -376,9 +376,16 @@ cf_future *cf__nested_help_one(cf_future *const *fs, size_t n,
 /* From inside a task, before it blocks waiting for any of fs[0..n):
  * CF_EDEADLK if every one not yet done waits, in the end, for the task
  * itself; else registers the wait in `fr` and returns CF_OK, to be ended
- * by cf__nested_end_wait(fr). */
+ * by cf__nested_end_wait(fr). A future may finish after the caller's
+ * last look and end the wait: on CF_EDEADLK every one done has notified
+ * its waiters, and the caller looks at its condition once more (if it
+ * holds, the wait is over: no deadlock). */
 int cf__nested_begin_wait(cf__wait_frame *fr, cf_future *const *fs,
                           size_t n, int done_from);
+/* For tests: called (when set) by cf__nested_begin_wait before it looks
+ * at the futures: where one may finish after the caller's last look.
+ * NULL in normal use. */
+extern void (*_Atomic cf__nested_before_check)(void);
 void cf__nested_end_wait(cf__wait_frame *fr);
 
 /* ------------------------------------------------------------------------ */

@@ -28,7 +28,9 @@
  *   for the future it runs (it cannot resume before that one returns).
  *   A wait for any of several futures (FIRST_COMPLETED, as_completed) is
  *   a deadlock only when every future not yet done leads back; while it
- *   waits, it is an edge only if just one is left.
+ *   waits, it is an edge only if just one is left. One that finished
+ *   after the caller's last look may end the wait: the caller looks at
+ *   its condition again before it reports the deadlock.
  *
  * - Compensation. A wait that still blocks (what it waits for runs on
  *   another thread, is a bare future, or belongs to another pool) tells
@@ -190,9 +192,27 @@ int cf__nested_wait(cf_future *f, int64_t deadline_ns, int done_from)
     return done ? CF_OK : CF_ETIMEDOUT;
 }
 
+void (*_Atomic cf__nested_before_check)(void);
+
+/* Waits until every future of fs[0..n) that is done has also notified
+ * its waiters: its completer notifies them under its lock, after the
+ * state turned done. */
+static void settle_done(cf_future *const *fs, size_t n, int done_from)
+{
+    for (size_t i = 0; i < n; i++)
+        if (cf__future_state(fs[i]) >= done_from) {
+            cf__spin_lock(&fs[i]->lock);
+            cf__spin_unlock(&fs[i]->lock);
+        }
+}
+
 int cf__nested_begin_wait(cf__wait_frame *fr, cf_future *const *fs,
                           size_t n, int done_from)
 {
+    void (*hook)(void) = atomic_load_explicit(&cf__nested_before_check,
+                                              memory_order_relaxed);
+    if (hook)
+        hook();
     cf_future *only = NULL;
     size_t pending = 0;
     bool way_out = false; /* a future not done that does not lead back */
@@ -208,6 +228,12 @@ int cf__nested_begin_wait(cf__wait_frame *fr, cf_future *const *fs,
     }
     if (pending > 0 && !way_out) {
         pthread_mutex_unlock(&registry.lock);
+        /* One of the futures found done may have finished after the
+         * caller last looked, and may end its wait: it is then no
+         * deadlock. Once the done ones have notified, the caller's look
+         * at its condition tells (the pending ones can only lead back). */
+        if (pending < n)
+            settle_done(fs, n, done_from);
         return CF_EDEADLK;
     }
     enter(fr, pending == 1 ? only : NULL);

@@ -260,6 +260,8 @@ static int block_until(cf_future *const *fs, size_t n, int return_when,
         if (help_until(fs, n, return_when))
             return CF_OK;
         int rc = cf__nested_begin_wait(&frame, fs, n, CF__CANCELLED);
+        if (rc == CF_EDEADLK && condition_holds(fs, n, return_when))
+            return CF_OK; /* one finished meanwhile: see nested.c */
         if (rc != CF_OK)
             return rc;
     }
@@ -492,6 +494,11 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out)
                 continue;
             int rc = cf__nested_begin_wait(&frame, it->futures, it->n,
                                            CF__CANCELLED);
+            if (rc == CF_EDEADLK && (node = pop_completed(it)) != NULL) {
+                it->yielded++; /* one finished meanwhile: see nested.c */
+                *out = cf_future_retain(node->future);
+                return CF_OK;
+            }
             if (rc != CF_OK)
                 return rc;
             nested = true;
