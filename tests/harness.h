@@ -39,6 +39,11 @@ void harness_register(const char *name, harness_fn fn);
 void harness_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
 
+/* Has `fn` run once when the test fails, before its process exits, in the
+ * process that set it (not in a forked child): fixtures clean up after
+ * themselves. One hook at a time; NULL removes it. */
+void harness_on_fail(void (*fn)(void));
+
 #define ASSERT(cond)                                                     \
     do {                                                                 \
         if (!(cond))                                                     \

@@ -72,10 +72,58 @@ typedef struct tmpdir {
     char path[64];
 } tmpdir;
 
+/* The directories made and not yet removed (copies): a failing test
+ * removes them too (harness_on_fail), so no /tmp/cfpp.* is left behind.
+ * A test that cannot clean up (killed at its time limit, crashed) leaves
+ * its directories, named for its pid: the next tmpdir_make() removes
+ * those of processes that no longer exist. */
+enum { PP_TMPDIRS = 16 };
+static tmpdir pp_tmpdirs[PP_TMPDIRS];
+
+static inline void tmpdir_remove(tmpdir *d);
+
+static inline void pp_tmpdirs_cleanup(void)
+{
+    for (int i = 0; i < PP_TMPDIRS; i++)
+        if (pp_tmpdirs[i].path[0]) {
+            tmpdir copy = pp_tmpdirs[i];
+            tmpdir_remove(&copy);
+        }
+}
+
+/* Removes /tmp/cfpp.<pid>.* of every <pid> that no longer runs. */
+static inline void pp_tmpdirs_sweep(void)
+{
+    DIR *dir = opendir("/tmp");
+    if (!dir)
+        return;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        long pid;
+        int end = 0;
+        if (sscanf(e->d_name, "cfpp.%ld.%n", &pid, &end) != 1 || end == 0 ||
+            pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH ||
+            strlen(e->d_name) + 5 >= sizeof(tmpdir))
+            continue;
+        tmpdir stale;
+        memcpy(stale.path, "/tmp/", 5);
+        strcpy(stale.path + 5, e->d_name);
+        tmpdir_remove(&stale);
+    }
+    closedir(dir);
+}
+
 static inline void tmpdir_make(tmpdir *d)
 {
-    strcpy(d->path, "/tmp/cfpp.XXXXXX");
+    pp_tmpdirs_sweep();
+    snprintf(d->path, sizeof d->path, "/tmp/cfpp.%ld.XXXXXX", (long)getpid());
     ASSERT(mkdtemp(d->path) != NULL);
+    for (int i = 0; i < PP_TMPDIRS; i++)
+        if (!pp_tmpdirs[i].path[0]) {
+            pp_tmpdirs[i] = *d;
+            break;
+        }
+    harness_on_fail(pp_tmpdirs_cleanup);
 }
 
 static inline void tmpdir_file(const tmpdir *d, const char *name, char *out,
@@ -86,6 +134,9 @@ static inline void tmpdir_file(const tmpdir *d, const char *name, char *out,
 
 static inline void tmpdir_remove(tmpdir *d)
 {
+    for (int i = 0; i < PP_TMPDIRS; i++)
+        if (strcmp(pp_tmpdirs[i].path, d->path) == 0)
+            pp_tmpdirs[i].path[0] = '\0';
     DIR *dir = opendir(d->path);
     if (dir) {
         struct dirent *e;
