@@ -90,6 +90,71 @@ static inline void *bench_xmalloc(size_t size)
     return p;
 }
 
+/* W1 in rounds: the timed section run `rounds` times in one process, with
+ * the same pool, threads and memory (what a long-running program sees,
+ * where the first W1 round sees a fresh pool and fresh memory). The report
+ * is the median round of all but the first; with one round, that round.
+ *
+ *     bench_w1_clock c;
+ *     bench_w1_clock_init(&c, rounds);
+ *     for (int r = 0; r < rounds; r++) {
+ *         bench_w1_round_start(&c);
+ *         ... submit n, wait for all ...
+ *         bench_w1_round_end(&c);
+ *     }
+ *     bench_w1_report(&c, "name", workers, n);
+ */
+typedef struct bench_w1_clock {
+    int rounds, done;
+    int64_t *elapsed, *sys; /* per round */
+    int64_t t0, k0;         /* the running round's start */
+} bench_w1_clock;
+
+static inline void bench_w1_clock_init(bench_w1_clock *c, int rounds)
+{
+    c->rounds = rounds > 0 ? rounds : 1;
+    c->done = 0;
+    c->elapsed = (int64_t *)bench_xmalloc((size_t)c->rounds * sizeof(int64_t));
+    c->sys = (int64_t *)bench_xmalloc((size_t)c->rounds * sizeof(int64_t));
+}
+
+static inline void bench_w1_round_start(bench_w1_clock *c)
+{
+    c->k0 = bench_sys_ns();
+    c->t0 = bench_now_ns();
+}
+
+static inline void bench_w1_round_end(bench_w1_clock *c)
+{
+    int64_t t1 = bench_now_ns();
+    if (c->done < c->rounds) {
+        c->elapsed[c->done] = t1 - c->t0;
+        c->sys[c->done] = bench_sys_ns() - c->k0;
+        c->done++;
+    }
+}
+
+static inline void bench_w1_report(bench_w1_clock *c, const char *contender,
+                                   int workers, long n)
+{
+    if (c->done == 0)
+        bench_die("w1: no round ran");
+    /* Rounds after the first, sorted by time (insertion sort: few). */
+    int first = c->done > 1 ? 1 : 0, m = c->done - first;
+    int64_t *e = c->elapsed + first, *k = c->sys + first;
+    for (int i = 1; i < m; i++)
+        for (int j = i; j > 0 && e[j] < e[j - 1]; j--) {
+            int64_t te = e[j], tk = k[j];
+            e[j] = e[j - 1];
+            k[j] = k[j - 1];
+            e[j - 1] = te;
+            k[j - 1] = tk;
+        }
+    bench_report_w1(contender, workers, n, e[m / 2], k[m / 2]);
+    free(c->elapsed);
+    free(c->sys);
+}
+
 /* A field of /proc/self/status in bytes ("VmRSS", "VmHWM"), or 0. */
 static inline long long bench_status_bytes(const char *field)
 {

@@ -1,12 +1,14 @@
 /* throughput.c - W1: submit N empty tasks, each returning a future, then
  * wait for all of them; ns per task and tasks per second.
  *
- *     bench_throughput [N=1000000] [WORKERS=1] [MONITOR=0]
+ *     bench_throughput [N=1000000] [WORKERS=1] [MONITOR=0] [ROUNDS=1]
  *
  * MONITOR 1 turns on the pool's stats (cf_executor_monitor), 2 also an
  * observer that counts events: what leaving them on costs a task.
  * The clock runs from the first submit until every future has been waited
  * for (cf_wait, ALL_COMPLETED) and released: a future's whole life.
+ * ROUNDS > 1 repeats that on the same pool and reports the median round
+ * after the first (bench_w1_clock: a pool that has already run work).
  */
 #include "cfutures.h"
 
@@ -34,6 +36,7 @@ int main(int argc, char **argv)
     long n = bench_arg(argc, argv, 1, 1000000);
     int workers = (int)bench_arg(argc, argv, 2, 1);
     long monitor = argc > 3 ? strtol(argv[3], NULL, 10) : 0;
+    int rounds = (int)bench_arg(argc, argv, 4, 1);
     cf_executor *ex = bench_thread_pool(workers);
     if (monitor) {
         cf_monitor_options o = {.stats = true,
@@ -49,24 +52,26 @@ int main(int argc, char **argv)
     for (long i = 0; i < 1000; i++)
         cf_future_release(fs[i]);
 
-    int64_t k0 = bench_sys_ns();
-    int64_t t0 = bench_now_ns();
-    for (long i = 0; i < n; i++)
-        BENCH_CHECK(cf_executor_submit(ex, noop, NULL, &fs[i]));
-    size_t n_done = 0;
-    BENCH_CHECK(cf_wait(fs, (size_t)n, CF_FOREVER, CF_ALL_COMPLETED, NULL,
-                        &n_done, NULL, NULL));
-    for (long i = 0; i < n; i++)
-        cf_future_release(fs[i]);
-    int64_t t1 = bench_now_ns();
-    int64_t k1 = bench_sys_ns();
-
-    if (n_done != (size_t)n)
-        bench_die("%zu of %ld futures done", n_done, n);
-    bench_report_w1(monitor == 0   ? "cfutures"
+    bench_w1_clock clock;
+    bench_w1_clock_init(&clock, rounds);
+    for (int r = 0; r < rounds; r++) {
+        bench_w1_round_start(&clock);
+        for (long i = 0; i < n; i++)
+            BENCH_CHECK(cf_executor_submit(ex, noop, NULL, &fs[i]));
+        size_t n_done = 0;
+        BENCH_CHECK(cf_wait(fs, (size_t)n, CF_FOREVER, CF_ALL_COMPLETED,
+                            NULL, &n_done, NULL, NULL));
+        for (long i = 0; i < n; i++)
+            cf_future_release(fs[i]);
+        bench_w1_round_end(&clock);
+        if (n_done != (size_t)n)
+            bench_die("%zu of %ld futures done", n_done, n);
+    }
+    bench_w1_report(&clock,
+                    monitor == 0   ? "cfutures"
                     : monitor == 1 ? "cfutures_stats"
                                    : "cfutures_stats_observer",
-                    workers, n, t1 - t0, k1 - k0);
+                    workers, n);
     free(fs);
     cf_executor_free(ex);
     return 0;

@@ -4,7 +4,7 @@
  * the pool. "Wait for all" is a completion counter the last task signals;
  * a round trip waits on a GAsyncQueue the task replies to.
  *
- *     glib w1 N WORKERS   push N empty items, wait for all
+ *     glib w1 N WORKERS [ROUNDS]   push N empty items, wait for all
  *     glib w2 N           push one, pop its reply; N round trips
  *     glib mem N          RSS per pending item (the only worker held)
  */
@@ -56,21 +56,23 @@ static void push(GThreadPool *pool, long i)
         bench_die("g_thread_pool_push: %s", error->message);
 }
 
-static void run_w1(long n, int workers)
+static void run_w1(long n, int workers, int rounds)
 {
     GThreadPool *pool = pool_new(count_down, workers);
     g_atomic_int_set(&remaining, 1); /* warm up */
     push(pool, 0);
     wait_all();
-    int64_t k0 = bench_sys_ns();
-    int64_t t0 = bench_now_ns();
-    g_atomic_int_set(&remaining, (gint)n);
-    for (long i = 0; i < n; i++)
-        push(pool, i);
-    wait_all();
-    int64_t t1 = bench_now_ns();
-    int64_t k1 = bench_sys_ns();
-    bench_report_w1("glib", workers, n, t1 - t0, k1 - k0);
+    bench_w1_clock clock;
+    bench_w1_clock_init(&clock, rounds);
+    for (int r = 0; r < rounds; r++) {
+        bench_w1_round_start(&clock);
+        g_atomic_int_set(&remaining, (gint)n);
+        for (long i = 0; i < n; i++)
+            push(pool, i);
+        wait_all();
+        bench_w1_round_end(&clock);
+    }
+    bench_w1_report(&clock, "glib", workers, n);
     g_thread_pool_free(pool, FALSE, TRUE);
 }
 
@@ -142,7 +144,8 @@ int main(int argc, char **argv)
     const char *what = argc > 1 ? argv[1] : "";
     if (strcmp(what, "w1") == 0)
         run_w1(bench_arg(argc, argv, 2, 1000000),
-               (int)bench_arg(argc, argv, 3, 1));
+               (int)bench_arg(argc, argv, 3, 1),
+               (int)bench_arg(argc, argv, 4, 1));
     else if (strcmp(what, "w2") == 0)
         run_w2(bench_arg(argc, argv, 2, 100000));
     else if (strcmp(what, "mem") == 0)

@@ -6,7 +6,7 @@
  * per thread), so a pending-memory figure would not mean anything and W2
  * often runs on the waiting thread itself.
  *
- *     omp w1 N WORKERS   create N empty tasks, taskwait
+ *     omp w1 N WORKERS [ROUNDS]   create N empty tasks, taskwait
  *     omp w2 N           create one, taskwait; N round trips
  */
 #include <omp.h>
@@ -15,26 +15,27 @@
 
 static volatile long sink;
 
-static void run_w1(long n, int workers)
+static void run_w1(long n, int workers, int rounds)
 {
-    int64_t t0 = 0, t1 = 0, k0 = 0, k1 = 0;
+    bench_w1_clock clock;
+    bench_w1_clock_init(&clock, rounds);
 #pragma omp parallel num_threads(workers + 1)
 #pragma omp single
     {
 #pragma omp task
         sink++; /* warm up */
 #pragma omp taskwait
-        k0 = bench_sys_ns();
-        t0 = bench_now_ns();
-        for (long i = 0; i < n; i++) {
+        for (int r = 0; r < rounds; r++) {
+            bench_w1_round_start(&clock);
+            for (long i = 0; i < n; i++) {
 #pragma omp task
-            (void)sink;
-        }
+                (void)sink;
+            }
 #pragma omp taskwait
-        t1 = bench_now_ns();
-        k1 = bench_sys_ns();
+            bench_w1_round_end(&clock);
+        }
     }
-    bench_report_w1("openmp", workers, n, t1 - t0, k1 - k0);
+    bench_w1_report(&clock, "openmp", workers, n);
 }
 
 static void run_w2(long n)
@@ -63,7 +64,8 @@ int main(int argc, char **argv)
     const char *what = argc > 1 ? argv[1] : "";
     if (strcmp(what, "w1") == 0)
         run_w1(bench_arg(argc, argv, 2, 1000000),
-               (int)bench_arg(argc, argv, 3, 1));
+               (int)bench_arg(argc, argv, 3, 1),
+               (int)bench_arg(argc, argv, 4, 1));
     else if (strcmp(what, "w2") == 0)
         run_w2(bench_arg(argc, argv, 2, 100000));
     else

@@ -7,7 +7,7 @@
  * someone waits. It has no cancellation, callbacks, timeouts or error
  * handling: it is the cost floor a full futures library is compared with.
  *
- *     simple_c w1 N WORKERS   submit N empty tasks, wait for all
+ *     simple_c w1 N WORKERS [ROUNDS]   submit N empty tasks, wait for all
  *     simple_c w2 N           submit one, wait for it; N round trips
  *     simple_c w5 WORKERS REPS the spec's primes example, REPS times
  *     simple_c mem N          RSS per pending task (one worker held)
@@ -133,20 +133,22 @@ static void *noop(void *arg)
     return arg;
 }
 
-static void run_w1(long n, int workers)
+static void run_w1(long n, int workers, int rounds)
 {
     spool *pool = spool_new(workers);
     sfuture **fs = bench_xmalloc((size_t)n * sizeof *fs);
     spool_result(pool, spool_submit(pool, noop, NULL)); /* warm up */
-    int64_t k0 = bench_sys_ns();
-    int64_t t0 = bench_now_ns();
-    for (long i = 0; i < n; i++)
-        fs[i] = spool_submit(pool, noop, NULL);
-    for (long i = 0; i < n; i++)
-        spool_result(pool, fs[i]);
-    int64_t t1 = bench_now_ns();
-    int64_t k1 = bench_sys_ns();
-    bench_report_w1("simple_c", workers, n, t1 - t0, k1 - k0);
+    bench_w1_clock clock;
+    bench_w1_clock_init(&clock, rounds);
+    for (int r = 0; r < rounds; r++) {
+        bench_w1_round_start(&clock);
+        for (long i = 0; i < n; i++)
+            fs[i] = spool_submit(pool, noop, NULL);
+        for (long i = 0; i < n; i++)
+            spool_result(pool, fs[i]);
+        bench_w1_round_end(&clock);
+    }
+    bench_w1_report(&clock, "simple_c", workers, n);
     free(fs);
     spool_free(pool);
 }
@@ -240,7 +242,8 @@ int main(int argc, char **argv)
     const char *what = argc > 1 ? argv[1] : "";
     if (strcmp(what, "w1") == 0)
         run_w1(bench_arg(argc, argv, 2, 1000000),
-               (int)bench_arg(argc, argv, 3, 1));
+               (int)bench_arg(argc, argv, 3, 1),
+               (int)bench_arg(argc, argv, 4, 1));
     else if (strcmp(what, "w2") == 0)
         run_w2(bench_arg(argc, argv, 2, 100000));
     else if (strcmp(what, "w5") == 0)

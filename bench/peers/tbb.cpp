@@ -5,7 +5,7 @@
  * tasks inside wait(), and a single run()+wait() usually runs the task on
  * the waiting thread itself, so W2 for TBB is not a cross-thread hand-off.
  *
- *     tbb w1 N WORKERS   run N empty tasks, wait for all
+ *     tbb w1 N WORKERS [ROUNDS]   run N empty tasks, wait for all
  *     tbb w2 N           run one, wait for it; N round trips
  *     tbb mem N          RSS per pending task (the only worker held)
  */
@@ -20,25 +20,26 @@
 
 #include "../bench.h"
 
-static void run_w1(long n, int workers)
+static void run_w1(long n, int workers, int rounds)
 {
     tbb::global_control limit(tbb::global_control::max_allowed_parallelism,
                               workers + 1);
     tbb::task_arena arena(workers + 1);
-    int64_t t0 = 0, t1 = 0, k0 = 0, k1 = 0;
+    bench_w1_clock clock;
+    bench_w1_clock_init(&clock, rounds);
     arena.execute([&] {
         tbb::task_group g;
         g.run([] {}); /* warm up */
         g.wait();
-        k0 = bench_sys_ns();
-        t0 = bench_now_ns();
-        for (long i = 0; i < n; i++)
-            g.run([] {});
-        g.wait();
-        t1 = bench_now_ns();
-        k1 = bench_sys_ns();
+        for (int r = 0; r < rounds; r++) {
+            bench_w1_round_start(&clock);
+            for (long i = 0; i < n; i++)
+                g.run([] {});
+            g.wait();
+            bench_w1_round_end(&clock);
+        }
     });
-    bench_report_w1("onetbb", workers, n, t1 - t0, k1 - k0);
+    bench_w1_report(&clock, "onetbb", workers, n);
 }
 
 static void run_w2(long n)
@@ -111,7 +112,8 @@ int main(int argc, char **argv)
     const char *what = argc > 1 ? argv[1] : "";
     if (strcmp(what, "w1") == 0)
         run_w1(bench_arg(argc, argv, 2, 1000000),
-               (int)bench_arg(argc, argv, 3, 1));
+               (int)bench_arg(argc, argv, 3, 1),
+               (int)bench_arg(argc, argv, 4, 1));
     else if (strcmp(what, "w2") == 0)
         run_w2(bench_arg(argc, argv, 2, 100000));
     else if (strcmp(what, "mem") == 0)

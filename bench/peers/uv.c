@@ -5,7 +5,8 @@
  * work is left. The pool size comes from UV_THREADPOOL_SIZE, set before the
  * pool's first use.
  *
- *     uv w1 N WORKERS   queue N empty work items, run the loop until done
+ *     uv w1 N WORKERS [ROUNDS]  queue N empty work items, run the loop
+ *                       until done (ROUNDS times: bench_w1_clock)
  *     uv w2 N           queue one, run the loop until done; N round trips
  *     uv mem N          RSS per pending item (the only worker held)
  */
@@ -44,24 +45,26 @@ static void queue(uv_loop_t *loop, uv_work_t *req, uv_work_cb work)
         bench_die("uv_queue_work: %s", uv_strerror(err));
 }
 
-static void run_w1(long n, int workers)
+static void run_w1(long n, int workers, int rounds)
 {
     set_pool_size(workers);
     uv_loop_t *loop = uv_default_loop();
     uv_work_t *reqs = bench_xmalloc((size_t)n * sizeof *reqs);
     queue(loop, &reqs[0], noop_work); /* warm up: starts the pool */
     uv_run(loop, UV_RUN_DEFAULT);
-    completed = 0;
-    int64_t k0 = bench_sys_ns();
-    int64_t t0 = bench_now_ns();
-    for (long i = 0; i < n; i++)
-        queue(loop, &reqs[i], noop_work);
-    uv_run(loop, UV_RUN_DEFAULT);
-    int64_t t1 = bench_now_ns();
-    int64_t k1 = bench_sys_ns();
-    if (completed != n)
-        bench_die("uv: %ld of %ld completed", completed, n);
-    bench_report_w1("libuv", workers, n, t1 - t0, k1 - k0);
+    bench_w1_clock clock;
+    bench_w1_clock_init(&clock, rounds);
+    for (int r = 0; r < rounds; r++) {
+        completed = 0;
+        bench_w1_round_start(&clock);
+        for (long i = 0; i < n; i++)
+            queue(loop, &reqs[i], noop_work);
+        uv_run(loop, UV_RUN_DEFAULT);
+        bench_w1_round_end(&clock);
+        if (completed != n)
+            bench_die("uv: %ld of %ld completed", completed, n);
+    }
+    bench_w1_report(&clock, "libuv", workers, n);
     free(reqs);
 }
 
@@ -127,7 +130,8 @@ int main(int argc, char **argv)
     const char *what = argc > 1 ? argv[1] : "";
     if (strcmp(what, "w1") == 0)
         run_w1(bench_arg(argc, argv, 2, 1000000),
-               (int)bench_arg(argc, argv, 3, 1));
+               (int)bench_arg(argc, argv, 3, 1),
+               (int)bench_arg(argc, argv, 4, 1));
     else if (strcmp(what, "w2") == 0)
         run_w2(bench_arg(argc, argv, 2, 100000));
     else if (strcmp(what, "mem") == 0)
