@@ -66,7 +66,7 @@ static void burst(cf_executor *ex, size_t n,
     tmpdir d;
     tmpdir_make(&d);
     cf_future **fs = calloc(n, sizeof *fs);
-    char (*paths)[80] = calloc(n, sizeof *paths);
+    char (*paths)[160] = calloc(n, sizeof *paths);
     ASSERT(fs && paths);
     for (size_t i = 0; i < n; i++) {
         char name[32];
