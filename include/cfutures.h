@@ -1187,7 +1187,8 @@ typedef int (*cf_start_worker_fn)(void *start_ctx,
                                   cf_worker_process *out);
 
 typedef struct cf_process_pool_options {
-    /* Most worker processes. 0: CPUs this process may use. <0: CF_EINVAL. */
+    /* Most worker processes. 0: CPUs this process may use (at most
+     * 4096). < 0 or above 4096: CF_EINVAL. */
     int max_workers;
     cf_start_method start_method;
     /* Runs once in each worker before its first task, with `initarg` (a

@@ -10,7 +10,9 @@
 #include "procpool_test.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
+#include <sys/resource.h>
 
 /* path_codec: creates `path`, refusing if it exists: a task run twice
  * fails its second run. */
@@ -238,12 +240,32 @@ TEST_TIMEOUT(resize_bad_input, 60)
         {.max_workers = 2, .max_workers_limit = 1},
         {.max_workers = 2, .max_workers_limit = -1},
         {.max_workers = 2, .max_workers_limit = 5000},
+        {.max_workers = 4097},
+        {.max_workers = INT_MAX},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cf_executor *none = NULL;
         ASSERT_CODE(cf_process_pool_new(&bad[i], &none), CF_EINVAL);
         ASSERT(none == NULL);
     }
+}
+
+/* Room for 1000 workers is 3001 entries to watch, more than a process
+ * with RLIMIT_NOFILE 128 may hand poll() (EINVAL): the manager watches
+ * only the descriptors of the workers that run. */
+TEST_TIMEOUT(large_limit_under_a_low_descriptor_limit, 60)
+{
+    struct rlimit old, low;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = old.rlim_cur < 128 ? old.rlim_cur : 128;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    cf_executor *ex = resizable(2, 1000, 0, 0);
+    burst(ex, 4, NULL);
+    ASSERT_OK(cf_executor_set_max_workers(ex, 6));
+    burst(ex, 12, NULL);
+    cf_executor_free(ex);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -169,24 +169,59 @@ static bool step(process_pool *pool)
     return done;
 }
 
+/* polled_at: the entry stands for pfds[k] and pfds[k + 1] (a socket). */
+#define POLLED_BOTH (1 << 30)
+
 /* Fills the poll set: the wake-up fd, then per worker its channel's read
- * end, its write end (the same socket, or a pipe) and its pidfd. Returns
- * the number of entries. */
+ * end, its write end (the same socket, or a pipe) and its pidfd, at
+ * 1 + 3i in pfds (fd -1 where there is nothing to watch); then packs the
+ * entries in use into `polled` for poll(). Returns their number. */
 static int poll_set(process_pool *pool)
 {
     struct pollfd *p = pool->pfds;
-    int n = 0;
-    p[n++] = (struct pollfd){pool->wake_fd, POLLIN, 0};
+    p[0] = (struct pollfd){pool->wake_fd, POLLIN, 0};
     for (int i = 0; i < pool->max_workers; i++) {
         wproc *w = &pool->workers[i];
         bool in = w->state != W_FREE && !w->eof;
         bool out =
             w->state != W_FREE && !w->send_failed && cf__pp_w_has_output(w);
-        /* fd -1 makes poll skip an entry; indexes stay 1 + 3i. */
-        cf__transport_watch(&w->proc, in, out, w->state != W_FREE, p + n);
-        n += 3;
+        cf__transport_watch(&w->proc, in, out, w->state != W_FREE,
+                            p + 1 + 3 * i);
+    }
+    /* A socket is both ends: one entry watches it both ways. */
+    int n = 0;
+    for (int k = 0; k < 1 + 3 * pool->max_workers; k++) {
+        if (p[k].fd < 0)
+            continue;
+        if (k % 3 == 2 && n > 0 && pool->polled_at[n - 1] == k - 1 &&
+            pool->polled[n - 1].fd == p[k].fd) {
+            pool->polled[n - 1].events |= p[k].events;
+            pool->polled_at[n - 1] |= POLLED_BOTH;
+            continue;
+        }
+        pool->polled[n] = p[k];
+        pool->polled_at[n++] = k;
     }
     return n;
+}
+
+/* Hands the events poll() found in `polled` back to their pfds entries;
+ * a socket watched both ways gives its read end all but POLLOUT, its
+ * write end all but POLLIN, as two entries would have had. */
+static void poll_scatter(process_pool *pool, int n)
+{
+    for (int k = 0; k < 1 + 3 * pool->max_workers; k++)
+        pool->pfds[k].revents = 0;
+    for (int j = 0; j < n; j++) {
+        int k = pool->polled_at[j] & ~POLLED_BOTH;
+        short rev = pool->polled[j].revents;
+        if (pool->polled_at[j] & POLLED_BOTH) {
+            pool->pfds[k].revents = (short)(rev & ~POLLOUT);
+            pool->pfds[k + 1].revents = (short)(rev & ~POLLIN);
+        } else {
+            pool->pfds[k].revents = rev;
+        }
+    }
 }
 
 static void handle_events(process_pool *pool)
@@ -343,9 +378,10 @@ static void wait_and_handle(process_pool *pool)
     }
     for (int failures = 0;;) {
         n = poll_set(pool);
-        if (poll(pool->pfds, (nfds_t)n, sleep_ms(pool)) >= 0) {
+        if (poll(pool->polled, (nfds_t)n, sleep_ms(pool)) >= 0) {
             set_asleep(pool, false);
             atomic_store(&pool->mgr_sleeping, false);
+            poll_scatter(pool, n);
             handle_events(pool);
             return;
         }

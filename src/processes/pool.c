@@ -188,6 +188,8 @@ static void free_config(process_pool *pool)
     free(pool->cancel_buf);
     free(pool->workers);
     free(pool->pfds);
+    free(pool->polled);
+    free(pool->polled_at);
     free(pool->init_module);
     cf__buffer_destroy(&pool->required);
     cf__spawn_config_destroy(&pool->spawn);
@@ -308,13 +310,21 @@ static const char *broken_reason(void *impl)
     return why;
 }
 
+/* max_workers 0: the CPUs, within the pool's limit on slots. */
+static int default_workers(void)
+{
+    int n = cf_cpu_count();
+    return n < CF__PP_MAX_WORKERS_LIMIT ? n : CF__PP_MAX_WORKERS_LIMIT;
+}
+
 static int check_options(const cf_process_pool_options *o)
 {
-    if (o->max_workers < 0 || isnan(o->task_timeout) || o->task_timeout < 0 ||
+    if (o->max_workers < 0 || o->max_workers > CF__PP_MAX_WORKERS_LIMIT ||
+        isnan(o->task_timeout) || o->task_timeout < 0 ||
         (unsigned)o->start_method > CF_START_CALLBACK ||
         (unsigned)o->transport > CF_TRANSPORT_PIPES)
         return CF_EINVAL;
-    int n = o->max_workers ? o->max_workers : cf_cpu_count();
+    int n = o->max_workers ? o->max_workers : default_workers();
     if (!(o->idle_timeout >= 0) || o->min_workers < 0 ||
         o->min_workers > n || o->max_workers_limit < 0 ||
         (o->max_workers_limit && o->max_workers_limit < n) ||
@@ -364,7 +374,7 @@ static int configure_initializer(process_pool *pool,
 /* Copies the options and resolves what the workers will need. */
 static int configure(process_pool *pool, const cf_process_pool_options *o)
 {
-    pool->limit = o->max_workers ? o->max_workers : cf_cpu_count();
+    pool->limit = o->max_workers ? o->max_workers : default_workers();
     pool->max_workers =
         o->max_workers_limit ? o->max_workers_limit : pool->limit;
     pool->min_workers = o->min_workers;
@@ -400,11 +410,14 @@ static int configure(process_pool *pool, const cf_process_pool_options *o)
         cf__shm_create((size_t)pool->max_workers * sizeof(cf__shm_slot),
                        &pool->shm);
     pool->workers = calloc((size_t)pool->max_workers, sizeof *pool->workers);
-    pool->pfds = calloc(1 + 3 * (size_t)pool->max_workers,
-                        sizeof *pool->pfds);
+    size_t n_pfds = 1 + 3 * (size_t)pool->max_workers;
+    pool->pfds = calloc(n_pfds, sizeof *pool->pfds);
+    pool->polled = calloc(n_pfds, sizeof *pool->polled);
+    pool->polled_at = calloc(n_pfds, sizeof *pool->polled_at);
     pool->cancel_buf = calloc((size_t)pool->max_workers * WINDOW,
                               sizeof *pool->cancel_buf);
-    if (!pool->workers || !pool->pfds || !pool->cancel_buf)
+    if (!pool->workers || !pool->pfds || !pool->polled || !pool->polled_at ||
+        !pool->cancel_buf)
         return CF_ENOMEM;
     return CF_OK;
 }

@@ -178,7 +178,15 @@ struct process_pool {
 
     /* Manager thread only. */
     wproc *workers;        /* max_workers slots */
-    struct pollfd *pfds;   /* 1 + 2 * max_workers */
+    /* Per worker slot i, its channel's read end, write end and pidfd at
+     * 1 + 3i (0: the wake fd), with the events poll() found; poll()
+     * itself is given only the descriptors in use, packed into `polled`
+     * (poll() refuses more entries than RLIMIT_NOFILE, which the slots
+     * of a large max_workers_limit would pass), with each entry's index
+     * into pfds in `polled_at`. All 1 + 3 * max_workers long. */
+    struct pollfd *pfds;
+    struct pollfd *polled;
+    int *polled_at;
     int terminate_sent;    /* signal already sent to the workers */
     int limit_seen;        /* `limit` when step() last read it */
     int lost;              /* workers killed for their task or dead under
@@ -235,9 +243,9 @@ void cf__pp_w_receive(process_pool *pool, wproc *w);
 bool cf__pp_w_ring_ready(const wproc *w);
 task *cf__pp_w_take_all(process_pool *pool, wproc *w, task **waiting);
 
-/* Resizing (pool.c). The options' max_workers_limit is at most this:
- * each slot is a shared ring (64 KiB, touched only when used) and three
- * poll entries. */
+/* Resizing (pool.c). The options' max_workers and max_workers_limit are
+ * at most this: each slot is a shared ring (64 KiB, touched only when
+ * used) and three pfds entries the manager scans at each step. */
 #define CF__PP_MAX_WORKERS_LIMIT 4096
 int cf__pp_set_max_workers(void *impl, int max_workers);
 
