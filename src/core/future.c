@@ -144,7 +144,10 @@ cf_future *cf__future_alloc(void)
     cf_future *f = cf__future_mem_alloc();
     if (!f)
         return NULL;
-    f->next = NULL;
+    /* Nobody else sees the future yet: no store here needs ordering (a
+     * plain assignment to an atomic would be a full barrier, stalling the
+     * submit on the fresh memory's cache miss). */
+    atomic_store_explicit(&f->next, NULL, memory_order_relaxed);
     f->start.task.fn = NULL;
     f->start.task.arg = NULL;
     f->end.lists.waiters = NULL;
@@ -333,6 +336,10 @@ static int complete(cf_future *f, unsigned from_mask, int to, void *result,
      * new state is not one we complete from, the lists go back. */
     cf__wait_node *waiters = f->end.lists.waiters;
     void *callbacks = f->end.lists.callbacks;
+    /* Every way out of RUNNING takes the lock we hold: a RUNNING future
+     * cannot change under us, and a store publishes the outcome with one
+     * locked instruction less per task than the compare-and-swap. */
+    bool settled = state == CF__RUNNING;
     for (;;) {
         f->failed = code != 0;
         if (code != 0) {
@@ -341,6 +348,10 @@ static int complete(cf_future *f, unsigned from_mask, int to, void *result,
         } else {
             f->end.value.result = result;
             f->end.value.free_result = free_result;
+        }
+        if (settled) {
+            atomic_store_explicit(&f->state, to, memory_order_release);
+            break;
         }
         if (atomic_compare_exchange_weak_explicit(&f->state, &state, to,
                                                   memory_order_acq_rel,
