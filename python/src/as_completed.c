@@ -1,9 +1,11 @@
 /* as_completed.c - as_completed() over cfutures and foreign futures.
  *
- * Design: futures done at the start are yielded first, from a list; the
- * others are reduced to core futures (wait_set.c), each with a node of one
- * core waiter whose notification appends the node to a queue; next()
- * pops the queue or sleeps on the waiter's event, the GIL released.
+ * Design: the distinct futures are collected once (wait_set.c: ours
+ * deduplicated by a mark, not a set). Those done at the start are yielded
+ * first, in input order, from the collected array; the others are reduced
+ * to core futures, each with a node of one core waiter whose notification
+ * appends the node to a queue; next() pops the queue or sleeps on the
+ * waiter's event, the GIL released.
  *
  * Lock order: core notifications take the future's lock, then the
  * waiter's spinlock.
@@ -14,9 +16,9 @@
 
 typedef struct as_completed {
     PyObject_HEAD
-    cfpy_wait_set c;        /* the futures not done at the start */
+    cfpy_wait_set c;        /* c.done first, then c.e as they complete */
     cf__waiter w;           /* queue of notified nodes */
-    PyObject *ready;        /* list: done at the start, yielded first */
+    Py_ssize_t next_done;   /* c.done[next_done] is yielded next */
     Py_ssize_t total;       /* distinct futures */
     Py_ssize_t yielded;
     int64_t deadline;
@@ -52,7 +54,6 @@ static void ac_finish(as_completed *it)
         return;
     it->finished = true;
     cfpy_wait_set_free(&it->c);
-    Py_CLEAR(it->ready);
     cf__event_destroy(&it->w.event);
 }
 
@@ -87,14 +88,9 @@ static PyObject *ac_wait_next(as_completed *it)
 {
     if (it->finished)
         return NULL;
-    Py_ssize_t n_ready = PyList_GET_SIZE(it->ready);
-    if (n_ready > 0) { /* the list's reference goes to the caller */
-        PyObject *fut = PyList_GET_ITEM(it->ready, n_ready - 1);
-        Py_INCREF(fut);
-        if (PyList_SetSlice(it->ready, n_ready - 1, n_ready, NULL) < 0) {
-            Py_DECREF(fut);
-            return NULL;
-        }
+    if (it->next_done < it->c.n_done) { /* the slot's reference is handed */
+        PyObject *fut = it->c.done[it->next_done];
+        it->c.done[it->next_done++] = NULL;
         it->yielded++;
         return fut;
     }
@@ -137,7 +133,8 @@ static int ac_traverse(as_completed *it, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(it));
     if (!it->finished) {
-        Py_VISIT(it->ready);
+        for (Py_ssize_t i = it->next_done; i < it->c.n_done; i++)
+            Py_VISIT(it->c.done[i]);
         for (Py_ssize_t i = 0; i < it->c.n; i++)
             Py_VISIT(it->c.e[i].fut);
     }
@@ -193,48 +190,19 @@ PyObject *cfpy_as_completed(PyObject *module, PyObject *const *args,
     int64_t deadline;
     if (cfpy_deadline(timeout, &deadline) < 0)
         return NULL;
-    PyObject *set = PySet_New(fs);
-    if (!set)
-        return NULL;
-    /* Done ones go straight to `ready`; only the others get an entry, a
-     * core reference and a wait node. */
-    PyObject *ready = PyList_New(0), *pending = PySet_New(NULL);
-    PyObject *iter = ready && pending ? PyObject_GetIter(set) : NULL, *item;
-    while (iter && (item = PyIter_Next(iter)) != NULL) {
-        bool done = cfpy_future_check(st, item) &&
-                    cfpy_future_done_for_wait((cfpy_future *)item);
-        int rc = done ? PyList_Append(ready, item) : PySet_Add(pending, item);
-        Py_DECREF(item);
-        if (rc < 0)
-            Py_CLEAR(iter);
-    }
-    Py_ssize_t total = PySet_GET_SIZE(set);
-    Py_DECREF(set);
-    if (!iter || PyErr_Occurred()) {
-        Py_XDECREF(iter);
-        Py_XDECREF(ready);
-        Py_XDECREF(pending);
-        return NULL;
-    }
-    Py_DECREF(iter);
     as_completed *it = PyObject_GC_New(as_completed, st->AsCompleted);
-    if (!it) {
-        Py_DECREF(ready);
-        Py_DECREF(pending);
+    if (!it)
         return NULL;
-    }
     it->finished = true; /* until everything below is in place */
     it->busy = false;
-    it->ready = ready;
-    it->total = total;
+    it->next_done = 0;
     it->yielded = 0;
     it->deadline = deadline;
-    it->c.e = NULL;
-    it->c.set = NULL;
-    if (cfpy_wait_set_collect(st, pending, &it->c) < 0) {
+    if (cfpy_wait_set_collect(st, fs, false, &it->c) < 0) {
         Py_DECREF(it);
         return NULL;
     }
+    it->total = it->c.n_done + it->c.n;
     cf__event_init(&it->w.event);
     atomic_init(&it->w.lock.held, false);
     it->w.notify = cf__waiter_notify_queue;
@@ -256,7 +224,6 @@ PyObject *cfpy_as_completed(PyObject *module, PyObject *const *args,
         /* Done since the first look: queue it as a notification would. */
         cf__waiter_notify_queue(&it->w, &e->node, e->cf);
     }
-    Py_CLEAR(it->c.set); /* the entries and `ready` hold the futures */
     return (PyObject *)it;
 }
 

@@ -68,6 +68,10 @@ typedef struct cfpy_state {
     cfpy_pool *pools;   /* every pool not yet freed; guarded by the GIL */
     struct cfpy_ppool *ppools; /* every process pool not yet freed (GIL) */
     unsigned pools_walk; /* numbers the walks over `pools` */
+    /* wait() and as_completed() deduplicating their futures (wait_set.c):
+     * the last ticket handed out, and the calls collecting right now. */
+    uint64_t mark_next;
+    struct cfpy_marking *marking;
     bool exiting;       /* _python_exit() ran: no new work */
 } cfpy_state;
 
@@ -121,6 +125,9 @@ typedef struct cfpy_future {
     cfpy_link link;         /* on the pool's queued list while QUEUED */
     unsigned flags;         /* enum cfpy_future_flags; GIL */
     _Atomic unsigned char gil_need;
+    /* The ticket of the last wait() or as_completed() that collected it
+     * (wait_set.c: its duplicates cost a compare, not a set); GIL. */
+    uint64_t mark;
 } cfpy_future;
 
 static inline bool cfpy_future_check(cfpy_state *st, PyObject *o)

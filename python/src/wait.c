@@ -1,8 +1,10 @@
 /* wait.c - wait() over cfutures and foreign futures.
  *
- * Design: the set is reduced to core futures (wait_set.c); then one core
- * waiter with one node per pending future does the waiting, the GIL
- * released, as in the core's cf_wait: linear in the number of futures.
+ * Design: the distinct futures are collected once (wait_set.c: ours
+ * deduplicated by a mark, not a set; those done need nothing more); the
+ * others are reduced to core futures, then one core waiter with one node
+ * per pending future does the waiting, the GIL released, as in the core's
+ * cf_wait: linear in the number of futures.
  * The waiter's nodes do not wake on the cancel of a bare Future(): it
  * counts once notified, as in the stdlib.
  *
@@ -52,19 +54,26 @@ static bool triggered(void *arg)
     return t;
 }
 
-static bool condition_holds(cfpy_wait_set *c, int return_when)
+/* Looks at the entries not looked at yet (foreign futures: under their
+ * condition), then says whether wait() may return without blocking.
+ * Returns 1, 0, or -1 with an exception. */
+static int condition_holds(cfpy_wait_set *c, int return_when)
 {
-    Py_ssize_t done = 0;
+    Py_ssize_t done = c->n_done;
+    bool failed = c->done_failed;
     for (Py_ssize_t i = 0; i < c->n; i++) {
-        if (!c->e[i].done)
-            continue;
-        done++;
-        if (return_when == FIRST_COMPLETED)
-            return true;
-        if (return_when == FIRST_EXCEPTION && c->e[i].failed)
-            return true;
+        cfpy_wait_entry *e = &c->e[i];
+        if (!cfpy_future_check(c->st, e->fut) &&
+            cfpy_wait_entry_look(c->st, e, false) < 0)
+            return -1;
+        done += e->done;
+        failed = failed || (e->done && e->failed);
     }
-    return done == c->n;
+    if (return_when == FIRST_COMPLETED && done > 0)
+        return 1;
+    if (return_when == FIRST_EXCEPTION && failed)
+        return 1;
+    return done == c->n_done + c->n;
 }
 
 /* Installs nodes on every pending entry and sleeps until the condition
@@ -124,22 +133,6 @@ static int block(cfpy_wait_set *c, int return_when, int64_t deadline)
     return rc;
 }
 
-/* True if every future in `set` is ours and done: nothing to wait for,
- * nothing to allocate. */
-static bool all_ours_and_done(cfpy_state *st, PyObject *set)
-{
-    PyObject *iter = PyObject_GetIter(set), *item;
-    bool all = iter != NULL;
-    while (all && (item = PyIter_Next(iter)) != NULL) {
-        all = cfpy_future_check(st, item) &&
-              cfpy_future_done_for_wait((cfpy_future *)item);
-        Py_DECREF(item);
-    }
-    Py_XDECREF(iter);
-    PyErr_Clear(); /* a set's iterator does not fail */
-    return all;
-}
-
 static int parse_return_when(cfpy_state *st, PyObject *o, int *out)
 {
     PyObject *names[] = {st->ALL_COMPLETED, st->FIRST_COMPLETED,
@@ -157,9 +150,21 @@ static int parse_return_when(cfpy_state *st, PyObject *o, int *out)
     return -1;
 }
 
+/* Adds c->done[from ...] to `set`. Returns 0 or -1 with an exception. */
+static int add_all(PyObject *set, PyObject *const *items, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PySet_Add(set, items[i]) < 0)
+            return -1;
+    return 0;
+}
+
+/* DoneAndNotDoneFutures(done, not_done) as the futures are now. */
 static PyObject *partition(cfpy_wait_set *c)
 {
     PyObject *done = PySet_New(NULL), *not_done = PySet_New(NULL);
+    if (done && not_done && add_all(done, c->done, c->n_done) < 0)
+        Py_CLEAR(done);
     for (Py_ssize_t i = 0; done && not_done && i < c->n; i++) {
         cfpy_wait_entry *e = &c->e[i];
         bool is_done = e->done;
@@ -220,41 +225,16 @@ PyObject *cfpy_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     if (parse_return_when(st, vals[2], &return_when) < 0 ||
         cfpy_deadline(vals[1], &deadline) < 0)
         return NULL;
-    PyObject *set = PySet_New(vals[0]);
-    if (!set)
-        return NULL;
-    if (all_ours_and_done(st, set)) { /* the common case: set is `done` */
-        PyObject *empty = PySet_New(NULL);
-        PyObject *r = empty ? PyObject_CallFunctionObjArgs(
-                                  st->DoneAndNotDone, set, empty, NULL)
-                            : NULL;
-        Py_XDECREF(empty);
-        Py_DECREF(set);
-        return r;
-    }
     cfpy_wait_set c;
-    if (cfpy_wait_set_collect(st, set, &c) < 0)
+    if (cfpy_wait_set_collect(st, vals[0], return_when == FIRST_EXCEPTION,
+                              &c) < 0)
         return NULL;
-    PyObject *r = NULL;
-    if (condition_holds(&c, return_when)) {
-        bool all = true;
-        for (Py_ssize_t i = 0; all && i < c.n; i++)
-            all = c.e[i].done;
-        if (all) { /* the common case: the set itself is `done` */
-            PyObject *empty = PySet_New(NULL);
-            if (empty)
-                r = PyObject_CallFunctionObjArgs(st->DoneAndNotDone, c.set,
-                                                 empty, NULL);
-            Py_XDECREF(empty);
-            cfpy_wait_set_free(&c);
-            return r;
-        }
-    } else if (block(&c, return_when, deadline) < 0) {
+    int holds = condition_holds(&c, return_when);
+    if (holds < 0 || (!holds && block(&c, return_when, deadline) < 0)) {
         cfpy_wait_set_free(&c);
         return NULL;
     }
-    r = partition(&c);
+    PyObject *r = partition(&c);
     cfpy_wait_set_free(&c);
     return r;
 }
-

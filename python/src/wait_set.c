@@ -10,6 +10,7 @@
 #include "wait_set.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* ------------------------------------------------------------------------ */
 /* Bridges: a stdlib waiter that completes a core future                    */
@@ -216,45 +217,143 @@ void cfpy_wait_set_free(cfpy_wait_set *c)
         cfpy_wait_entry_unhook(&c->e[i]);
         Py_CLEAR(c->e[i].fut);
     }
+    for (Py_ssize_t i = 0; c->done && i < c->n_done; i++)
+        Py_CLEAR(c->done[i]);
     PyMem_Free(c->e);
+    PyMem_Free(c->done);
     c->e = NULL;
-    Py_CLEAR(c->set);
+    c->done = NULL;
+    c->n = c->n_done = 0;
 }
 
-/* One entry per future of `set` (a new reference, which `c` takes),
- * looked at once. */
-int cfpy_wait_set_collect(cfpy_state *st, PyObject *set, cfpy_wait_set *c)
+/* ------------------------------------------------------------------------ */
+/* Collecting: one entry per distinct future                                */
+
+/* A call collecting right now, on its stack, listed in st->marking. */
+typedef struct cfpy_marking {
+    uint64_t ticket;
+    struct cfpy_marking *next;
+} cfpy_marking;
+
+/* True if `mark` is the ticket of a call collecting right now. Usually
+ * the list holds the caller alone, whose own ticket it was asked about
+ * already. */
+static bool mark_in_use(const cfpy_state *st, uint64_t mark)
+{
+    for (const cfpy_marking *m = st->marking; m; m = m->next)
+        if (m->ticket == mark)
+            return true;
+    return false;
+}
+
+/* Adds `o` to *set (made on first use). Returns 1 if it was not there,
+ * 0 if it was, -1 with an exception (unhashable, as set(fs) raises). */
+static int set_add_new(PyObject **set, PyObject *o)
+{
+    if (!*set && !(*set = PySet_New(NULL)))
+        return -1;
+    Py_ssize_t before = PySet_GET_SIZE(*set);
+    if (PySet_Add(*set, o) < 0)
+        return -1;
+    return PySet_GET_SIZE(*set) > before;
+}
+
+/* Returns 1 if `o` is seen for the first time in this call, 0 if not,
+ * -1 with an exception. */
+static int first_sight(cfpy_state *st, const cfpy_marking *me, PyObject *o,
+                       PyObject **seen)
+{
+    if (Py_TYPE(o) != st->Future) /* foreign, or a subclass: by the set */
+        return set_add_new(seen, o);
+    cfpy_future *f = (cfpy_future *)o;
+    if (f->mark == me->ticket)
+        return 0;
+    /* Seen already while another call held its mark? */
+    if (*seen) {
+        int in = PySet_Contains(*seen, o);
+        if (in != 0)
+            return in < 0 ? -1 : 0;
+    }
+    if (f->mark != 0 && mark_in_use(st, f->mark))
+        return set_add_new(seen, o); /* leave the other call its mark */
+    f->mark = me->ticket;
+    return 1;
+}
+
+/* Sorts the distinct futures of `items` (n of them) into c->done and
+ * c->e. Returns 0 or -1 with an exception. */
+static int sort_out(cfpy_state *st, const cfpy_marking *me, PyObject *seq,
+                    Py_ssize_t n, bool check_failed, cfpy_wait_set *c)
+{
+    PyObject *seen = NULL;
+    int rc = 0;
+    /* Bounded by the size at the start: a foreign __hash__ or __eq__ may
+     * change a list we iterate. */
+    for (Py_ssize_t i = 0; i < n && i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        Py_INCREF(o);
+        int first = first_sight(st, me, o, &seen);
+        if (first <= 0) {
+            Py_DECREF(o);
+            if (first < 0) {
+                rc = -1;
+                break;
+            }
+            continue;
+        }
+        if (cfpy_future_check(st, o) &&
+            cfpy_future_done_for_wait((cfpy_future *)o)) {
+            if (check_failed && !c->done_failed)
+                c->done_failed = cfpy_future_failed((cfpy_future *)o);
+            c->done[c->n_done++] = o;
+            continue;
+        }
+        cfpy_wait_entry *e = &c->e[c->n++];
+        memset(e, 0, sizeof *e);
+        e->fut = o; /* ours not done, or foreign: looked at later */
+    }
+    Py_XDECREF(seen);
+    return rc;
+}
+
+int cfpy_wait_set_collect(cfpy_state *st, PyObject *fs, bool check_failed,
+                          cfpy_wait_set *c)
 {
     c->st = st;
+    c->done = NULL;
     c->e = NULL;
-    c->n = 0;
-    c->set = set;
-    if (!c->set)
+    c->n = c->n_done = 0;
+    c->done_failed = false;
+    /* A list or a tuple is read in place; anything else is listed first,
+     * which raises what set(fs) would for something not iterable. */
+    PyObject *seq = PyList_CheckExact(fs) || PyTuple_CheckExact(fs)
+                        ? Py_NewRef(fs)
+                        : PySequence_List(fs);
+    if (!seq)
         return -1;
-    Py_ssize_t n = PySet_GET_SIZE(c->set);
-    c->e = PyMem_Calloc(n ? (size_t)n : 1, sizeof *c->e);
-    if (!c->e) {
-        Py_CLEAR(c->set);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    /* Room for every item in both: pages never written cost nothing. */
+    c->done = PyMem_Malloc((n ? (size_t)n : 1) * sizeof *c->done);
+    c->e = PyMem_Malloc((n ? (size_t)n : 1) * sizeof *c->e);
+    if (!c->done || !c->e) {
+        Py_DECREF(seq);
+        cfpy_wait_set_free(c);
         PyErr_NoMemory();
         return -1;
     }
-    PyObject *iter = PyObject_GetIter(c->set);
-    if (!iter) {
+    cfpy_marking me = {++st->mark_next, st->marking};
+    st->marking = &me;
+    int rc = sort_out(st, &me, seq, n, check_failed, c);
+    /* Not necessarily the head: another thread may have started and not
+     * yet ended its own collect while this one ran Python code. */
+    cfpy_marking **p = &st->marking;
+    while (*p != &me)
+        p = &(*p)->next;
+    *p = me.next;
+    Py_DECREF(seq);
+    if (rc < 0)
         cfpy_wait_set_free(c);
-        return -1;
-    }
-    PyObject *item;
-    while (c->n < n && (item = PyIter_Next(iter)) != NULL) {
-        cfpy_wait_entry *e = &c->e[c->n++];
-        e->fut = item;
-        if (cfpy_wait_entry_look(st, e, false) < 0) {
-            Py_DECREF(iter);
-            cfpy_wait_set_free(c);
-            return -1;
-        }
-    }
-    Py_DECREF(iter);
-    return 0;
+    return rc;
 }
 
 int cfpy_bridge_type_init(PyObject *module, cfpy_state *st)

@@ -197,5 +197,132 @@ class AsCompletedTest(unittest.TestCase):
         self.assertEqual(f._waiters, [])
 
 
+class Probe(stdlib.Future):
+    """A stdlib future whose first hash runs `action`: Python code in the
+    middle of a wait() or as_completed() collecting its futures."""
+
+    def __init__(self, action):
+        super().__init__()
+        self.action = action
+
+    def __hash__(self):
+        action, self.action = self.action, None
+        if action:
+            action()
+        return object.__hash__(self)
+
+
+class DistinctFuturesTest(unittest.TestCase):
+    """Each distinct future counts once, as in set(fs): ours deduplicated
+    by a per-call mark, foreign ones and subclasses by a set."""
+
+    def test_repeats_of_every_kind_count_once(self):
+        done_ours, late_ours, done_std, late_std = (
+            cfutures.Future(), cfutures.Future(), stdlib.Future(),
+            stdlib.Future())
+        done_ours.set_result(1)
+        done_std.set_result(2)
+        fs = [done_ours, late_ours, done_std, late_std] * 3
+        it = cfutures.as_completed(fs, timeout=30)
+        late_ours.set_result(3)
+        late_std.set_result(4)
+        got = list(it)
+        self.assertEqual(len(got), 4)
+        self.assertEqual(set(got), set(fs))
+        self.assertEqual(cfutures.wait(fs + fs), (set(fs), set()))
+        for f in fs:
+            self.assertEqual(f._waiters, [])
+
+    def test_an_iterator_of_futures_is_read_once(self):
+        a, b = cfutures.Future(), cfutures.Future()
+        a.set_result(1)
+        b.set_result(2)
+        self.assertEqual(sorted(f.result() for f in cfutures.as_completed(
+            iter([a, b, a, b]))), [1, 2])
+        self.assertEqual(cfutures.wait(x for x in (b, a, b)).done, {a, b})
+
+    def test_a_call_inside_a_hash_keeps_each_once(self):
+        # A foreign future's __hash__ runs while the outer call collects:
+        # the inner call must not take over the outer call's marks.
+        a, b, c = (cfutures.Future() for _ in range(3))
+        inner = []
+        probe = Probe(lambda: inner.append((
+            list(cfutures.as_completed([a, b, a, c, b])),
+            cfutures.wait([c, a, c, b]).done)))
+        for f in (a, b, c, probe):
+            f.set_result(None)
+        fs = [a, b, probe, a, c, b]
+        self.assertEqual(len(list(cfutures.as_completed(fs))), 4)
+        self.assertEqual(cfutures.wait(fs).done, {a, b, c, probe})
+        self.assertEqual([(len(x), len(y)) for x, y in inner], [(3, 3)])
+
+    def test_two_threads_collecting_the_same_futures(self):
+        # Thread B first sees f while thread A still collects (A's mark on
+        # f is in use), then again after A finished (A's mark is stale):
+        # the second sight must still be known as a repeat.
+        f = cfutures.Future()
+        a_marked, b_saw, a_done = (threading.Event() for _ in range(3))
+
+        def a_hash():
+            a_marked.set()
+            b_saw.wait(30)
+
+        def b_hash():
+            b_saw.set()
+            a_done.wait(30)
+        probe_a, probe_b = Probe(a_hash), Probe(b_hash)
+        for x in (f, probe_a, probe_b):
+            x.set_result(None)
+        got = {}
+
+        def run_a():
+            it = cfutures.as_completed([f, probe_a, f])
+            a_done.set()
+            got['a'] = list(it)
+
+        thread = threading.Thread(target=run_a)
+        thread.start()
+        a_marked.wait(30)
+        got['b'] = list(cfutures.as_completed([f, probe_b, f]))
+        thread.join()
+        self.assertEqual(got, {'a': [f, probe_a], 'b': [f, probe_b]})
+
+    def test_completed_between_its_repeats_counts_once(self):
+        f = cfutures.Future()
+        probe = Probe(lambda: f.set_result(1))
+        probe.set_result(2)
+        got = list(cfutures.as_completed([f, probe, f]))
+        self.assertEqual((len(got), set(got)), (2, {f, probe}))
+        g = cfutures.Future()
+        probe = Probe(lambda: g.set_result(1))
+        probe.set_result(2)
+        self.assertEqual(cfutures.wait([g, probe, g], timeout=0),
+                         ({g, probe}, set()))
+
+    def test_equal_subclass_instances_count_once_as_in_a_set(self):
+        class Same(cfutures.Future):
+            def __eq__(self, other):
+                return isinstance(other, Same)
+
+            def __hash__(self):
+                return 1
+        fs = [Same(), Same()]
+        for f in fs:
+            f.set_result(None)
+        self.assertEqual(len(stdlib.wait(fs).done), 1)
+        self.assertEqual(len(cfutures.wait(fs).done), 1)
+        self.assertEqual(len(list(cfutures.as_completed(fs))), 1)
+
+    def test_bad_items_raise_what_set_raises(self):
+        for fs in (3, [cfutures.Future(), []]):
+            with self.assertRaises(TypeError) as ours:
+                cfutures.wait(fs)
+            with self.assertRaises(TypeError) as theirs:
+                set(fs)
+            self.assertEqual(str(ours.exception), str(theirs.exception))
+            self.assertRaises(TypeError,
+                              lambda: list(cfutures.as_completed(fs)))
+
+
 if __name__ == '__main__':
     unittest.main()
