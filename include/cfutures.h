@@ -1167,7 +1167,9 @@ typedef struct cf_worker_process {
     /* The worker's process id (> 0). */
     long pid;
     /* NULL: the worker is a child of this process and the pool reaps it
-     * (waitpid). Set: the pool calls it once, on its manager thread, after
+     * (waitpid); a pid that is not a child of this process fails the
+     * start (CF_EINVAL), as the pool could neither reap nor safely
+     * signal it. Set: the pool calls it once, on its manager thread, after
      * the worker ended (its channel closed or, where the kernel has
      * pidfds, its process ended), to learn its wait status as waitpid()
      * reports it; for workers that are not this process's children or

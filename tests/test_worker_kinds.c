@@ -501,12 +501,25 @@ static int start_without_pid(void *ctx, const cf_worker_channel *ch,
     return CF_OK;
 }
 
+/* A pid that is no child of ours, with no reap function: the pool could
+ * neither reap it nor signal it safely (here init, which would never end
+ * for the pool to see). */
+static int start_not_a_child(void *ctx, const cf_worker_channel *ch,
+                             cf_worker_process *out)
+{
+    (void)ctx;
+    (void)ch;
+    out->pid = 1; /* breaks the contract */
+    return CF_OK;
+}
+
 TEST_TIMEOUT(callback_that_fails_fails_the_futures, 60)
 {
     register_once();
-    cf_start_worker_fn bad[] = {start_refused, start_without_pid};
-    int expect[] = {CF_EAGAIN, CF_EINVAL};
-    for (int k = 0; k < 2; k++) {
+    cf_start_worker_fn bad[] = {start_refused, start_without_pid,
+                                start_not_a_child};
+    int expect[] = {CF_EAGAIN, CF_EINVAL, CF_EINVAL};
+    for (int k = 0; k < 3; k++) {
         cf_process_pool_options o = {.max_workers = 1,
                                      .start_method = CF_START_CALLBACK,
                                      .start_worker = bad[k]};

@@ -114,6 +114,10 @@ int cf__pidfd_open(pid_t pid);
 /* Sends `sig` to the child unless it has been reaped. */
 void cf__proc_signal(const cf__proc *p, int sig);
 
+/* True if `pid` is a child of this process (running, or ended and not
+ * yet reaped): one waitpid() may reap. Does not reap it. */
+bool cf__proc_is_child(pid_t pid);
+
 /* Waits for the child to end (blocking) and closes its descriptors.
  * Returns the raw wait status. Never waits for any other child. */
 int cf__proc_reap(cf__proc *p);

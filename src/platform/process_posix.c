@@ -436,6 +436,20 @@ void cf__proc_forget(cf__proc *p)
     p->pid = -1;
 }
 
+bool cf__proc_is_child(pid_t pid)
+{
+    siginfo_t info;
+    int rc;
+    if (pid <= 0)
+        return false;
+    /* WNOWAIT leaves an ended child to be reaped later. */
+    while ((rc = waitid(P_PID, (id_t)pid, &info,
+                        WEXITED | WNOHANG | WNOWAIT)) < 0 &&
+           errno == EINTR)
+        ;
+    return rc == 0;
+}
+
 int cf__proc_reap(cf__proc *p)
 {
     int status = 0;

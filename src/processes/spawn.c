@@ -200,8 +200,12 @@ static int spawn_callback(const cf__spawn_config *cfg, cf__channel *ch,
                             shared ? shm->fd : -1, shared ? slot : -1};
     cf_worker_process wp = {0, NULL};
     int rc = cfg->start(cfg->start_ctx, &wc, &wp);
-    if (rc == CF_OK && wp.pid <= 0)
-        rc = CF_EINVAL; /* the callback broke its contract */
+    /* The callback broke its contract: no pid, or without a reap
+     * function one that is not our child, which the pool could neither
+     * reap nor safely signal (it may be anyone's). */
+    if (rc == CF_OK &&
+        (wp.pid <= 0 || (!wp.reap && !cf__proc_is_child((pid_t)wp.pid))))
+        rc = CF_EINVAL;
     if (rc != CF_OK)
         return rc < 0 ? rc : CF_ESYS;
     *pid = (pid_t)wp.pid;
