@@ -345,6 +345,45 @@ TEST(wait_counts_duplicates_across_rising_runs)
         cf_future_release(f[i]);
 }
 
+/* Futures that reuse freed slots arrive at falling addresses: a falling run
+ * proves as much as a rising one, and no more. */
+TEST(wait_counts_duplicates_across_falling_runs)
+{
+    enum { N = 40 };
+    cf_future *f[N], *fs[2 * N];
+    for (int i = 0; i < N; i++)
+        f[i] = future_done_with(NULL);
+    qsort(f, N, sizeof *f, by_address);
+    /* One falling run: all distinct. */
+    for (int i = 0; i < N; i++)
+        fs[i] = f[N - 1 - i];
+    ASSERT_EQ(distinct_in_wait(fs, N), N);
+    /* Overlapping falling runs: f[39..10], then f[29..0]: 40 of 60. */
+    for (int i = 0; i < 30; i++) {
+        fs[i] = f[N - 1 - i];
+        fs[30 + i] = f[29 - i];
+    }
+    ASSERT_EQ(distinct_in_wait(fs, 60), N);
+    /* A rising run, then a falling one over it: f[0..29], f[39..10]. */
+    for (int i = 0; i < 30; i++) {
+        fs[i] = f[i];
+        fs[30 + i] = f[N - 1 - i];
+    }
+    ASSERT_EQ(distinct_in_wait(fs, 60), N);
+    /* A falling run with its middle future repeated after it. */
+    for (int i = 0; i < N; i++)
+        fs[i] = f[N - 1 - i];
+    fs[N] = f[N / 2];
+    ASSERT_EQ(distinct_in_wait(fs, N + 1), N);
+    /* A future twice in a row inside a falling run. */
+    fs[0] = f[3];
+    fs[1] = f[3];
+    fs[2] = f[2];
+    ASSERT_EQ(distinct_in_wait(fs, 3), 2);
+    for (int i = 0; i < N; i++)
+        cf_future_release(f[i]);
+}
+
 TEST(wait_all_completed_on_duplicates_returns_after_one_completion)
 {
     /* If each copy were counted, one completion could never satisfy it. */

@@ -7,7 +7,7 @@
  * cost is linear in the number of futures, however they complete: no
  * re-installing waiters, no rescans. cf_wait(ALL_COMPLETED) is simpler
  * still: it waits for each future in turn. Duplicates are removed first
- * (rising address runs, else a pointer hash set).
+ * (runs of rising or falling addresses, else a pointer hash set).
  *
  * Lock order: future lock, then waiter lock (notifications); the waiting
  * thread never holds both.
@@ -31,7 +31,8 @@ static size_t hash_ptr(const void *p)
 
 typedef struct address_run {
     uintptr_t first, last; /* lowest and highest address */
-    size_t begin, len;     /* fs[begin .. begin + len), strictly rising */
+    size_t begin, len;     /* fs[begin .. begin + len), strictly monotone */
+    bool falling;          /* falling addresses (else rising) */
 } address_run;
 
 static int by_first_address(const void *a, const void *b)
@@ -41,14 +42,16 @@ static int by_first_address(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The run's i-th lowest address. */
 static uintptr_t address_at(cf_future *const *fs, const address_run *r,
                             size_t i)
 {
-    return (uintptr_t)fs[r->begin + i];
+    return (uintptr_t)fs[r->begin + (r->falling ? r->len - 1 - i : i)];
 }
 
-/* True if two rising runs share no future: each element of the shorter is
- * looked up in the longer by bisection. Adds the steps taken to *work. */
+/* True if two monotone runs share no future: each element of the shorter
+ * is looked up in the longer by bisection. Adds the steps taken to
+ * *work. */
 static bool runs_share_nothing(cf_future *const *fs, const address_run *a,
                                const address_run *b, size_t *work)
 {
@@ -71,40 +74,58 @@ static bool runs_share_nothing(cf_future *const *fs, const address_run *a,
     return true;
 }
 
+/* The strictly rising or falling run that starts at fs[begin]: returns its
+ * end and sets its direction. Returns 0 if the run meets a future equal to
+ * the one before it: a duplicate, for certain. */
+static size_t run_end(cf_future *const *fs, size_t n, size_t begin,
+                      bool *falling)
+{
+    *falling = begin + 1 < n &&
+               (uintptr_t)fs[begin + 1] < (uintptr_t)fs[begin];
+    size_t i = begin + 1;
+    for (; i < n; i++) {
+        uintptr_t a = (uintptr_t)fs[i - 1], b = (uintptr_t)fs[i];
+        if (a == b)
+            return 0;
+        if ((b < a) != *falling)
+            break;
+    }
+    return i;
+}
+
 /* True if fs[0..n) are provably distinct without a table. Futures made one
- * after another sit at rising addresses within a slab (future_slab.c); the
- * order jumps where a slab starts and where freed slots are reused. So
- * split the array into strictly rising runs, sort the runs by address, and
- * sweep: a run can only share a future with the runs whose range it
- * overlaps, and those pairs are checked by bisection. Usually few runs
- * overlap, and then this costs two sequential passes; past a budget of
- * work, or of runs, the hash table decides instead. */
+ * after another sit at rising addresses within a slab (future_slab.c), and
+ * at falling ones when they reuse slots freed in the order they were made
+ * (a slab's free list is last in, first out); the order jumps where a slab
+ * starts and where the reuse pattern changes. So split the array into
+ * strictly monotone runs, sort the runs by lowest address, and sweep: a run
+ * can only share a future with the runs whose range it overlaps, and those
+ * pairs are checked by bisection. Usually few runs overlap, and then this
+ * costs two sequential passes; past a budget of work, or of runs, the hash
+ * table decides instead. */
 static bool distinct_by_runs(cf_future *const *fs, size_t n)
 {
     enum { MAX_RUNS = 4096 };
-    if (n == 0)
-        return true;
-    size_t n_runs = 1;
-    for (size_t i = 1; i < n; i++)
-        if ((uintptr_t)fs[i - 1] >= (uintptr_t)fs[i] && ++n_runs > MAX_RUNS)
+    size_t n_runs = 0;
+    bool falling;
+    for (size_t b = 0, e; b < n; b = e) {
+        if ((e = run_end(fs, n, b, &falling)) == 0 || ++n_runs > MAX_RUNS)
             return false;
-    if (n_runs == 1)
+    }
+    if (n_runs <= 1)
         return true;
     address_run *runs = malloc(n_runs * sizeof *runs);
     size_t *open = malloc(n_runs * sizeof *open);
     bool distinct = runs && open;
     if (distinct) {
         size_t r = 0;
-        runs[0] = (address_run){.first = (uintptr_t)fs[0], .begin = 0};
-        for (size_t i = 1; i < n; i++)
-            if ((uintptr_t)fs[i - 1] >= (uintptr_t)fs[i]) {
-                runs[r].last = (uintptr_t)fs[i - 1];
-                runs[r].len = i - runs[r].begin;
-                runs[++r] = (address_run){.first = (uintptr_t)fs[i],
-                                          .begin = i};
-            }
-        runs[r].last = (uintptr_t)fs[n - 1];
-        runs[r].len = n - runs[r].begin;
+        for (size_t b = 0, e; b < n; b = e, r++) {
+            e = run_end(fs, n, b, &falling);
+            uintptr_t lo = (uintptr_t)fs[falling ? e - 1 : b];
+            uintptr_t hi = (uintptr_t)fs[falling ? b : e - 1];
+            runs[r] = (address_run){.first = lo, .last = hi, .begin = b,
+                                    .len = e - b, .falling = falling};
+        }
         qsort(runs, n_runs, sizeof *runs, by_first_address);
     }
     /* `open`: the earlier runs whose range reaches the current one. */
