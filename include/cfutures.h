@@ -552,12 +552,13 @@ CF_API void cf_completion_queue_free(cf_completion_queue *q);
  * future nobody completes) is never freed.
  *
  * Cost. A continuation on an executor is submitted with D as its task's
- * own future, no extra hop; its bookkeeping is 56 bytes from the same
- * slabs as futures, no malloc. Once its input is done, a hop costs about
- * what a done-callback that submits does; making a continuation costs
- * about half a submit more (bench/then.c), except on an input done
- * already: then it is a submit. A combinator is one malloc of
- * about 24 bytes per input. */
+ * own future, no extra hop; cf_future_then needs no memory beyond D (D
+ * itself waits on its input's list), cf_future_then_always 56 bytes more
+ * from the same slabs as futures, no malloc. Once its input is done, a
+ * hop costs about what a done-callback that submits does; making a
+ * continuation costs about half a submit more (bench/then.c), except on
+ * an input done already: then it is a submit. A combinator is one malloc
+ * of about 24 bytes per input. */
 
 /* Runs a function on a future's value once it succeeds, giving a new
  * future: `fn(value)` (value: f's result) runs on `ex`, or inline with ex

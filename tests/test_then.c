@@ -197,6 +197,26 @@ TEST(then_on_a_done_input_keeps_an_owned_value_until_it_ran)
     latch_destroy(&gate);
 }
 
+TEST(then_on_a_pending_input_keeps_an_owned_value_until_it_ran)
+{
+    cf_executor *ex = pool_new(1);
+    latch gate;
+    latch_init(&gate);
+    owned_gate = &gate;
+    atomic_store(&owned_freed, 0);
+    cf_future *f = future_new();
+    cf_future *d = then(f, ex, value_alive_after_gate);
+    ASSERT_OK(cf_future_set_result_owned(f, &owned_freed, free_owned));
+    cf_future_release(f); /* D keeps it while its task runs */
+    ASSERT_EQ(atomic_load(&owned_freed), 0);
+    latch_open(&gate);
+    ASSERT_EQ(result_of(d), 1);
+    cf_future_release(d);
+    cf_executor_free(ex);
+    ASSERT_EQ(atomic_load(&owned_freed), 1);
+    latch_destroy(&gate);
+}
+
 static void *until_cancel_requested(void *arg, cf_call *call)
 {
     (void)arg;

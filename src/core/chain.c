@@ -16,31 +16,86 @@
  *
  * The list is per thread, so it needs no lock. A link's `next` field is
  * free once the future has fired it (run_callbacks read it first), so it
- * doubles as the list's link. Links run in the order they fired.
+ * doubles as the list's link; so is the `next` word of a continuation
+ * future (then.c), its entry on its input's list. Entries run in the
+ * order they fired.
  */
 #include "core/core.h"
 
+/* A run list entry: a link, or a continuation future (then.c) to start or
+ * to detach, told apart by the low bits; each has its own `next` word. */
+enum { RUN_LINK, RUN_INPUT, RUN_SELF, RUN_TAGS = 3 };
+
 static _Thread_local struct {
-    cf__link *head, *tail;
+    uintptr_t head, tail;
     bool draining;
 } runs;
 
-void cf__chain_fire(cf__link *link)
+static void set_next(uintptr_t entry, uintptr_t next)
 {
-    link->next = NULL;
-    if (runs.tail)
-        runs.tail->next = link;
+    void *p = (void *)(entry & ~(uintptr_t)RUN_TAGS);
+    if ((entry & RUN_TAGS) == RUN_LINK)
+        ((cf__link *)p)->next = (void *)next;
     else
-        runs.head = link;
-    runs.tail = link;
-    if (runs.draining)
-        return; /* an outer firing on this thread runs it */
+        atomic_store_explicit(&((cf_future *)p)->next, (cf_future *)next,
+                              memory_order_relaxed);
+}
+
+static uintptr_t get_next(uintptr_t entry)
+{
+    void *p = (void *)(entry & ~(uintptr_t)RUN_TAGS);
+    if ((entry & RUN_TAGS) == RUN_LINK)
+        return (uintptr_t)((cf__link *)p)->next;
+    return (uintptr_t)atomic_load_explicit(&((cf_future *)p)->next,
+                                           memory_order_relaxed);
+}
+
+static void run(uintptr_t entry)
+{
+    void *p = (void *)(entry & ~(uintptr_t)RUN_TAGS);
+    switch (entry & RUN_TAGS) {
+    case RUN_LINK:
+        ((cf__link *)p)->run(p);
+        break;
+    case RUN_INPUT:
+        cf__then_input_done(p);
+        break;
+    default:
+        cf__then_self_done_later(p);
+        break;
+    }
+}
+
+static void fire(uintptr_t entry)
+{
+    if (runs.draining) {
+        /* An outer firing on this thread runs it, after those before. */
+        set_next(entry, 0);
+        if (runs.tail)
+            set_next(runs.tail, entry);
+        else
+            runs.head = entry;
+        runs.tail = entry;
+        return;
+    }
+    /* The outermost firing: the list is empty, so this one runs first. */
     runs.draining = true;
-    while ((link = runs.head) != NULL) {
-        runs.head = link->next;
+    run(entry); /* may append more, and free its entry */
+    while ((entry = runs.head) != 0) {
+        runs.head = get_next(entry);
         if (!runs.head)
-            runs.tail = NULL;
-        link->run(link); /* may append more, and free `link` */
+            runs.tail = 0;
+        run(entry);
     }
     runs.draining = false;
+}
+
+void cf__chain_fire(cf__link *link)
+{
+    fire((uintptr_t)link | RUN_LINK);
+}
+
+void cf__chain_fire_then(cf_future *d, bool self_done)
+{
+    fire((uintptr_t)d | (self_done ? RUN_SELF : RUN_INPUT));
 }

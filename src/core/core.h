@@ -143,6 +143,33 @@ bool cf__future_attach(cf_future *f, cf__link *link, bool dependent);
  * sees yet (just allocated, not handed out): no lock, no check. */
 void cf__future_attach_new(cf_future *f, cf__link *link);
 
+/* Continuations without a record (then.c): the new future D itself is
+ * the entry on its input's callback list (linked through D's `next`, free
+ * until D is submitted; D's start words hold the function and executor),
+ * and the input, referenced, is the oldest entry of D's own list, so that
+ * D's end can detach from it. cf__future_attach_then(f, d) puts both in
+ * place and counts a dependent of `f`, for a `d` nobody else sees yet
+ * whose list is empty; false if `f` was done (then `d`'s list holds the
+ * input and the caller fires it with cf__chain_fire_then(d, false)). */
+bool cf__future_attach_then(cf_future *f, cf_future *d);
+/* Takes D's input off D once the input is done (as D's firing from it
+ * runs), unless D is done: then NULL (D's end has dropped the input, or
+ * will). It stays on D (`*kept`) when its value has a destructor: D needs
+ * it until D is done. */
+cf_future *cf__future_take_input(cf_future *d, bool *kept);
+/* Takes D's entry off `f`'s list. True if it was there (`f` not done):
+ * D's reference that the entry held is the caller's now. */
+bool cf__future_unlink_then(cf_future *f, cf_future *d);
+/* Puts D on this thread's run list (chain.c): to start from its input
+ * (false), or, once D ended before its input, to detach from it (true). */
+void cf__chain_fire_then(cf_future *d, bool self_done);
+/* The run list's work for D (then.c), as cf__chain_fire_then says. */
+void cf__then_input_done(cf_future *d);
+void cf__then_self_done_later(cf_future *d);
+/* D completed with its input still on its list (future.c calls it from
+ * D's callbacks, first): takes D off its input, or drops the input. */
+void cf__then_self_done(cf_future *d, cf_future *input);
+
 /* Where cf_future.dependents saturates. */
 #define CF__DEPENDENTS_MAX UINT16_MAX
 

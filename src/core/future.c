@@ -38,39 +38,73 @@
 _Static_assert(sizeof(void *) != 8 || sizeof(cf_future) == 56,
                "a future is 56 bytes on 64-bit targets");
 
-/* A done-callback. The callback list also holds links (core.h), whose
- * pointers carry the low bit: both start with the (tagged) `next`. */
+/* A done-callback. The callback list also holds links (core.h) and
+ * continuations (then.c), told apart by the low bits of their pointers
+ * (all 8-byte aligned); each kind starts with the entry's (tagged) `next`:
+ *   ENTRY_CALLBACK  a cf__callback, malloc'd here
+ *   ENTRY_LINK      a cf__link of a combinator or then_always
+ *   ENTRY_THEN      a continuation future waiting on this one: its own
+ *                   `next` word (free until it is submitted) is the link
+ *   ENTRY_INPUT     in a continuation's own list, always its oldest
+ *                   entry and never followed: the input it waits on
+ *                   (referenced), so that its end can detach from it */
 typedef struct cf__callback {
     void *next;
     cf_done_fn fn;
     void *arg;
 } cf__callback;
 
-#define LINK_TAG ((uintptr_t)1)
+enum { ENTRY_CALLBACK, ENTRY_LINK, ENTRY_THEN, ENTRY_INPUT };
+#define ENTRY_TAGS ((uintptr_t)3)
 
-static bool is_link(const void *entry)
+static unsigned entry_kind(const void *entry)
 {
-    return (uintptr_t)entry & LINK_TAG;
+    return (unsigned)((uintptr_t)entry & ENTRY_TAGS);
 }
 
+static void *entry_ptr(const void *entry)
+{
+    return (void *)((uintptr_t)entry & ~ENTRY_TAGS);
+}
+
+static void *tag_entry(const void *p, unsigned kind)
+{
+    return (void *)((uintptr_t)p | kind);
+}
+
+/* Not for ENTRY_INPUT, which has no next. */
 static void *entry_next(const void *entry)
 {
-    return *(void *const *)((uintptr_t)entry & ~LINK_TAG);
+    if (entry_kind(entry) == ENTRY_THEN)
+        return atomic_load_explicit(&((cf_future *)entry_ptr(entry))->next,
+                                    memory_order_relaxed);
+    return *(void *const *)entry_ptr(entry);
 }
 
 static void set_entry_next(void *entry, void *next)
 {
-    *(void **)((uintptr_t)entry & ~LINK_TAG) = next;
+    if (entry_kind(entry) == ENTRY_THEN)
+        atomic_store_explicit(&((cf_future *)entry_ptr(entry))->next,
+                              (cf_future *)next, memory_order_relaxed);
+    else
+        *(void **)entry_ptr(entry) = next;
 }
 
 /* Frees a detached list without running it. Links belong to their
- * operations: only done-callbacks are freed. */
+ * operations: only done-callbacks are freed, and the references of
+ * continuations and inputs dropped. */
 static void free_entries(void *entry)
 {
     while (entry) {
+        if (entry_kind(entry) == ENTRY_INPUT) {
+            cf_future_release(entry_ptr(entry));
+            return;
+        }
         void *next = entry_next(entry);
-        if (!is_link(entry))
+        if (entry_kind(entry) == ENTRY_CALLBACK)
             free(entry);
+        else if (entry_kind(entry) == ENTRY_THEN)
+            cf_future_release(entry_ptr(entry));
         entry = next;
     }
 }
@@ -110,12 +144,17 @@ static void report_callback_error(cf_future *f, int code)
 
 /* Runs a detached callback list (newest first, as added) in the order
  * the entries were added, freeing each done-callback. A failing callback
- * is reported and the rest still run. A link is handed to the run list
- * (chain.c), which may free it: its `next` is read first. */
+ * is reported and the rest still run. Links and continuations are handed
+ * to the run list (chain.c), which may free them: their `next` is read
+ * first. A continuation's input, its oldest entry, goes first. */
 static void run_callbacks(cf_future *f, void *newest)
 {
     void *entry = NULL;
     while (newest) { /* reverse: almost always zero or one entry */
+        if (entry_kind(newest) == ENTRY_INPUT) {
+            cf__then_self_done(f, entry_ptr(newest));
+            break;
+        }
         void *next = entry_next(newest);
         set_entry_next(newest, entry);
         entry = newest;
@@ -123,8 +162,10 @@ static void run_callbacks(cf_future *f, void *newest)
     }
     while (entry) {
         void *next = entry_next(entry);
-        if (is_link(entry)) {
-            cf__chain_fire((cf__link *)((uintptr_t)entry & ~LINK_TAG));
+        if (entry_kind(entry) == ENTRY_LINK) {
+            cf__chain_fire(entry_ptr(entry));
+        } else if (entry_kind(entry) == ENTRY_THEN) {
+            cf__chain_fire_then(entry_ptr(entry), false);
         } else {
             cf__callback *cb = entry;
             int rc = cb->fn(f, cb->arg);
@@ -588,7 +629,9 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg)
     return CF_OK;
 }
 
-bool cf__future_attach(cf_future *f, cf__link *link, bool dependent)
+/* Pushes `tagged` on a pending f's list and counts a dependent; false if
+ * f is done (nothing done). */
+static inline bool attach_entry(cf_future *f, void *tagged, bool dependent)
 {
     /* A done future stays done: no need for its lock to see that. */
     if (cf__state_done_for_result(cf__future_state(f)))
@@ -599,38 +642,92 @@ bool cf__future_attach(cf_future *f, cf__link *link, bool dependent)
         cf__spin_unlock(&f->lock);
         return false;
     }
-    link->next = f->end.lists.callbacks;
-    f->end.lists.callbacks = (void *)((uintptr_t)link | LINK_TAG);
+    set_entry_next(tagged, f->end.lists.callbacks);
+    f->end.lists.callbacks = tagged;
     if (dependent && f->dependents < CF__DEPENDENTS_MAX)
         f->dependents++;
     cf__spin_unlock(&f->lock);
     return true;
 }
 
+bool cf__future_attach(cf_future *f, cf__link *link, bool dependent)
+{
+    return attach_entry(f, tag_entry(link, ENTRY_LINK), dependent);
+}
+
 void cf__future_attach_new(cf_future *f, cf__link *link)
 {
     link->next = f->end.lists.callbacks;
-    f->end.lists.callbacks = (void *)((uintptr_t)link | LINK_TAG);
+    f->end.lists.callbacks = tag_entry(link, ENTRY_LINK);
 }
 
-bool cf__future_unlink(cf_future *f, cf__link *link)
+bool cf__future_attach_then(cf_future *f, cf_future *d)
 {
-    void *tagged = (void *)((uintptr_t)link | LINK_TAG);
+    d->end.lists.callbacks = tag_entry(f, ENTRY_INPUT);
+    return attach_entry(f, tag_entry(d, ENTRY_THEN), true);
+}
+
+/* Takes `tagged` off a pending f's list. True if it was there. */
+static bool unlink_entry(cf_future *f, void *tagged)
+{
     bool found = false;
     cf__spin_lock(&f->lock);
     if (!cf__state_done_for_result(atomic_load_explicit(
             &f->state, memory_order_relaxed))) {
-        /* Newest first; the link is usually the only entry, or close. */
-        void **at = &f->end.lists.callbacks;
-        while (*at && *at != tagged)
-            at = (void **)((uintptr_t)*at & ~LINK_TAG);
-        if (*at) {
-            *at = link->next;
+        /* Newest first; the entry is usually the only one, or close. */
+        void *prev = NULL, *entry = f->end.lists.callbacks;
+        while (entry && entry != tagged && entry_kind(entry) != ENTRY_INPUT) {
+            prev = entry;
+            entry = entry_next(entry);
+        }
+        if (entry == tagged) {
+            void *next = entry_next(entry);
+            if (prev)
+                set_entry_next(prev, next);
+            else
+                f->end.lists.callbacks = next;
             found = true;
         }
     }
     cf__spin_unlock(&f->lock);
     return found;
+}
+
+bool cf__future_unlink(cf_future *f, cf__link *link)
+{
+    return unlink_entry(f, tag_entry(link, ENTRY_LINK));
+}
+
+bool cf__future_unlink_then(cf_future *f, cf_future *d)
+{
+    return unlink_entry(f, tag_entry(d, ENTRY_THEN));
+}
+
+cf_future *cf__future_take_input(cf_future *d, bool *kept)
+{
+    cf_future *input = NULL;
+    cf__spin_lock(&d->lock);
+    if (!cf__state_done_for_result(atomic_load_explicit(
+            &d->state, memory_order_relaxed))) {
+        /* The input is the oldest entry: usually the only one. */
+        void *prev = NULL, *entry = d->end.lists.callbacks;
+        while (entry_kind(entry) != ENTRY_INPUT) {
+            prev = entry;
+            entry = entry_next(entry);
+        }
+        input = entry_ptr(entry);
+        *kept = cf__future_state(input) == CF__FINISHED && !input->failed &&
+                input->end.value.free_result;
+        if (*kept) {
+            /* d needs the input's value until it is done. */
+        } else if (prev) {
+            set_entry_next(prev, NULL);
+        } else {
+            d->end.lists.callbacks = NULL;
+        }
+    }
+    cf__spin_unlock(&d->lock);
+    return input;
 }
 
 bool cf__future_detach(cf_future *f)

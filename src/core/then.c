@@ -1,57 +1,59 @@
 /* then.c - continuations: cf_future_then() and cf_future_then_always().
  *
- * Design: a continuation is the new future D plus one `then_op` of 56
- * bytes, the size of a future, so it comes from the same per-thread slabs
- * (future_slab.c): no malloc, and a worker that frees it does not touch
- * the allocating thread's heap. The op has two links (chain.c): `on_self`
- * on D, attached first while D is still private, and `on_input` on the
- * antecedent. It holds a reference to each future and is freed by
- * whichever link runs second, so the antecedent, and the value the
- * continuation reads from it, live until D is done. Usually the value
- * needs nothing of its future (no destructor): then on_input takes
- * on_self off D and ends the op itself, in the thread that completed the
- * input, so that the worker running D does what it does for any task. While D waits, its own
- * `start` words (unused until it is submitted) hold the function and its
- * argument.
+ * Design: a continuation of cf_future_then is the new future D alone: no
+ * record of its own, so a hop costs one future, as a submit does. While
+ * D waits, D itself is the entry on its input's callback list (future.c,
+ * ENTRY_THEN: linked through D's `next` word, unused until D is
+ * submitted), D's start words hold the function and the executor (NULL:
+ * inline), and D's own callback list ends with the input (ENTRY_INPUT,
+ * referenced), which D's end uses to detach from it. The entry holds a
+ * reference to D.
  *
- *   input done --on_input--> D cancelled already: nothing
- *                            then, input failed/cancelled: D the same
- *                            else inline: run fn now, complete D
- *                                 else: submit D to the executor (D is
- *                                       the task's own future: no second
- *                                       future, no extra hop)
- *   D done ------on_self---> input not done (D was cancelled, or
- *                            completed by hand): detach from it, and
- *                            cancel it if D was cancelled and nothing
- *                            else waits on it (when.c has the same rule)
+ *   input done --> D cancelled already: drop D
+ *   (run list)     else take the input off D (cf__future_take_input):
+ *                  input failed/cancelled: D the same
+ *                  else inline: run fn now, complete D
+ *                       else: submit D to the executor (D is the task's
+ *                             own future: no second future, no extra hop)
+ *   D done ------> input done: drop it (its firing finds D done)
+ *   (first of      else take D off the input's list; then, from the run
+ *    D's list)     list, detach from the input, and cancel it if D was
+ *                  cancelled and nothing else waits on it (when.c has the
+ *                  same rule)
  *
- * An input done already at the call needs no op when D goes to an
- * executor: D is made and submitted (or failed, or cancelled) during the
- * call, as cf_executor_submit would, unless the input's value has a
- * destructor (then the op keeps the input alive while D runs). So a
- * `then` on a done input costs what a submit does. Inline ones keep the
- * op: their function runs through the run list (chain.c).
+ * Exactly one of the two sees the other not done: the input's completion
+ * detaches its list (with D's entry) under its lock, and D's end takes
+ * the entry off under that lock; D's firing takes the input off D under
+ * D's lock, and D's end detaches its list (with the input) under it.
+ * When the input's value has a destructor, the input stays on D until D
+ * is done, so the value D's task reads lives as long as D runs.
  *
- * D is handed out only once on_input is attached, so on_self cannot run
- * before on_input has counted D among the input's dependents. A cancel
- * racing the start of D is settled by D's own state machine: a cancelled
- * D is never run (cf_future_set_running_or_notify_cancel fails) and
- * never completed.
+ * An input done already at the call needs no list at all when D goes to
+ * an executor: D is made and submitted (or failed, or cancelled) during
+ * the call, as cf_executor_submit would, unless the input's value has a
+ * destructor (then the input stays on D, as above). Inline ones fire at
+ * once: their function runs through the run list (chain.c).
+ *
+ * cf_future_then_always passes the input itself to its function, so its
+ * continuation keeps a `then_op` of 56 bytes, the size of a future (from
+ * the same per-thread slabs): two links (chain.c), `on_self` on D,
+ * attached first while D is still private, and `on_input` on the
+ * antecedent, and a reference to each future; it is freed by whichever
+ * link runs second.
+ *
+ * D is handed out only once it is on its input's list, so D's end cannot
+ * come before D is counted among the input's dependents. A cancel racing
+ * the start of D is settled by D's own state machine: a cancelled D is
+ * never run (cf_future_set_running_or_notify_cancel fails) and never
+ * completed.
  */
 #include "core/core.h"
 
 #include <stddef.h>
 #include <stdlib.h>
 
-/* Low bits of then_op.self and then_op.input (futures are 8-byte
- * aligned). */
-enum {
-    RAN = 1,     /* self: one of the two links has run */
-    ALWAYS = 2,  /* self: cf_future_then_always */
-    SELF_IN = 1, /* input: on_self is looking at the input */
-    GONE = 2,    /* input: released early by on_input */
-    TAGS = 3,
-};
+/* Low bits of then_op.self (futures are 8-byte aligned). */
+enum { RAN = 1 /* one of the two links has run */ };
 
 typedef struct then_op {
     union {
@@ -62,27 +64,19 @@ typedef struct then_op {
         } always;
     } u;
     cf__link on_self;
-    atomic_uintptr_t input; /* referenced until the op ends | tags */
-    atomic_uintptr_t self;  /* D (referenced until the op ends) | tags */
-    cf_executor *ex;        /* NULL: inline */
+    cf_future *input;      /* referenced until the op ends */
+    atomic_uintptr_t self; /* D (referenced until the op ends) | RAN */
+    cf_executor *ex;       /* NULL: inline */
 } then_op;
 
 _Static_assert(sizeof(then_op) <= sizeof(cf_future),
                "a continuation fits a future's slot");
 
-static cf_future *untag(uintptr_t word)
-{
-    return (cf_future *)(word & ~(uintptr_t)TAGS);
-}
-
 static cf_future *self_of(then_op *op)
 {
-    return untag(atomic_load_explicit(&op->self, memory_order_relaxed));
-}
-
-static cf_future *input_of(then_op *op)
-{
-    return untag(atomic_load_explicit(&op->input, memory_order_relaxed));
+    return (cf_future *)(atomic_load_explicit(&op->self,
+                                              memory_order_relaxed) &
+                         ~(uintptr_t)RAN);
 }
 
 /* The second of the two links to run frees the op. */
@@ -91,30 +85,9 @@ static void op_unref(then_op *op)
     if (!(atomic_fetch_or_explicit(&op->self, RAN, memory_order_acq_rel) &
           RAN))
         return;
-    uintptr_t input = atomic_load_explicit(&op->input, memory_order_relaxed);
-    if (!(input & GONE))
-        cf_future_release(untag(input));
+    cf_future_release(op->input);
     cf_future_release(self_of(op));
     cf__future_mem_free(op);
-}
-
-/* on_input's early release of the input, once nothing the continuation
- * will do reads it: the input's reference then goes in the thread that
- * completed the input, which has its memory in cache, not in a worker
- * (N continuations of one future would otherwise pass its line between
- * the threads on every hop). Not while on_self looks at the input: then
- * the op's end releases it, as usual. */
-static void release_input_early(then_op *op)
-{
-    uintptr_t word = atomic_load_explicit(&op->input, memory_order_relaxed);
-    while (!(word & SELF_IN))
-        if (atomic_compare_exchange_weak_explicit(&op->input, &word,
-                                                  word | GONE,
-                                                  memory_order_acq_rel,
-                                                  memory_order_relaxed)) {
-            cf_future_release(untag(word));
-            return;
-        }
 }
 
 /* Completes D as a copy of the input's failure or cancel. */
@@ -133,7 +106,7 @@ static void pass_on(cf_future *d, const cf_future *input)
 static void *run_always(void *arg, cf_call *call)
 {
     then_op *op = arg;
-    return op->u.always.fn(input_of(op), op->u.always.arg, call);
+    return op->u.always.fn(op->input, op->u.always.arg, call);
 }
 
 /* D's continuation could not be submitted: D fails with the reason. */
@@ -158,75 +131,89 @@ static void start_task(cf_executor *ex, cf_future *d, cf_fn fn, void *arg)
         submit_failed(d, rc);
 }
 
-static void input_done(cf__link *link)
+/* Once the input is done, D's input on its list drops or cancels it per
+ * the design above. */
+static void release_or_cancel_input(cf_future *d, cf_future *input)
+{
+    if (!cf__state_done_for_result(cf__future_state(input)) &&
+        cf__future_detach(input) &&
+        cf__state_cancelled(cf__future_state(d)))
+        cf_future_cancel(input);
+    cf_future_release(input);
+}
+
+void cf__then_input_done(cf_future *d)
+{
+    bool kept = false;
+    cf_future *input = cf__future_take_input(d, &kept);
+    if (!input) {
+        cf_future_release(d); /* cancelled while it waited */
+        return;
+    }
+    /* D's start words, before a submit reuses them. */
+    cf_fn fn = d->start.task.fn;
+    cf_executor *ex = d->start.task.arg;
+    if (cf__future_outcome(input) == CF_OK) {
+        void *value = cf__future_result(input);
+        /* Kept, D's end drops it; else nothing D does reads it. */
+        if (!kept)
+            cf_future_release(input);
+        start_task(ex, d, fn, value);
+    } else {
+        pass_on(d, input);
+        cf_future_release(input);
+    }
+    cf_future_release(d); /* the entry's */
+}
+
+void cf__then_self_done(cf_future *d, cf_future *input)
+{
+    if (!cf__future_unlink_then(input, d)) {
+        cf_future_release(input); /* done: its firing finds D done */
+        return;
+    }
+    /* D never started, so its start words are free: they carry the input
+     * to the run list, where a cancel of it runs in constant stack. */
+    d->start.task.arg = input;
+    cf__chain_fire_then(d, true);
+}
+
+void cf__then_self_done_later(cf_future *d)
+{
+    release_or_cancel_input(d, d->start.task.arg);
+    cf_future_release(d); /* the entry's, taken off the input */
+}
+
+/* cf_future_then_always: the op's links. */
+static void always_input_done(cf__link *link)
 {
     then_op *op = (then_op *)link;
-    cf_future *d = self_of(op), *input = input_of(op);
+    cf_future *d = self_of(op);
     /* D's start words, before a submit reuses them. */
     cf_fn fn = d->start.task.fn;
     void *arg = d->start.task.arg;
-    if (cf__state_done_for_result(cf__future_state(d))) {
-        op_unref(op); /* cancelled while it waited */
-        return;
-    }
-    if (atomic_load_explicit(&op->self, memory_order_relaxed) & ALWAYS) {
+    if (!cf__state_done_for_result(cf__future_state(d))) {
         /* on_input has run: its words hold the call from now on. */
         op->u.always.fn = (cf_then_fn)(void (*)(void))fn;
         op->u.always.arg = arg;
         start_task(op->ex, d, run_always, op);
-        op_unref(op);
-        return;
     }
-    bool ok = cf__future_outcome(input) == CF_OK;
-    cf_executor *ex = op->ex;
-    /* The common case: what D still needs of the input is its outcome, or
-     * a value with no destructor. Then on_self has no more work (the input
-     * is done), so it comes off D and the op ends here, in the thread that
-     * completed the input, instead of in the worker that completes D: a
-     * hop then costs the worker what a submitted task does. */
-    if ((!ok || !input->end.value.free_result) &&
-        cf__future_unlink(d, &op->on_self)) {
-        cf__future_mem_free(op);
-        if (ok)
-            start_task(ex, d, fn, cf__future_result(input));
-        else
-            pass_on(d, input);
-        cf_future_release(input);
-        cf_future_release(d);
-        return;
-    }
-    /* on_self stays on D: its value has a destructor (D needs the input
-     * until it is done), or D was cancelled a moment ago. */
-    if (!ok) {
-        pass_on(d, input);
-        release_input_early(op);
-        op_unref(op);
-        return;
-    }
-    arg = cf__future_result(input);
-    if (!input->end.value.free_result)
-        release_input_early(op);
-    start_task(ex, d, fn, arg);
     op_unref(op);
 }
 
-static void self_done(cf__link *link)
+static void always_self_done(cf__link *link)
 {
     then_op *op = (then_op *)((char *)link - offsetof(then_op, on_self));
-    uintptr_t word = atomic_fetch_or_explicit(&op->input, SELF_IN,
-                                              memory_order_acq_rel);
-    /* GONE: on_input ran, so the input is done; nothing to detach. */
-    cf_future *input = untag(word);
-    if (!(word & GONE) && !cf__state_done_for_result(cf__future_state(input)) &&
+    cf_future *input = op->input;
+    if (!cf__state_done_for_result(cf__future_state(input)) &&
         cf__future_detach(input) &&
         cf__state_cancelled(cf__future_state(self_of(op))))
         cf_future_cancel(input);
     op_unref(op);
 }
 
-/* The continuation that waits: an op with its two links. */
-static int then_attach(cf_future *f, cf_executor *ex, cf_fn fn, bool always,
-                       void *arg, cf_future **out)
+static int then_always_new(cf_future *f, cf_executor *ex, cf_fn fn,
+                           void *arg, cf_future **out)
 {
     then_op *op = cf__future_mem_alloc();
     cf_future *d = op ? cf__future_alloc() : NULL;
@@ -240,11 +227,11 @@ static int then_attach(cf_future *f, cf_executor *ex, cf_fn fn, bool always,
     /* The op's reference and the caller's. D is seen by nobody else yet:
      * a store does what an increment would. */
     atomic_store_explicit(&d->refs, 2, memory_order_relaxed);
-    atomic_init(&op->input, (uintptr_t)cf_future_retain(f));
-    atomic_init(&op->self, (uintptr_t)d | (always ? ALWAYS : 0));
+    op->input = cf_future_retain(f);
+    atomic_init(&op->self, (uintptr_t)d);
     op->ex = ex;
-    op->u.on_input.run = input_done;
-    op->on_self.run = self_done;
+    op->u.on_input.run = always_input_done;
+    op->on_self.run = always_self_done;
     /* on_self first, while D is still ours alone: nothing can complete D
      * before on_input has run, so on_self still runs second unless D is
      * cancelled, by a caller who can only do so once on_input has
@@ -258,6 +245,26 @@ static int then_attach(cf_future *f, cf_executor *ex, cf_fn fn, bool always,
     return CF_OK;
 }
 
+/* The continuation that waits: D, on its input's list (or fired now, if
+ * the input is done). */
+static int then_attach(cf_future *f, cf_executor *ex, cf_fn fn,
+                       cf_future **out)
+{
+    cf_future *d = cf__future_alloc();
+    if (!d)
+        return CF_ENOMEM;
+    d->start.task.fn = fn;
+    d->start.task.arg = ex;
+    /* The entry's reference and the caller's. D is seen by nobody else
+     * yet: a store does what an increment would. */
+    atomic_store_explicit(&d->refs, 2, memory_order_relaxed);
+    cf_future_retain(f); /* D's input's */
+    if (!cf__future_attach_then(f, d))
+        cf__chain_fire_then(d, false);
+    *out = d;
+    return CF_OK;
+}
+
 /* cf_future_then(f, ex, ...) with `f` done already and `ex` not NULL:
  * nothing to wait for, so no op. D is made and submitted at once, as
  * cf_executor_submit would, with the input's value as its argument; a
@@ -265,12 +272,15 @@ static int then_attach(cf_future *f, cf_executor *ex, cf_fn fn, bool always,
  * destructor needs the op (D then keeps the input alive until it is
  * done). Inline continuations keep the general path: their function runs
  * through the run list (chain.c), after the link running now, if any. */
+#if defined(__GNUC__)
+__attribute__((noinline)) /* keeps the waiting path's registers few */
+#endif
 static int then_done_now(cf_future *f, cf_executor *ex, cf_fn fn,
                          cf_future **out)
 {
     bool ok = cf__future_state(f) == CF__FINISHED && !f->failed;
     if (ok && f->end.value.free_result)
-        return then_attach(f, ex, fn, false, NULL, out);
+        return then_attach(f, ex, fn, out);
     cf_future *d = cf__future_alloc();
     if (!d)
         return CF_ENOMEM;
@@ -279,7 +289,7 @@ static int then_done_now(cf_future *f, cf_executor *ex, cf_fn fn,
         pass_on(d, f);
         return CF_OK;
     }
-    /* then_new made cf__executor_submit_future's checks a moment ago: what
+    /* then_check made cf__executor_submit_future's checks a moment ago: what
      * is left of them is the plain submit. */
     void *arg = f->end.value.result;
     int rc = ex->task_timeout > 0
@@ -290,8 +300,9 @@ static int then_done_now(cf_future *f, cf_executor *ex, cf_fn fn,
     return CF_OK;
 }
 
-static int then_new(cf_future *f, cf_executor *ex, cf_fn fn, bool always,
-                    void *arg, cf_future **out)
+/* The checks of both calls. CF_OK to go on. */
+static inline int then_check(const cf_future *f, cf_executor *ex, cf_fn fn,
+                             cf_future **out)
 {
     if (ex && cf__process_worker_active() &&
         cf__executor_refused_in_worker(ex))
@@ -300,21 +311,28 @@ static int then_new(cf_future *f, cf_executor *ex, cf_fn fn, bool always,
         return CF_EINVAL;
     if (ex && atomic_load_explicit(&ex->shut_down, memory_order_relaxed))
         return CF_ESHUTDOWN;
-    if (ex && always && !cf__executor_shares_memory(ex))
-        return CF_ENOTSUP;
-    if (!always && ex && cf__state_done_for_result(cf__future_state(f)))
-        return then_done_now(f, ex, fn, out);
-    return then_attach(f, ex, fn, always, arg, out);
+    return CF_OK;
 }
 
 int cf_future_then(cf_future *f, cf_executor *ex, cf_fn fn, cf_future **out)
 {
-    return then_new(f, ex, fn, false, NULL, out);
+    int rc = then_check(f, ex, fn, out);
+    if (rc != CF_OK)
+        return rc;
+    if (ex && cf__state_done_for_result(cf__future_state(f)))
+        return then_done_now(f, ex, fn, out);
+    return then_attach(f, ex, fn, out);
 }
 
 int cf_future_then_always(cf_future *f, cf_executor *ex, cf_then_fn fn,
                           void *arg, cf_future **out)
 {
     /* Kept in D's start words as a cf_fn until it runs, then cast back. */
-    return then_new(f, ex, (cf_fn)(void (*)(void))fn, true, arg, out);
+    cf_fn as_fn = (cf_fn)(void (*)(void))fn;
+    int rc = then_check(f, ex, as_fn, out);
+    if (rc != CF_OK)
+        return rc;
+    if (ex && !cf__executor_shares_memory(ex))
+        return CF_ENOTSUP;
+    return then_always_new(f, ex, as_fn, arg, out);
 }
