@@ -62,6 +62,13 @@
  *   to be seen, and a polling thread costs a few thousand wake-ups per
  *   second at most. With nothing sent and nothing queued the root's
  *   thread sleeps without polling until a submit or a shutdown.
+ *   A thread waiting for one of this executor's futures
+ *   (cf_future_result(), cf_future_exception()) spins for up to 20 us
+ *   before it sleeps, as for any future, but yields its CPU at each turn
+ *   instead of pausing on it: the communication thread that completes
+ *   the future polls, and on a machine with few cores a pausing waiter
+ *   kept it off the CPU it needed for the whole spin (the round trip p50
+ *   on 2 cores went from 36-50 us to 10 us; bench/mpi/README.md).
  * - Failure: Open MPI (as Debian ships it) has no fault tolerance (ULFM):
  *   a rank that dies ends the whole job. mpirun then stops every rank and
  *   exits non-zero, naming the dead rank ("process rank 1 ... exited on

@@ -98,7 +98,12 @@ struct cf_future {
     bool failed;                  /* part of the outcome, like `end` */
     /* Set once before the future is shared: a cancel makes it
      * CANCELLED_UNNOTIFIED (see cf__future_use_notify_protocol). */
-    bool notify_protocol;
+    bool notify_protocol : 1;
+    /* Set once before the future is shared: its completer is a polling
+     * thread of this process (cf__future_set_completer_polls), so a
+     * waiter yields as it spins. One byte with notify_protocol: a
+     * future stays at 56 bytes. */
+    bool completer_polls : 1;
     /* The helping tag of the thread pool whose queue holds it (nested.c),
      * set by that pool's submit; 0: none. Meaningful while PENDING. */
     uint8_t pool_tag;
@@ -225,6 +230,18 @@ cf_future *cf__future_alloc(void);
  * cancelled future is done for every observer at once. Call right after
  * cf_future_new(), before the future is shared. */
 void cf__future_use_notify_protocol(cf_future *f);
+
+/* Says that `f` will be completed by a thread of this process that polls
+ * for its outcome and shares the CPUs with its waiters (the MPI
+ * executor's communication thread): a waiter then yields its CPU while
+ * it spins, instead of pausing on it (future_wait.c). For an executor's
+ * submit: marks `f` and returns true if the caller holds its only
+ * reference (nobody else can see it yet: cf_executor_submit's, map's);
+ * otherwise leaves it unmarked, returns false (a continuation's future,
+ * submitted once its input is done, may have waiters already: they keep
+ * the plain spin). Exported for libcfutures_mpi. */
+__attribute__((visibility("default"))) bool
+cf__future_set_completer_polls(cf_future *f);
 
 /* Memory for one cf_future (future_slab.c): per-thread slabs, or malloc
  * with CF_FUTURE_ALLOC=malloc and under AddressSanitizer. Any thread may

@@ -200,6 +200,7 @@ cf_future *cf__future_alloc(void)
     f->has_cancel_hook = false;
     f->failed = false;
     f->notify_protocol = false;
+    f->completer_polls = false;
     f->pool_tag = 0;
     f->dependents = 0;
     return f;

@@ -4,7 +4,22 @@
  *
  * Design: a waiter spins briefly (CF__WAIT_SPIN_NS: a hand-off on another
  * core is often that close), then installs a node on the future's waiter
- * list under the future's lock and sleeps on its own event. Completers
+ * list under the future's lock and sleeps on its own event.
+ *
+ * The spin depends on who completes the future. A pool's worker is
+ * either running the task or asleep, so pausing on a CPU of our own is
+ * the quick way to see it finish. A future marked completer_polls (the
+ * MPI executor's: its communication thread polls MPI for the result) is
+ * completed by a thread of this process that is awake and wants a CPU
+ * for every poll; where CPUs are few (2 cores: the submitter, that thread
+ * and the worker ranks' polls), a pausing waiter holds the CPU it needs,
+ * so the result is seen only once the spin gives up (20 us a round trip,
+ * measured: bench/mpi/README.md). Such a waiter yields at each turn
+ * instead of pausing, for the same budget: with a free CPU elsewhere it
+ * still sees the result at once without a futex wake-up; without one,
+ * the polling thread runs in its place.
+ *
+ * Completers
  * notify waiters while they hold that lock; a waiter only frees its node
  * after removing it under the same lock (cf__wait_node_remove), so a
  * notification never touches freed memory. cf_wait and as_completed
@@ -67,6 +82,39 @@ bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns)
     return true;
 }
 
+bool cf__future_set_completer_polls(cf_future *f)
+{
+    /* Only the holder of the only reference writes the plain field: no
+     * other thread can see the future, so no waiter reads it meanwhile. */
+    if (atomic_load_explicit(&f->refs, memory_order_acquire) != 1)
+        return false;
+    f->completer_polls = true;
+    return true;
+}
+
+/* The spin before sleeping, for CF__WAIT_SPIN_NS and never past the
+ * deadline: pausing, or yielding at each turn when `f`'s completer polls
+ * (see the file's header), at least once: the completer gets one turn
+ * even if this thread was slow to get here. */
+static void spin(cf_future *f, int64_t deadline_ns, int done_from)
+{
+    if (f->completer_polls) {
+        int64_t until = cf__now_ns() + CF__WAIT_SPIN_NS;
+        if (until > deadline_ns)
+            until = deadline_ns;
+        do
+            cf__yield();
+        while (cf__future_state(f) < done_from && cf__now_ns() < until);
+        return;
+    }
+    int64_t until = 0;
+    for (unsigned i = 0; cf__future_state(f) < done_from; i++) {
+        if (!cf__spin_continue(i, &until, CF__WAIT_SPIN_NS) ||
+            (until != 0 && until > deadline_ns))
+            break;
+    }
+}
+
 /* Blocks until `f`'s state is at least `done_from` (CF__CANCELLED: done
  * for cf_wait; CF__CANCELLED_UNNOTIFIED: done for its result) or the
  * deadline passes. Returns true if done. */
@@ -75,12 +123,7 @@ static bool wait_done(cf_future *f, int64_t deadline_ns,
 {
     if (deadline_ns != CF__NO_DEADLINE && cf__now_ns() >= deadline_ns)
         return cf__future_state(f) >= done_from; /* a poll */
-    int64_t until = 0;
-    for (unsigned i = 0; cf__future_state(f) < done_from; i++) {
-        if (!cf__spin_continue(i, &until, CF__WAIT_SPIN_NS) ||
-            (until != 0 && until > deadline_ns))
-            break;
-    }
+    spin(f, deadline_ns, done_from);
     if (cf__future_state(f) >= done_from)
         return true;
 

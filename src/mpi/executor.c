@@ -59,6 +59,10 @@ static int refusal_locked(const mpi_exec *m)
  * without touching its future (the caller's). */
 static int enqueue(mpi_exec *m, mtask *t, cf_future *f)
 {
+    /* The comm thread polls for its result: a waiter must not hold the
+     * CPU that thread needs (core/future_wait.c). Before the queue's
+     * reference: the mark needs the submitter's to be the only one. */
+    (void)cf__future_set_completer_polls(f);
     pthread_mutex_lock(&m->lock);
     int rc = refusal_locked(m);
     if (rc == CF_OK) {

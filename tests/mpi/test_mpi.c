@@ -11,6 +11,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cfutures_mpi.h"
 
+#include "core/core.h" /* completer_polls: the core's wait policy */
+
 #include <math.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -182,6 +184,16 @@ static void t_submit_result(cf_executor *ex)
         cf_future_release(fs[i]);
     }
     CHECK(strcmp(cf_executor_kind(ex), "mpi") == 0);
+}
+
+/* Its futures tell the core's wait that a polling thread completes them
+ * (a waiter yields as it spins: core/future_wait.c), from the submit on. */
+static void t_futures_say_their_completer_polls(cf_executor *ex)
+{
+    cf_future *f = submit(ex, square, 3);
+    CHECK(f->completer_polls);
+    CHECK(result_of(f) == 9);
+    cf_future_release(f);
 }
 
 /* Tasks run on the other ranks, all of them. */
@@ -723,6 +735,8 @@ typedef struct mpi_test {
 static const mpi_test tests[] = {
     {"submit_result", t_submit_result, NULL, CF_OK},
     {"runs_on_every_worker_rank", t_runs_on_every_worker_rank, NULL, CF_OK},
+    {"futures_say_their_completer_polls", t_futures_say_their_completer_polls,
+     NULL, CF_OK},
     {"task_failure_keeps_code_and_message",
      t_task_failure_keeps_code_and_message, NULL, CF_OK},
     {"map_chunks_in_order", t_map_chunks_in_order, NULL, CF_OK},
