@@ -1118,7 +1118,9 @@ CF_API int cf_cpu_count(void);
  *   signal handler in the caller's process. From inside a worker,
  *   creating a process pool or calling into an executor the task did not
  *   create there (its parent's) returns CF_EDEADLK; a task may create and
- *   use thread pools of its own. */
+ *   use thread pools of its own. A task (or initializer) may fork: a
+ *   child that returns from it ends there (_exit(0)) instead of serving
+ *   the pool beside its parent; only the parent's result counts. */
 
 typedef enum cf_start_method {
     /* Workers are fresh processes of this same program (fork + exec of

@@ -558,6 +558,37 @@ TEST_TIMEOUT(callers_own_child_is_not_reaped, 60)
 }
 
 /* The names workers of another kind know these by (procpool_test.h). */
+/* Forks, and both processes return from the task: the child with a
+ * result of its own (1000 + arg), which must never be seen. */
+static void *task_fork_both_return(void *arg, cf_call *call)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return cf_fail(call, errno, "fork failed");
+    return (void *)((intptr_t)arg + (pid == 0 ? 1000 : 0));
+}
+
+/* The forked copy of a worker ends as its task returns, instead of
+ * serving the pool's channel beside its parent (it took frames meant for
+ * the worker: the pool broke, or a task ran twice). */
+TEST_TIMEOUT(task_that_forks_leaves_its_child_out_of_the_pool, 60)
+{
+    cf_executor *ex = pool_new(1, CF_START_EXEC);
+    cf_future *f[24];
+    for (int i = 0; i < 24; i++)
+        ASSERT_OK(cf_executor_submit(ex, i % 6 == 0 ? task_fork_both_return
+                                                   : task_square,
+                                     (void *)(intptr_t)i, &f[i]));
+    for (int i = 0; i < 24; i++) {
+        void *v;
+        ASSERT_OK(cf_future_result(f[i], 30, &v));
+        ASSERT_EQ((intptr_t)v, i % 6 == 0 ? i : i * i);
+        cf_future_release(f[i]);
+    }
+    ASSERT(!cf_executor_broken(ex, NULL));
+    cf_executor_free(ex);
+}
+
 static void pp_register_names(void)
 {
     PP_NAME(task_square);
@@ -571,6 +602,7 @@ static void pp_register_names(void)
     PP_NAME(task_fpe);
     PP_NAME(task_sigkill_self);
     PP_NAME(task_die_mid_result);
+    PP_NAME(task_fork_both_return);
     PP_NAME(init_exit5);
     PP_NAME(&path_codec);
 }

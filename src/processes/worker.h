@@ -74,6 +74,14 @@ int cf__worker_run_task_call(cf__code_cache *cache,
  * required task names, runs the initializers (the pool's, then `opts`'s),
  * and appends READY or INIT_FAILED to `out`. Returns CF_OK (ready),
  * CF_EINVAL (INIT_FAILED appended) or CF_ECODEC (malformed). */
+/* User code (a task, an initializer) that called fork() returns twice:
+ * the child is a copy of this worker, sharing its channel, and would go
+ * on serving the pool's frames (running tasks again, writing into the
+ * parent's stream). So the copy ends here, with status 0, as a forked
+ * child should: call with cf__fork_generation() from before the code
+ * ran. The generation is read after cf__fork_hook_install(). */
+void cf__worker_end_forked_copy(unsigned generation);
+
 int cf__worker_run_init(cf__code_cache *cache, const cf_worker_options *opts,
                         const unsigned char *p, size_t len, cf_buffer *out);
 

@@ -56,11 +56,17 @@ static int run_initializers(cf__code_cache *cache,
             cf__pp_not_found(&init->init, "initializer", msg, n);
             return CF_EINVAL;
         }
+        cf__fork_hook_install();
+        unsigned gen = cf__fork_generation();
         rc = fn((void *)(uintptr_t)init->initarg);
+        cf__worker_end_forked_copy(gen);
         snprintf(msg, n, "the initializer returned %d", rc);
     }
     if (rc == 0 && opts && opts->initializer) {
+        cf__fork_hook_install();
+        unsigned gen = cf__fork_generation();
         rc = opts->initializer(opts->initarg);
+        cf__worker_end_forked_copy(gen);
         snprintf(msg, n, "the worker program's initializer returned %d", rc);
     }
     return rc;

@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "processes/registry.h"
 #include "processes/wire.h"
@@ -93,6 +94,12 @@ static int put_called(const cf_codec *codec, cf_call *call, void *arg,
     return rc;
 }
 
+void cf__worker_end_forked_copy(unsigned generation)
+{
+    if (cf__fork_generation() != generation)
+        _exit(0); /* not exit(): the parent's atexit work is not ours */
+}
+
 /* Runs one item: decode the argument, call, encode the outcome. */
 static int run_item(const cf_call *proto, cf_fn fn, const cf_codec *codec,
                     const unsigned char *data, size_t len, cf_buffer *out,
@@ -111,7 +118,9 @@ static int run_item(const cf_call *proto, cf_fn fn, const cf_codec *codec,
         return put_outcome(out, codec, rc, msg, NULL, with_len);
     }
     cf_call call = call_from(proto);
+    unsigned gen = cf__fork_generation();
     void *result = fn(arg, &call);
+    cf__worker_end_forked_copy(gen);
     if (put_word(codec, &call, result, out, with_len))
         return CF_OK;
     return put_called(codec, &call, arg, result, out, with_len);
@@ -154,7 +163,9 @@ static int run_words(const cf_call *proto, cf_fn fn,
     for (size_t i = 0; i < n; i++) {
         void *arg = (void *)(uintptr_t)cf__wire_load_u64(args + 8 * i);
         cf_call call = call_from(proto);
+        unsigned gen = cf__fork_generation();
         void *result = fn(arg, &call);
+        cf__worker_end_forked_copy(gen);
         if (call.code == 0 && !call.free_result) {
             cf__wire_store_u64(out->data + base + 8 * i,
                                (uint64_t)(uintptr_t)result);
@@ -183,6 +194,7 @@ int cf__worker_run_task_call(cf__code_cache *cache, const cf__wire_header *h,
 {
     bool words = h->type == CF__MSG_WORDS;
     bool chunk = h->type == CF__MSG_CHUNK || words;
+    cf__fork_hook_install(); /* for cf__worker_end_forked_copy() */
     cf__wire_task t;
     if ((words ? cf__wire_decode_words(p, h->len, &t)
                : cf__wire_decode_task(p, h->len, chunk, &t)) != CF_OK)
