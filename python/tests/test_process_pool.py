@@ -1,6 +1,7 @@
 """cfutures.ProcessPoolExecutor: every start method, pickling, errors,
 broken pools, map, shutdown, terminate/kill."""
 import concurrent.futures as stdlib
+import gc
 import multiprocessing as mp
 import os
 import pickle
@@ -63,6 +64,11 @@ def boom_at(i):
 def sleep_then(seconds, value):
     time.sleep(seconds)
     return value
+
+
+class ErrorAtPickle:
+    def __reduce__(self):
+        raise pickle.PicklingError('Error in pickle')
 
 
 class Unpicklable:
@@ -219,6 +225,33 @@ class PoolTest(unittest.TestCase):
         self.assertGreater(len(cancelled), 20)
         for f in fs:
             self.assertTrue(f.done())
+
+    # The public part of three CPython tests that read private attributes
+    # of the stdlib's pool (CONFORMANCE.md): test_del_shutdown,
+    # test_shutdown_no_wait, test_shutdown_deadlock_pickle.
+    def test_dropped_executor_finishes_its_map(self):
+        ex = cfutures.ProcessPoolExecutor(2, mp_context=self.ctx)
+        res = ex.map(abs, range(-5, 5))
+        processes = ex._processes
+        del ex
+        gc.collect()
+        for p in processes.values():
+            p.join()
+        self.assertEqual(list(res), [abs(v) for v in range(-5, 5)])
+
+    def test_shutdown_without_wait_finishes_its_map(self):
+        ex = cfutures.ProcessPoolExecutor(2, mp_context=self.ctx)
+        res = ex.map(abs, range(-5, 5))
+        ex.shutdown(wait=False)
+        self.assertEqual(list(res), [abs(v) for v in range(-5, 5)])
+        ex.shutdown(wait=True)
+
+    def test_pickling_error_after_shutdown_without_wait(self):
+        self.assertEqual(self.ex.submit(abs, -42).result(), 42)
+        f = self.ex.submit(id, ErrorAtPickle())
+        self.ex.shutdown(wait=False)
+        with self.assertRaisesRegex(pickle.PicklingError, 'Error in pickle'):
+            f.result()
 
     def test_terminate_workers_ends_running_calls(self):
         f = self.ex.submit(sleep_then, 60, 1)
