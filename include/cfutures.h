@@ -787,7 +787,7 @@ CF_API void cf_executor_free(cf_executor *ex);
  * lost or run twice; a burst of up to max_workers tasks still runs at
  * once. Returns at once (the pool adjusts in the background): CF_OK,
  * CF_EINVAL (NULL, max_workers <= 0, or above the pool's limit: its
- * max_workers_limit), CF_ESHUTDOWN, CF_EBROKEN_PROCESS_POOL,
+ * max_workers_limit), CF_ESHUTDOWN, CF_EBROKEN_PROCESS_POOL or
  * CF_EBROKEN_THREAD_POOL (also in a fork child, for a pool inherited
  * from the parent), CF_ENOTSUP (custom executors), CF_EDEADLK (inside a
  * worker, on its parent's executor). */

@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <math.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 
 /* path_codec: creates `path`, refusing if it exists: a task run twice
  * fails its second run. */
@@ -248,6 +249,26 @@ TEST_TIMEOUT(resize_bad_input, 60)
         ASSERT_CODE(cf_process_pool_new(&bad[i], &none), CF_EINVAL);
         ASSERT(none == NULL);
     }
+}
+
+/* A forked child's copy of the pool has no manager and no workers: a
+ * resize there is refused as a submit is, and the parent's pool keeps
+ * its size. */
+TEST_TIMEOUT(resize_in_a_fork_child_is_refused, 60)
+{
+    cf_executor *ex = resizable(2, 3, 0, 0);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0)
+        _exit(cf_executor_set_max_workers(ex, 3) == CF_EBROKEN_PROCESS_POOL
+                  ? 0
+                  : 1);
+    int status;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    burst(ex, 4, NULL);
+    cf_executor_free(ex);
 }
 
 /* Room for 1000 workers is 3001 entries to watch, more than a process

@@ -271,6 +271,10 @@ int cf__pp_set_max_workers(void *impl, int max_workers)
     process_pool *pool = impl;
     if (max_workers > pool->max_workers)
         return CF_EINVAL; /* past the slots made at creation */
+    /* A forked child's copy: the manager and workers are the parent's
+     * (as submit there, tasks.c). */
+    if (cf__fork_generation() != pool->fork_gen)
+        return CF_EBROKEN_PROCESS_POOL;
     cf__mutex_lock(&pool->lock);
     int rc = pool->broken     ? CF_EBROKEN_PROCESS_POOL
              : pool->shutdown ? CF_ESHUTDOWN
