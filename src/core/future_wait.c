@@ -19,11 +19,11 @@
  * still sees the result at once without a futex wake-up; without one,
  * the polling thread runs in its place.
  *
- * Completers
- * notify waiters while they hold that lock; a waiter only frees its node
- * after removing it under the same lock (cf__wait_node_remove), so a
- * notification never touches freed memory. cf_wait and as_completed
- * (wait.c) hang one node per future on a shared waiter.
+ * Completers notify waiters while they hold the future's lock; a waiter
+ * only frees its node after removing it under the same lock
+ * (cf__wait_node_remove), so a notification never touches freed memory.
+ * cf_wait and as_completed (wait.c) hang one node per future on a shared
+ * waiter.
  */
 #include "core/core.h"
 
