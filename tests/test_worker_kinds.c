@@ -289,6 +289,9 @@ TEST_TIMEOUT(missing_program_fails_futures, 60)
     char msg[400];
     int rc = failure(f, msg, sizeof msg);
     ASSERT(rc == CF_ESYS || rc == CF_EBROKEN_PROCESS_POOL);
+    /* The message names the program and what is wrong with it. */
+    if (!contains(msg, "/nonexistent/cfutures-worker: No such file"))
+        harness_fail(__FILE__, __LINE__, "message: %s", msg);
     cf_future_release(f);
     cf_executor_free(ex);
 }

@@ -53,9 +53,8 @@ void cf__pp_spawn_needed(process_pool *pool, size_t queued)
         if (rc != CF_OK) {
             if (alive > 0)
                 return; /* the running workers will get through it */
-            char why[160];
-            snprintf(why, sizeof why, "could not start a worker process: %s",
-                     cf_strerror(rc));
+            char why[320];
+            cf__spawn_describe_failure(&pool->spawn, rc, why, sizeof why);
             cf__mutex_lock(&pool->lock);
             task *q = cf__pp_take_queue(pool);
             cf__mutex_unlock(&pool->lock);

@@ -22,6 +22,7 @@
  */
 #include "processes/spawn.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,31 @@ int cf__spawn_configure(cf__spawn_config *cfg,
         return CF_OK;
     default:
         return CF_EINVAL;
+    }
+}
+
+void cf__spawn_describe_failure(const cf__spawn_config *cfg, int rc,
+                                char *buf, size_t n)
+{
+    switch (cfg->method) {
+    case CF_START_CALLBACK:
+        snprintf(buf, n, "could not start a worker process: the start_worker "
+                 "callback failed: %s", cf_strerror(rc));
+        return;
+    case CF_START_FORK:
+        snprintf(buf, n, "could not start a worker process: fork: %s",
+                 cf_strerror(rc));
+        return;
+    default:
+        /* Checked after the fact, for the message only: the usual cause
+         * of a failed exec. */
+        if (cfg->exe && access(cfg->exe, X_OK) != 0)
+            snprintf(buf, n, "could not start worker program %s: %s",
+                     cfg->exe, strerror(errno));
+        else
+            snprintf(buf, n, "could not start worker program %s: %s",
+                     cfg->exe ? cfg->exe : "?", cf_strerror(rc));
+        return;
     }
 }
 

@@ -43,4 +43,10 @@ bool cf__spawn_same_program(const cf__spawn_config *cfg);
 int cf__spawn_worker(const cf__spawn_config *cfg, const cf__shm *shm,
                      int slot, cf__spawned *out);
 
+/* Writes why a start failed with `rc`, for the futures that fail with
+ * it: the program and what is wrong with it (missing, not executable),
+ * or the callback or fork that failed, and the code's text. */
+void cf__spawn_describe_failure(const cf__spawn_config *cfg, int rc,
+                                char *buf, size_t n);
+
 #endif /* CF_PROCESSES_SPAWN_H */
