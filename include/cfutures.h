@@ -997,9 +997,10 @@ CF_API void cf_map_free(cf_map *m);
 
 typedef struct cf_thread_pool_options {
     /* Most threads. 0: min(32, CPUs this process may use + 4), as Python.
-     * Negative: CF_EINVAL. Threads start lazily; idle ones are reused, each
-     * by one submit: tasks submitted together, up to this many, run at
-     * once (a thread starts for each task no idle thread is left for). */
+     * Negative or above 4096: CF_EINVAL. Threads start lazily; idle ones
+     * are reused, each by one submit: tasks submitted together, up to this
+     * many, run at once (a thread starts for each task no idle thread is
+     * left for). */
     int max_workers;
     /* Threads are named "<prefix>_<n>" (truncated to the OS limit, 15
      * bytes on Linux). NULL or "": "cfpool<k>", k counting pools. Copied. */

@@ -2,6 +2,8 @@
  * initializer and a broken pool, lazy start, reuse of idle threads, and a
  * task that shuts down its own pool. */
 #define _GNU_SOURCE
+#include <limits.h>
+
 #include "coretest.h"
 
 #include <sched.h>
@@ -98,6 +100,19 @@ TEST(negative_max_workers_is_einval)
     ASSERT_PTR_EQ(ex, (cf_executor *)0x1);
     opts.max_workers = -1000;
     ASSERT_CODE(cf_thread_pool_new(&opts, &ex), CF_EINVAL);
+}
+
+TEST(max_workers_above_4096_is_einval)
+{
+    cf_thread_pool_options opts = {.max_workers = 4097};
+    cf_executor *ex = (cf_executor *)0x1;
+    ASSERT_CODE(cf_thread_pool_new(&opts, &ex), CF_EINVAL);
+    ASSERT_PTR_EQ(ex, (cf_executor *)0x1);
+    opts.max_workers = INT_MAX;
+    ASSERT_CODE(cf_thread_pool_new(&opts, &ex), CF_EINVAL);
+    opts.max_workers = 4096; /* the most: threads start lazily */
+    ASSERT_OK(cf_thread_pool_new(&opts, &ex));
+    cf_executor_free(ex);
 }
 
 TEST(executor_kind_is_thread_pool)

@@ -294,7 +294,8 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
         return CF_EINVAL;
     if (!opts)
         opts = &defaults;
-    if (opts->max_workers < 0 || isnan(opts->task_timeout) ||
+    if (opts->max_workers < 0 || opts->max_workers > MAX_LIMIT ||
+        isnan(opts->task_timeout) ||
         opts->task_timeout < 0 || !(opts->idle_timeout >= 0) ||
         opts->min_workers < 0 || opts->max_workers_limit < 0 ||
         opts->max_workers_limit > MAX_LIMIT ||
