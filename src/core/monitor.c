@@ -257,8 +257,9 @@ static bool counting(cf__monitor *m)
 /* ------------------------------------------------------------------------ */
 /* Events                                                                   */
 
-/* Calls the observer, if any. `now` < 0: read the clock only then. Out
- * of line: with stats alone (no observer) every event stops at the
+/* Calls the observer, if any. `now` < 0: read the clock only then (event
+ * times are CLOCK_MONOTONIC's; tasks are timed with the fast clock,
+ * fast_clock.c, whose epoch differs). Out of line: with stats alone (no observer) every event stops at the
  * check in emit() below. */
 __attribute__((noinline)) static void emit_slow(cf__monitor *m, cf_event_kind kind, cf_future *f,
                  int worker, int code, const char *message, int64_t now,
@@ -309,7 +310,7 @@ static void *monitored_task(void *arg, cf_call *call)
 {
     record *r = arg;
     cf__monitor *m = r->m;
-    int64_t start = cf__now_ns();
+    int64_t start = cf__fast_now_ns();
     /* The submit time gives way to the worker's index, for FINISH. */
     uint_fast64_t word = atomic_load_explicit(&r->word, memory_order_relaxed);
     uint_fast64_t worker = (uint_fast64_t)(cf__current_worker + 1) << SHIFT;
@@ -324,11 +325,11 @@ static void *monitored_task(void *arg, cf_call *call)
         add(&s->started, own);
         sample(&s->wait, wait, own);
     }
-    emit(m, CF_EVENT_START, r->future, cf__current_worker, 0, NULL, start,
+    emit(m, CF_EVENT_START, r->future, cf__current_worker, 0, NULL, -1,
          wait);
     cf_fn fn = r->fn;
     void *result = fn(r->u.arg, call);
-    int64_t run = cf__now_ns() - start;
+    int64_t run = cf__fast_now_ns() - start;
     if (counting(m)) {
         shard *s = my_shard(m);
         sample(&s->run, run, owns(m, s));
@@ -386,7 +387,7 @@ void cf__monitor_task_start(cf__task_record *tr, int worker)
 {
     record *r = (record *)tr;
     cf__monitor *m = r->m;
-    int64_t start = cf__now_ns();
+    int64_t start = cf__fast_now_ns();
     r->u.run_ns = start;
     uint_fast64_t word = atomic_load_explicit(&r->word, memory_order_relaxed);
     uint_fast64_t who = (uint_fast64_t)(worker + 1) << SHIFT;
@@ -401,7 +402,7 @@ void cf__monitor_task_start(cf__task_record *tr, int worker)
         add(&s->started, own);
         sample(&s->wait, wait, own);
     }
-    emit(m, CF_EVENT_START, r->future, worker, 0, NULL, start, wait);
+    emit(m, CF_EVENT_START, r->future, worker, 0, NULL, -1, wait);
 }
 
 void cf__monitor_task_end(cf__task_record *tr)
@@ -409,7 +410,7 @@ void cf__monitor_task_end(cf__task_record *tr)
     record *r = (record *)tr;
     if (!(atomic_load_explicit(&r->word, memory_order_relaxed) & RUNNING))
         return; /* never started, or ended already */
-    int64_t run = cf__now_ns() - r->u.run_ns;
+    int64_t run = cf__fast_now_ns() - r->u.run_ns;
     if (counting(r->m)) {
         shard *s = my_shard(r->m);
         sample(&s->run, run, owns(r->m, s));
@@ -434,8 +435,8 @@ void cf__monitor_release(cf__task_record *tr)
 static record *record_new(cf__monitor *m, cf_future *f, cf_fn fn,
                           void *arg)
 {
-    int64_t now = cf__now_ns();
-    emit(m, CF_EVENT_SUBMIT, f, -1, 0, NULL, now, 0);
+    int64_t now = cf__fast_now_ns();
+    emit(m, CF_EVENT_SUBMIT, f, -1, 0, NULL, -1, 0);
     record *r = cf__future_mem_alloc();
     if (!r) {
         emit(m, CF_EVENT_FINISH, f, -1, CF_ENOMEM, NULL, -1, 0);
@@ -517,6 +518,7 @@ static cf__monitor *monitor_new(cf_executor *ex)
     if (!m)
         return NULL;
     memset(m, 0, sizeof *m);
+    cf__fast_clock_init(); /* tasks are timed with it */
     m->ex = ex;
     m->shares_memory = cf__executor_shares_memory(ex);
     atomic_init(&m->stats, false);
