@@ -429,12 +429,22 @@ static bool collect_remote(slab_cache *c, slab *b)
     return true;
 }
 
+/* How far ahead of the slot it hands out carve() asks for memory: about
+ * as far as the few submits it takes to fetch a line from memory. */
+enum { PREFETCH_SLOTS = 8 };
+
 static void *carve(slab *b)
 {
     unsigned n = atomic_load_explicit(&b->carved, memory_order_relaxed);
     if (n == SLAB_SLOTS)
         return NULL;
     atomic_store_explicit(&b->carved, n + 1, memory_order_relaxed);
+    /* Never-used slots are fresh memory, written first by the caller: a
+     * cache miss each, which the barrier of a submit's queue push would
+     * wait out. Fetching the line a few slots ahead, for writing, overlaps
+     * the miss with the submits in between. */
+    if (n + PREFETCH_SLOTS < SLAB_SLOTS)
+        __builtin_prefetch(slot_at(b, n + PREFETCH_SLOTS), 1, 3);
     return slot_at(b, n);
 }
 
