@@ -105,8 +105,12 @@ struct cf_future {
      * future stays at 56 bytes. */
     bool completer_polls : 1;
     /* The helping tag of the thread pool whose queue holds it (nested.c),
-     * set by that pool's submit; 0: none. Meaningful while PENDING. */
-    uint8_t pool_tag;
+     * set by that pool's submit; 0: none. Meaningful while PENDING. Stored
+     * with release after the task words and loaded with acquire: a worker
+     * that finds the tag may claim and run the future at once, and a
+     * continuation's future can be waited on while it is being submitted
+     * (plain loads and stores on x86 either way). */
+    _Atomic(uint8_t) pool_tag;
     /* Continuations and combinators waiting on this future and not done
      * (see cf__future_attach); meaningful only while it is not done.
      * Saturates: from CF__DEPENDENTS_MAX on it stays there, and the

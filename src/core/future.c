@@ -201,7 +201,7 @@ cf_future *cf__future_alloc(void)
     f->failed = false;
     f->notify_protocol = false;
     f->completer_polls = false;
-    f->pool_tag = 0;
+    atomic_init(&f->pool_tag, 0);
     f->dependents = 0;
     return f;
 }

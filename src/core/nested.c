@@ -121,7 +121,9 @@ static void leave(cf__wait_frame *fr)
  * is queued, unstarted, in that same pool. */
 static bool runnable_here(const cf_future *f)
 {
-    return cf__helping_tag != 0 && f->pool_tag == cf__helping_tag &&
+    return cf__helping_tag != 0 &&
+           atomic_load_explicit(&f->pool_tag, memory_order_acquire) ==
+               cf__helping_tag &&
            cf__future_state(f) == CF__PENDING;
 }
 

@@ -524,7 +524,7 @@ int cf__thread_pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
                                        : CF_ESHUTDOWN;
     f->start.task.fn = fn;
     f->start.task.arg = arg;
-    f->pool_tag = p->helping_tag;
+    atomic_store_explicit(&f->pool_tag, p->helping_tag, memory_order_release);
     /* The queue's reference. A future with one reference, the caller's,
      * is seen by nobody else (a future allocated by this submit), so a
      * plain store does what an atomic increment would, without its cost.
