@@ -34,11 +34,12 @@
  *   otherwise. Comments say "Blocks." where a call may sleep.
  * - Options structs. A zero field means the documented default, so `{0}` and
  *   NULL both mean "all defaults". Fields are only ever appended.
- * - Memory. A future is 56 bytes in a per-thread 2 MiB slab, not one malloc
- *   each: a freed future's memory serves the next one, from a thread's
- *   second slab on as a transparent huge page (one page fault per ~37,000
- *   futures) while huge pages come cheaply (one that takes over 1 ms to
- *   fault in sends new slabs to small pages for a second), and emptied
+ * - Memory. A future takes a 64-byte slot, a cache line of its own, in a
+ *   per-thread 2 MiB slab, not one malloc each: a freed future's memory
+ *   serves the next one, from a thread's second slab on as a transparent
+ *   huge page (one page fault per ~32,000 futures) while huge pages come
+ *   cheaply (one that takes over 1 ms to fault in sends new slabs to small
+ *   pages for a second), and emptied
  *   slabs go back to the OS (two are kept as spares). Any thread may
  *   release a future another made. CF_FUTURE_ALLOC=malloc in the environment
  *   (read at the first future; the default in AddressSanitizer builds) makes
@@ -553,9 +554,9 @@ CF_API void cf_completion_queue_free(cf_completion_queue *q);
  *
  * Cost. A continuation on an executor is submitted with D as its task's
  * own future, no extra hop; cf_future_then needs no memory beyond D (D
- * itself waits on its input's list), cf_future_then_always 56 bytes more
- * from the same slabs as futures, no malloc. Once its input is done, a
- * hop costs about what a done-callback that submits does; making a
+ * itself waits on its input's list), cf_future_then_always a 64-byte
+ * slot more from the same slabs as futures, no malloc. Once its input is
+ * done, a hop costs about what a done-callback that submits does; making a
  * continuation costs about half a submit more (bench/then.c), except on
  * an input done already: then it is a submit. A combinator is one malloc
  * of about 24 bytes per input. */
@@ -825,8 +826,8 @@ CF_API void cf_executor_freep(cf_executor **ex);
  * cf_executor_monitor() turns it on; and an observer, a function called
  * at each task's submit, start and finish and at each worker's start and
  * exit. Off (the default), they cost nothing: a submit reads one more
- * word. On, a task costs a 56-byte record from the future slabs, three
- * reads of a fast clock (the CPU's invariant time-stamp counter where
+ * word. On, a task costs a record (a 64-byte slot) from the future slabs,
+ * three reads of a fast clock (the CPU's invariant time-stamp counter where
  * there is one: 16 ns a read on our 2-vCPU VM, where clock_gettime takes
  * 60) and a few plain stores (counters are sharded by thread): about 90
  * ns more per empty task (`bench_throughput 1000 1 1 1000`, one worker;

@@ -34,7 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* A million pending futures are 56 MB of fresh memory: keep it so. */
+/* A future fits a 64-byte slab slot, a cache line (future_slab.c): keep
+ * it so. */
 _Static_assert(sizeof(void *) != 8 || sizeof(cf_future) == 56,
                "a future is 56 bytes on 64-bit targets");
 

@@ -3,7 +3,7 @@
  *
  * Design: monitoring lives in the core, around ops->submit, so the
  * executors need no code for tasks: while it is on, a submit wraps the
- * task in a `record` (56 bytes, a future slab's slot) and submits
+ * task in a `record` (a future slab's 64-byte slot) and submits
  * `monitored_task` instead, and a link (chain.c) on the task's future
  * reports its end:
  *

@@ -35,7 +35,7 @@
  * once: their function runs through the run list (chain.c).
  *
  * cf_future_then_always passes the input itself to its function, so its
- * continuation keeps a `then_op` of 56 bytes, the size of a future (from
+ * continuation keeps a `then_op` the size of a future, a 64-byte slot (from
  * the same per-thread slabs): two links (chain.c), `on_self` on D,
  * attached first while D is still private, and `on_input` on the
  * antecedent, and a reference to each future; it is freed by whichever
