@@ -42,7 +42,9 @@
  *       or the submit sees the smaller count and starts a thread (under
  *       the lock, after the retirement). A surplus worker retires even
  *       with work queued, but only down to allowed (>= 1) threads, which
- *       are then woken to take it.
+ *       are then woken to take it. A retiring worker that was searching
+ *       stops counting as searching before that last look at the queue:
+ *       a submit that saw it searching woke nobody, counting on it.
  *   I5  a task is run once: retiring happens between tasks, never with a
  *       popped future in hand.
  *
@@ -149,7 +151,7 @@ static void leave(thread_pool *p, int index)
 }
 
 bool cf__tp_retire(thread_pool *p, spare_share *s, int index,
-                   bool idle_expired)
+                   bool idle_expired, bool searching)
 {
     cf__mutex_lock(&p->lock);
     bool over = p->n_threads > allowed_threads(p);
@@ -181,10 +183,16 @@ bool cf__tp_retire(thread_pool *p, spare_share *s, int index,
     p->retired = p->threads[index];
     p->has_retired = true;
     cf__mutex_unlock(&p->lock);
-    if (joins)
-        cf__thread_join(before);
+    /* Stop counting as searching before the last look at the queue (the
+     * Dekker pattern of thread_pool.c): a submit that saw this worker
+     * searching woke nobody, counting on it to take the task, so either
+     * that submit sees the count drop or this look sees its task. */
+    if (searching)
+        atomic_fetch_sub(&p->n_searching, 1);
     if (has_work(p))
         cf__event_signal_one(&p->work); /* I4: the others take it */
+    if (joins)
+        cf__thread_join(before);
     return true;
 }
 

@@ -293,11 +293,8 @@ static void serve(thread_pool *p, int index, unsigned start_mode,
     for (;;) {
         /* More threads than allowed: a worker leaves before it takes a
          * task (after the one it ran). */
-        if (surplus(p) && cf__tp_retire(p, &share, index, false)) {
-            if (searching)
-                atomic_fetch_sub(&p->n_searching, 1);
+        if (surplus(p) && cf__tp_retire(p, &share, index, false, searching))
             break;
-        }
         cf__spin_lock(&p->pop_lock);
         cf_future *f = cf__queue_pop_available(queue(p));
         slot->running = f;
@@ -323,10 +320,8 @@ static void serve(thread_pool *p, int index, unsigned start_mode,
         if (why == WAKE_STOP && exit_if_no_work(p))
             break;
         if ((why == WAKE_SURPLUS || why == WAKE_EXPIRED) &&
-            cf__tp_retire(p, &share, index, why == WAKE_EXPIRED)) {
-            atomic_fetch_sub(&p->n_searching, 1);
+            cf__tp_retire(p, &share, index, why == WAKE_EXPIRED, true))
             break;
-        }
     }
     cf_future_release(finished);
     /* The pool outlives this call: it is freed only once its threads are

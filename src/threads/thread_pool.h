@@ -187,7 +187,7 @@ static inline void cf__tp_spare_join(thread_pool *p, spare_share *s,
 void cf__tp_reshape(thread_pool *p);
 void cf__tp_grow_backlog(thread_pool *p);
 bool cf__tp_retire(thread_pool *p, spare_share *s, int index,
-                   bool idle_expired);
+                   bool idle_expired, bool searching);
 int cf__tp_resize(void *impl, int max_workers);
 
 /* Makes `p` this thread's pool (NULL: none), for nested waits. */
