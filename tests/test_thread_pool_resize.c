@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "coretest.h"
+#include "core/core.h"
 
 TEST(growing_starts_threads_for_queued_work)
 {
@@ -80,6 +81,64 @@ TEST(bursts_run_at_once_after_every_resize)
         burst_runs_at_once(ex, sizes[i]);
         burst_runs_at_once(ex, sizes[i] > 1 ? sizes[i] - 1 : 1);
     }
+    cf_executor_free(ex);
+}
+
+/* True if every thread named `prefix`* but `self` is asleep. */
+static bool others_asleep(const char *prefix, pid_t self)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return false;
+    bool asleep = true;
+    struct dirent *e;
+    while (asleep && (e = readdir(d)) != NULL) {
+        pid_t tid = (pid_t)atoi(e->d_name);
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *fp = tid > 0 && tid != self ? fopen(path, "r") : NULL;
+        if (!fp)
+            continue;
+        char state = '?';
+        if (fscanf(fp, "%*d (%31[^)]) %c", comm, &state) == 2 &&
+            strncmp(comm, prefix, strlen(prefix)) == 0 && state != 'Z' &&
+            state != 'X' && state != 'S')
+            asleep = false;
+        fclose(fp);
+    }
+    closedir(d);
+    return asleep;
+}
+
+static cf_future *_Atomic late_task;
+
+/* In the worker that just retired: once the other worker sleeps, submit.
+ * The retiring worker looked at the queue before this push; if it still
+ * counted as searching, the submit would wake nobody. */
+static void submit_as_a_worker_retires(cf_executor *ex)
+{
+    atomic_store(&cf__thread_pool_after_retire, NULL); /* once */
+    pid_t self = current_tid();
+    double deadline = harness_now() + 10;
+    while (!others_asleep("late_", self) && harness_now() < deadline)
+        harness_pause();
+    cf_future *f = NULL;
+    if (cf_executor_submit(ex, task_identity, (void *)7, &f) == CF_OK)
+        atomic_store(&late_task, f);
+}
+
+TEST(task_submitted_as_a_worker_retires_runs)
+{
+    cf_executor *ex = named_pool(2, "late");
+    burst_runs_at_once(ex, 2); /* two threads, idle now */
+    atomic_store(&cf__thread_pool_after_retire, submit_as_a_worker_retires);
+    ASSERT_OK(cf_executor_set_max_workers(ex, 1));
+    WAIT_UNTIL(atomic_load(&late_task) != NULL, 10);
+    cf_future *f = atomic_load(&late_task);
+    void *v = NULL;
+    ASSERT_OK(cf_future_result(f, 2 * harness_slowdown(), &v));
+    ASSERT_PTR_EQ(v, (void *)7);
+    cf_future_release(f);
     cf_executor_free(ex);
 }
 

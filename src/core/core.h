@@ -695,6 +695,11 @@ extern _Thread_local const void *cf__current_pool;
  * which a shutdown may slip between the two. NULL in normal use. */
 extern void (*_Atomic cf__thread_pool_before_grow)(cf_executor *ex);
 
+/* For tests: called (when set) by a thread-pool worker that has just
+ * retired, after its last look at the queue, with no lock held: a submit
+ * made there must still find a worker to wake. NULL in normal use. */
+extern void (*_Atomic cf__thread_pool_after_retire)(cf_executor *ex);
+
 /* A thread pool's worker is about to block (true) in a nested wait, or
  * has stopped blocking (false): while it blocks, its pool may run a
  * compensating thread in its place (threads/sizing.c). No-op on other

@@ -150,6 +150,8 @@ static void leave(thread_pool *p, int index)
     cf__cond_broadcast(&p->threads_done);
 }
 
+void (*_Atomic cf__thread_pool_after_retire)(cf_executor *ex);
+
 bool cf__tp_retire(thread_pool *p, spare_share *s, int index,
                    bool idle_expired, bool searching)
 {
@@ -191,6 +193,10 @@ bool cf__tp_retire(thread_pool *p, spare_share *s, int index,
         atomic_fetch_sub(&p->n_searching, 1);
     if (has_work(p))
         cf__event_signal_one(&p->work); /* I4: the others take it */
+    void (*hook)(cf_executor *) = atomic_load_explicit(
+        &cf__thread_pool_after_retire, memory_order_relaxed);
+    if (hook)
+        hook(p->executor);
     if (joins)
         cf__thread_join(before);
     return true;
