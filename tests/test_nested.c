@@ -593,7 +593,8 @@ TEST_TIMEOUT(future_finishing_at_the_deadlock_check_ends_the_wait, 30)
     atomic_store(&s.self, f);
     latch_open(&s.published);
     ASSERT_OK(cf_future_result(f, CF_FOREVER, NULL));
-    cf__nested_before_check = NULL;
+    void (*none)(void) = NULL;
+    atomic_store(&cf__nested_before_check, none);
     ASSERT_OK(s.rc[0]);
     ASSERT_OK(s.rc[1]);
     ASSERT_CODE(s.rc[2], CF_EDEADLK);
