@@ -53,12 +53,6 @@
 #define RELTEST_ASAN 0
 #endif
 
-/* True under valgrind (its preload library is in the environment). */
-static inline bool reltest_under_valgrind(void)
-{
-    const char *p = getenv("LD_PRELOAD");
-    return p && strstr(p, "valgrind") != NULL;
-}
 
 /* How a child ended, for reltest_wait_child(). */
 enum {
@@ -91,21 +85,6 @@ static inline int reltest_wait_child(pid_t pid, double seconds)
     }
 }
 
-/* Ends a forked child with `status`. Under valgrind, memory the child
- * inherited from threads that only exist in the parent (their futures, a
- * queue they were filling) is unreachable in the child, and valgrind's
- * leak check at the child's exit would report it as lost although nothing
- * leaked. So there the child replaces itself with a shell that exits with
- * the same status: no leak check of the abandoned image. */
-static inline void reltest_child_exit(int status)
-{
-    if (reltest_under_valgrind()) {
-        char code[16];
-        snprintf(code, sizeof code, "exit %d", status & 0xff);
-        execl("/bin/sh", "sh", "-c", code, (char *)NULL);
-    }
-    _exit(status);
-}
 
 /* Runs `body(ctx)` in a forked child, which exits with its return value
  * (harness asserts in the child exit 1). Returns as reltest_wait_child(). */
@@ -117,7 +96,7 @@ static inline int reltest_in_child(int (*body)(void *), void *ctx,
     pid_t pid = fork();
     ASSERT(pid >= 0);
     if (pid == 0)
-        reltest_child_exit(body(ctx));
+        harness_child_exit(body(ctx));
     return reltest_wait_child(pid, seconds);
 }
 
@@ -161,7 +140,7 @@ static inline double reltest_late_tolerance(void)
     double t = 0.25;
     if (CORETEST_SANITIZED || RELTEST_TSAN)
         t *= 4;
-    if (reltest_under_valgrind())
+    if (harness_under_valgrind())
         t *= 8;
     return t;
 }

@@ -179,7 +179,7 @@ static int child_forks_again(void *arg)
     if (pid < 0)
         return 4;
     if (pid == 0)
-        reltest_child_exit(grandchild_body(mine));
+        harness_child_exit(grandchild_body(mine));
     int rc = reltest_wait_child(pid, 10);
     cf_executor_free(mine);
     return rc == 0 ? 0 : 5;

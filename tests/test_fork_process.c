@@ -263,7 +263,7 @@ static void *task_hog(void *arg, cf_call *call)
 
 TEST_TIMEOUT(worker_out_of_memory_is_reported, 60)
 {
-    if (CORETEST_SANITIZED || RELTEST_TSAN || reltest_under_valgrind()) {
+    if (CORETEST_SANITIZED || RELTEST_TSAN || harness_under_valgrind()) {
         printf("skipped: sanitizers and valgrind reserve address space\n");
         return;
     }

@@ -447,7 +447,7 @@ static int exhaust_address_space(void *arg)
 
 TEST_TIMEOUT(out_of_address_space_is_enomem, 60)
 {
-    if (CORETEST_SANITIZED || RELTEST_TSAN || reltest_under_valgrind()) {
+    if (CORETEST_SANITIZED || RELTEST_TSAN || harness_under_valgrind()) {
         printf("skipped: sanitizers and valgrind reserve address space\n");
         return;
     }

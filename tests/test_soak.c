@@ -143,7 +143,7 @@ TEST_TIMEOUT(mixed_workload_memory_stays_flat, 3600)
            "RSS after warm-up %zu KiB, peak after %zu KiB\n",
            harness_now() - t0, rounds, t.tasks, t.failed, t.cancelled,
            rss_warm / 1024, rss_peak / 1024);
-    if (CORETEST_SANITIZED || RELTEST_TSAN || reltest_under_valgrind())
+    if (CORETEST_SANITIZED || RELTEST_TSAN || harness_under_valgrind())
         return;
     /* Allowance: allocator arenas settle in steps; a leak grows without
      * end. 2 MiB + 5% of the warm size. */

@@ -99,7 +99,7 @@ static int child_without_threads(void *arg)
 
 TEST_TIMEOUT(no_threads_or_processes_left, 60)
 {
-    if (RELTEST_TSAN || RELTEST_ASAN || reltest_under_valgrind()) {
+    if (RELTEST_TSAN || RELTEST_ASAN || harness_under_valgrind()) {
         /* Their runtimes start helper threads (or, valgrind, files of
          * the original user) of their own. */
         printf("skipped under sanitizers and valgrind\n");
