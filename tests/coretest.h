@@ -133,10 +133,12 @@ static inline void let_time_pass(double seconds)
 }
 
 /* Counts this process's threads whose name starts with `prefix` (a pool's
- * thread_name_prefix): unlike a count of all threads it ignores threads the
- * harness or a tool started, and joined threads that /proc still lists
- * for a moment. */
-static inline int count_named_threads(const char *prefix)
+ * thread_name_prefix), other than thread `skip` (0: none), and with
+ * `awake_only` only those not asleep: unlike a count of all threads it
+ * ignores threads the harness or a tool started, and joined threads that
+ * /proc still lists for a moment. */
+static inline int count_named_threads_but(const char *prefix, pid_t skip,
+                                          bool awake_only)
 {
     DIR *d = opendir("/proc/self/task");
     if (!d)
@@ -145,7 +147,7 @@ static inline int count_named_threads(const char *prefix)
     struct dirent *e;
     size_t len = strlen(prefix);
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
+        if (e->d_name[0] == '.' || (skip && atoi(e->d_name) == skip))
             continue;
         char path[300], comm[32] = "";
         snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
@@ -155,12 +157,18 @@ static inline int count_named_threads(const char *prefix)
         char state = '?';
         /* "tid (comm) S ...": skip threads that have exited (Z, X). */
         if (fscanf(fp, "%*d (%31[^)]) %c", comm, &state) == 2 &&
-            strncmp(comm, prefix, len) == 0 && state != 'Z' && state != 'X')
+            strncmp(comm, prefix, len) == 0 && state != 'Z' &&
+            state != 'X' && !(awake_only && state == 'S'))
             n++;
         fclose(fp);
     }
     closedir(d);
     return n;
+}
+
+static inline int count_named_threads(const char *prefix)
+{
+    return count_named_threads_but(prefix, 0, false);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -84,32 +84,6 @@ TEST(bursts_run_at_once_after_every_resize)
     cf_executor_free(ex);
 }
 
-/* True if every thread named `prefix`* but `self` is asleep. */
-static bool others_asleep(const char *prefix, pid_t self)
-{
-    DIR *d = opendir("/proc/self/task");
-    if (!d)
-        return false;
-    bool asleep = true;
-    struct dirent *e;
-    while (asleep && (e = readdir(d)) != NULL) {
-        pid_t tid = (pid_t)atoi(e->d_name);
-        char path[300], comm[32] = "";
-        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
-        FILE *fp = tid > 0 && tid != self ? fopen(path, "r") : NULL;
-        if (!fp)
-            continue;
-        char state = '?';
-        if (fscanf(fp, "%*d (%31[^)]) %c", comm, &state) == 2 &&
-            strncmp(comm, prefix, strlen(prefix)) == 0 && state != 'Z' &&
-            state != 'X' && state != 'S')
-            asleep = false;
-        fclose(fp);
-    }
-    closedir(d);
-    return asleep;
-}
-
 static cf_future *_Atomic late_task;
 
 /* In the worker that just retired: once the other worker sleeps, submit.
@@ -120,7 +94,8 @@ static void submit_as_a_worker_retires(cf_executor *ex)
     atomic_store(&cf__thread_pool_after_retire, NULL); /* once */
     pid_t self = current_tid();
     double deadline = harness_now() + 10;
-    while (!others_asleep("late_", self) && harness_now() < deadline)
+    while (count_named_threads_but("late_", self, true) != 0 &&
+           harness_now() < deadline)
         harness_pause();
     cf_future *f = NULL;
     if (cf_executor_submit(ex, task_identity, (void *)7, &f) == CF_OK)
