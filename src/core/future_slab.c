@@ -6,7 +6,7 @@
  * page by 4 KiB page, and the first touch of every page is a fault: ~80 ns
  * per 104-byte future on our VMs, more than the rest of a submit. A slab is
  * 2 MiB aligned to 2 MiB; from a thread's second slab on it is advised as a
- * transparent huge page, one fault per ~37,000 futures, while the kernel
+ * transparent huge page, one fault per ~32,000 futures, while the kernel
  * supplies huge pages cheaply (see `huge` below). A thread's first slab
  * stays on small pages, so a program with a handful of futures touches a
  * page or two, not 2 MiB.
