@@ -7,6 +7,7 @@
 #include "procpool_test.h"
 
 #include "core/core.h" /* cf__future_set_cancel_hook */
+#include "processes/pool.h" /* cf__process_pool_before_give */
 
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -1013,6 +1014,37 @@ TEST_TIMEOUT(cancel_callback_shuts_the_pool_down_again, 60)
         ASSERT_CODE(cf_future_result(f[i], 30, NULL), CF_ECANCELLED);
         cf_future_release(f[i]);
     }
+    cf_future_release(running);
+    cf_executor_free(ex);
+    tmpdir_remove(&d);
+}
+
+/* In the manager, with a task taken from the queue and not yet at a
+ * worker: a shutdown(cancel_futures) finds it in neither place. */
+static void shutdown_in_transit(cf_executor *ex)
+{
+    atomic_store(&cf__process_pool_before_give, NULL); /* once */
+    cf_executor_shutdown(ex, false, true);
+}
+
+TEST_TIMEOUT(cancel_futures_cancels_a_task_on_its_way_to_a_worker, 60)
+{
+    tmpdir d;
+    tmpdir_make(&d);
+    char base[256];
+    tmpdir_file(&d, "block", base, sizeof base);
+    cf_executor *ex = pool_new(1, CF_START_EXEC);
+    cf_future *running = submit_path(ex, task_pid_then_wait, base);
+    await_pid(base);
+    atomic_store(&cf__process_pool_before_give, shutdown_in_transit);
+    cf_future *f = NULL;
+    ASSERT_OK(cf_executor_submit(ex, task_square, (void *)3, &f));
+    /* Over pipes the task stays queued until the worker is free. */
+    release_go(base);
+    ASSERT_OK(cf_future_result(running, 30, NULL));
+    ASSERT_CODE(cf_future_result(f, 30, NULL), CF_ECANCELLED);
+    ASSERT(atomic_load(&cf__process_pool_before_give) == NULL); /* it ran */
+    cf_future_release(f);
     cf_future_release(running);
     cf_executor_free(ex);
     tmpdir_remove(&d);

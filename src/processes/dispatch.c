@@ -262,12 +262,18 @@ static int w_append(wproc *w, task *t)
     return rc;
 }
 
-static void wait_push(process_pool *pool, wproc *w, task *t)
+/* Returns true if a shutdown(cancel_futures) came while the task was on
+ * its way here: it found the task neither queued nor waiting, so cancelling
+ * it is left to the caller. */
+static bool wait_push(process_pool *pool, wproc *w, task *t)
 {
     cf__mutex_lock(&pool->lock);
     cf__pp_task_append(&w->wait_head, &w->wait_tail, t);
     w->n_waiting++;
+    bool missed = atomic_load_explicit(&pool->stop_running,
+                                       memory_order_relaxed);
     cf__mutex_unlock(&pool->lock);
+    return missed;
 }
 
 /* Sends `t` (PENDING, counted in n_inflight, no cancel hook) to `w`:
@@ -275,6 +281,10 @@ static void wait_push(process_pool *pool, wproc *w, task *t)
  * worker to claim it, cancellable through its claim word. */
 void cf__pp_w_give(process_pool *pool, wproc *w, task *t)
 {
+    /* A shutdown(cancel_futures) since the task left the queue (or another
+     * worker) cancels it here: it has not started. */
+    if (atomic_load_explicit(&pool->stop_running, memory_order_acquire))
+        cf__future_cancel(t->f);
     bool claim_now = cf__pp_w_free(w) && !w->wait_head;
     w->idle_since = 0; /* busy: its idle time starts again after this */
     t->k = w->next_k + 1;
@@ -310,8 +320,8 @@ void cf__pp_w_give(process_pool *pool, wproc *w, task *t)
     }
     if (claim_now)
         cf__pp_run_push(pool, w, t);
-    else
-        wait_push(pool, w, t);
+    else if (wait_push(pool, w, t))
+        cf__future_cancel(t->f); /* through its hook: the worker skips it */
 }
 
 /* Whether `w` may be given another task now. Without the shared claim

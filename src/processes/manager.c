@@ -71,6 +71,8 @@ static void steal(process_pool *pool, wproc *thief)
     cf__pp_w_give(pool, thief, t);
 }
 
+void (*_Atomic cf__process_pool_before_give)(cf_executor *ex);
+
 static void dispatch(process_pool *pool)
 {
     /* Free workers first, then a few tasks waiting at each busy one, in
@@ -86,6 +88,10 @@ static void dispatch(process_pool *pool)
                 task *t = next_task(pool);
                 if (!t)
                     goto stolen;
+                void (*hook)(cf_executor *) = atomic_load_explicit(
+                    &cf__process_pool_before_give, memory_order_relaxed);
+                if (hook)
+                    hook(pool->ex);
                 cf__pp_w_give(pool, w, t);
                 more = true;
             }

@@ -99,7 +99,7 @@ static void begin_shutdown(process_pool *pool, bool cancel_futures, int sig)
     pool->shutdown = true;
     if (cancel_futures)
         atomic_store_explicit(&pool->stop_running, true,
-                              memory_order_relaxed);
+                              memory_order_release);
     if (sig)
         pool->terminate_sig = sig;
     task *q = cancel_futures ? cf__pp_take_queue(pool) : NULL;

@@ -227,6 +227,12 @@ bool cf__pp_w_can_take(const process_pool *pool, const wproc *w,
 void cf__pp_w_flush(wproc *w);
 bool cf__pp_w_free(const wproc *w);
 void cf__pp_w_give(process_pool *pool, wproc *w, task *t);
+
+/* For tests: called (when set) by the manager with a task it has taken
+ * from the queue and not yet given to a worker, with no lock held: the
+ * window in which a shutdown(cancel_futures) finds the task in neither
+ * place. NULL in normal use. */
+extern void (*_Atomic cf__process_pool_before_give)(cf_executor *ex);
 bool cf__pp_w_has_output(const wproc *w);
 bool cf__pp_w_head_decided(const wproc *w);
 void cf__pp_w_lose(wproc *w, const char *why);
