@@ -1317,6 +1317,22 @@ CF_API int cf_process_worker_serve(const cf_worker_channel *channel,
 CF_API int cf_process_pool_terminate_workers(cf_executor *ex);
 CF_API int cf_process_pool_kill_workers(cf_executor *ex);
 
+/* The pids of the pool's worker processes that are alive (started and
+ * not yet reaped, whether ready, starting or leaving): up to `cap` of them
+ * into `pids`, and how many there are into `*n` (more than `cap` means
+ * some were left out). Workers start as tasks need them, in the pool's
+ * manager thread; this call first lets the manager act on every task
+ * submitted before it, so the workers those tasks start are listed (as
+ * the stdlib's ProcessPoolExecutor._processes lists the processes its
+ * submit() started). Returns CF_OK (`*n` 0 once the pool has ended, and
+ * in a forked child's copy of the pool), CF_EINVAL (not a process pool,
+ * `n` NULL, or `pids` NULL with `cap` > 0). Blocks until the manager's
+ * next round, usually microseconds; on the manager's own thread (a
+ * done-callback it runs) it answers at once, with the workers as they
+ * are. */
+CF_API int cf_process_pool_pids(cf_executor *ex, long *pids, size_t cap,
+                                size_t *n);
+
 /* ------------------------------------------------------------------------ */
 /* Custom executors: the abstract Executor                                  */
 

@@ -277,10 +277,10 @@ static inline void *task_wait_file(void *arg, cf_call *call)
 static inline void *task_pid_then_wait(void *arg, cf_call *call)
 {
     char p[600];
-    snprintf(p, sizeof p, "%s.pid", (const char *)arg);
+    snprintf(p, sizeof p, "%.590s.pid", (const char *)arg);
     if (!write_long_file(p, getpid()))
         return cf_fail(call, 1, "cannot write %s", p);
-    snprintf(p, sizeof p, "%s.go", (const char *)arg);
+    snprintf(p, sizeof p, "%.590s.go", (const char *)arg);
     return (void *)(intptr_t)await_file(p, 30);
 }
 
@@ -298,7 +298,7 @@ static inline void *task_touch(void *arg, cf_call *call)
 static inline pid_t await_pid(const char *base)
 {
     char p[600];
-    snprintf(p, sizeof p, "%s.pid", base);
+    snprintf(p, sizeof p, "%.590s.pid", base);
     WAIT_UNTIL(read_long_file(p) > 0, 30);
     return (pid_t)read_long_file(p);
 }
@@ -306,7 +306,7 @@ static inline pid_t await_pid(const char *base)
 static inline void release_go(const char *base)
 {
     char p[600];
-    snprintf(p, sizeof p, "%s.go", base);
+    snprintf(p, sizeof p, "%.590s.go", base);
     touch(p);
 }
 

@@ -788,6 +788,103 @@ TEST_TIMEOUT(terminate_needs_a_process_pool, 30)
     cf_executor_free(ex);
 }
 
+/* Right after the submits, the pids are those of the workers the tasks
+ * start: the call waits for the manager to start them. */
+TEST_TIMEOUT(pids_lists_the_workers_the_submits_start, 60)
+{
+    tmpdir d;
+    tmpdir_make(&d);
+    enum { N = 3 };
+    char base[N][256];
+    cf_executor *ex = pool_new(N, CF_START_EXEC);
+    cf_future *f[N];
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "w%d", i);
+        tmpdir_file(&d, name, base[i], sizeof base[i]);
+        f[i] = submit_path(ex, task_pid_then_wait, base[i]);
+    }
+    long pids[N + 1] = {0};
+    size_t n = 0;
+    ASSERT_OK(cf_process_pool_pids(ex, pids, N + 1, &n));
+    ASSERT_EQ(n, N);
+    /* The same processes the tasks run in. */
+    for (int i = 0; i < N; i++) {
+        pid_t ran_in = await_pid(base[i]);
+        bool listed = false;
+        for (size_t k = 0; k < n; k++)
+            listed |= pids[k] == (long)ran_in;
+        ASSERT(listed);
+    }
+    /* Room for fewer: the count is still all of them. */
+    long one = 0;
+    ASSERT_OK(cf_process_pool_pids(ex, &one, 1, &n));
+    ASSERT_EQ(n, N);
+    ASSERT(one > 0);
+    ASSERT_OK(cf_process_pool_pids(ex, NULL, 0, &n));
+    ASSERT_EQ(n, N);
+    for (int i = 0; i < N; i++) {
+        release_go(base[i]);
+        ASSERT_OK(cf_future_result(f[i], 30, NULL));
+        cf_future_release(f[i]);
+    }
+    ASSERT_OK(cf_executor_shutdown(ex, true, false));
+    ASSERT_OK(cf_process_pool_pids(ex, pids, N, &n));
+    ASSERT_EQ(n, 0);
+    cf_executor_free(ex);
+    tmpdir_remove(&d);
+}
+
+static _Atomic int pids_rc = 1;
+static _Atomic long pids_n = -1;
+
+static int list_pids_in_callback(cf_future *f, void *arg)
+{
+    (void)f;
+    size_t n = 0;
+    atomic_store(&pids_rc, cf_process_pool_pids(arg, NULL, 0, &n));
+    atomic_store(&pids_n, (long)n);
+    return 0;
+}
+
+/* A done-callback on the pool's manager thread gets the list at once:
+ * the manager cannot wait for itself. */
+TEST_TIMEOUT(pids_from_the_managers_own_thread_answers_at_once, 60)
+{
+    tmpdir d;
+    tmpdir_make(&d);
+    char base[256];
+    tmpdir_file(&d, "t", base, sizeof base);
+    cf_executor *ex = pool_new(1, CF_START_EXEC);
+    cf_future *f = submit_path(ex, task_pid_then_wait, base);
+    ASSERT_OK(cf_future_add_done_callback(f, list_pids_in_callback, ex));
+    await_pid(base);
+    release_go(base);
+    ASSERT_OK(cf_future_result(f, 30, NULL));
+    WAIT_UNTIL(atomic_load(&pids_n) >= 0, 30);
+    ASSERT_OK(atomic_load(&pids_rc));
+    ASSERT_EQ(atomic_load(&pids_n), 1);
+    cf_future_release(f);
+    cf_executor_free(ex);
+    tmpdir_remove(&d);
+}
+
+TEST(pids_needs_a_process_pool_and_somewhere_to_count)
+{
+    cf_executor *ex;
+    size_t n = 7;
+    long pid;
+    ASSERT_OK(cf_thread_pool_new(NULL, &ex));
+    ASSERT_CODE(cf_process_pool_pids(ex, &pid, 1, &n), CF_EINVAL);
+    ASSERT_EQ(n, 0);
+    ASSERT_CODE(cf_process_pool_pids(NULL, &pid, 1, &n), CF_EINVAL);
+    cf_executor_free(ex);
+    ex = pool_new(1, CF_START_EXEC);
+    ASSERT_CODE(cf_process_pool_pids(ex, &pid, 1, NULL), CF_EINVAL);
+    ASSERT_CODE(cf_process_pool_pids(ex, NULL, 1, &n), CF_EINVAL);
+    cf_executor_free(ex);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Options and misuse                                                       */
 

@@ -258,12 +258,14 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase,
     @property
     def _processes(self):
         """The worker processes alive (mp contexts: their Process
-        objects, by pid)."""
+        objects, by pid), counting those the tasks submitted so far
+        start, as the stdlib's submit() starts them."""
+        pids = self._cf_pids()
         launcher = self._launcher
         if launcher is None:
             return {}
-        return {pid: p for pid, p in list(launcher.processes.items())
-                if p.is_alive()}
+        processes = launcher.processes
+        return {pid: processes[pid] for pid in pids if pid in processes}
 
     def map(self, fn, *iterables, timeout=None, chunksize=1,
             buffersize=None):

@@ -538,6 +538,48 @@ static PyObject *executor_kill(PyObject *self, PyObject *unused)
     return force_shutdown(self, cf_process_pool_kill_workers);
 }
 
+/* The live workers' pids, once the manager has started those the tasks
+ * submitted so far need (for the _processes property). */
+static PyObject *executor_pids(PyObject *self, PyObject *unused)
+{
+    PPOOL_OR_FAIL(self, NULL);
+    long stack[64], *pids = stack;
+    size_t cap = 64, n = 0;
+    for (;;) {
+        int rc = CF_OK;
+        if (pool->ex) {
+            Py_BEGIN_ALLOW_THREADS
+            rc = cf_process_pool_pids(pool->ex, pids, cap, &n);
+            Py_END_ALLOW_THREADS
+        }
+        if (rc != CF_OK) {
+            if (pids != stack)
+                PyMem_Free(pids);
+            return PyErr_Format(PyExc_RuntimeError, "%s", cf_strerror(rc));
+        }
+        if (n <= cap)
+            break;
+        /* Workers started meanwhile: ask again with room for them all. */
+        if (pids != stack)
+            PyMem_Free(pids);
+        cap = n;
+        pids = PyMem_New(long, cap);
+        if (!pids)
+            return PyErr_NoMemory();
+    }
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        PyObject *pid = PyLong_FromLong(pids[i]);
+        if (!pid)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, (Py_ssize_t)i, pid);
+    }
+    if (pids != stack)
+        PyMem_Free(pids);
+    return list;
+}
+
 static PyObject *get_shutdown(PyObject *self, void *closure)
 {
     PPOOL_OR_FAIL(self, NULL);
@@ -603,6 +645,9 @@ static PyMethodDef executor_methods[] = {
     {"kill_workers", executor_kill, METH_NOARGS,
      PyDoc_STR("Attempts to kill the executor's workers (SIGKILL), then "
                "shuts down.")},
+    {"_cf_pids", executor_pids, METH_NOARGS,
+     PyDoc_STR("The worker processes' pids, once the workers the tasks "
+               "submitted so far need have started.")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,7 +1,7 @@
 /* escalation.c - the manager's side of stopping running work: cancel
  * requests, per-task time limits, and the requests escalate.c's ladder
  * and shutdown report send it from other threads (kill the worker running
- * a task, list the unfinished futures).
+ * a task, list the unfinished futures), and cf_process_pool_pids().
  *
  * Cancel requests: a running task's cf_call_cancel_requested() reads a
  * flag in the worker's process, which the parent's cf_future_request_cancel()
@@ -172,37 +172,55 @@ static int list_unfinished(process_pool *pool, cf_future ***out, size_t *n)
     return CF_OK;
 }
 
-void cf__pp_serve_request(process_pool *pool)
+size_t cf__pp_list_pids(process_pool *pool, long *pids, size_t cap)
+{
+    size_t n = 0;
+    for (int i = 0; i < pool->max_workers; i++) {
+        const wproc *w = &pool->workers[i];
+        if (w->state == W_FREE)
+            continue;
+        if (n < cap)
+            pids[n] = (long)w->proc.pid;
+        n++;
+    }
+    return n;
+}
+
+bool cf__pp_serve_request(process_pool *pool, bool after_dispatch)
 {
     if (!atomic_load_explicit(&pool->req_pending, memory_order_acquire))
-        return;
+        return false;
     cf__mutex_lock(&pool->lock);
-    int kind = pool->req_kind;
-    cf_future *f = pool->req_future;
+    pp_request *req = pool->req;
     cf__mutex_unlock(&pool->lock);
-    cf_future **list = NULL;
-    size_t n = 0;
-    int rc = kind == REQ_KILL ? kill_for_cancel(pool, f)
-                              : list_unfinished(pool, &list, &n);
+    /* The pids wait for this step's worker starts, which count the tasks
+     * queued before the request (step() reads the queue after this). */
+    if (req->kind == REQ_PIDS && !after_dispatch)
+        return true;
+    /* The asker waits, so its request is ours until we answer. */
+    if (req->kind == REQ_KILL)
+        req->rc = kill_for_cancel(pool, req->future);
+    else if (req->kind == REQ_LIST)
+        req->rc = list_unfinished(pool, &req->list, &req->n);
+    else {
+        req->n = cf__pp_list_pids(pool, req->pids, req->cap);
+        req->rc = CF_OK;
+    }
     cf__mutex_lock(&pool->lock);
-    pool->req_rc = rc;
-    pool->req_list = list;
-    pool->req_n = n;
     atomic_store(&pool->req_pending, false);
     cf__cond_broadcast(&pool->changed);
     cf__mutex_unlock(&pool->lock);
+    return false;
 }
 
-int cf__pp_ask_manager(process_pool *pool, int kind, cf_future *f,
-                       cf_future ***list, size_t *n)
+int cf__pp_ask_manager(process_pool *pool, pp_request *req)
 {
+    req->list = NULL;
+    req->n = 0;
+    req->rc = CF_ESTATE; /* no manager left: nothing runs */
     cf__mutex_lock(&pool->req_lock);
     cf__mutex_lock(&pool->lock);
-    pool->req_kind = kind;
-    pool->req_future = f;
-    pool->req_list = NULL;
-    pool->req_n = 0;
-    pool->req_rc = CF_ESTATE; /* no manager left: nothing runs */
+    pool->req = req;
     atomic_store(&pool->req_pending, true);
     cf__mutex_unlock(&pool->lock);
     cf__pp_wake_manager(pool);
@@ -210,13 +228,8 @@ int cf__pp_ask_manager(process_pool *pool, int kind, cf_future *f,
     while (atomic_load(&pool->req_pending) && !pool->manager_done)
         cf__cond_wait(&pool->changed, &pool->lock);
     atomic_store(&pool->req_pending, false);
-    int rc = pool->req_rc;
-    if (list) {
-        *list = pool->req_list;
-        *n = pool->req_n;
-    }
-    pool->req_list = NULL;
+    pool->req = NULL;
     cf__mutex_unlock(&pool->lock);
     cf__mutex_unlock(&pool->req_lock);
-    return rc;
+    return req->rc;
 }

@@ -125,7 +125,7 @@ static bool step(process_pool *pool)
         if (pool->workers[i].state != W_FREE)
             cf__pp_w_sync(pool, &pool->workers[i]); /* claims and cancels */
     cf__pp_check_running(pool);
-    cf__pp_serve_request(pool);
+    bool pids_asked = cf__pp_serve_request(pool, false);
     pool->seen_enqueued = atomic_load(&pool->n_enqueued);
     cf__mutex_lock(&pool->lock);
     size_t queued = pool->n_queued;
@@ -157,6 +157,8 @@ static bool step(process_pool *pool)
         queued = pool->n_queued;
         cf__mutex_unlock(&pool->lock);
     }
+    if (pids_asked)
+        cf__pp_serve_request(pool, true);
     bool any = false;
     int idle = 0;
     for (int i = 0; i < pool->max_workers; i++) {

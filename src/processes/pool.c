@@ -182,6 +182,28 @@ int cf_process_pool_kill_workers(cf_executor *ex)
     return terminate(ex, SIGKILL);
 }
 
+int cf_process_pool_pids(cf_executor *ex, long *pids, size_t cap,
+                         size_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!ex || ex->ops != &process_pool_ops || !n || (!pids && cap))
+        return CF_EINVAL;
+    process_pool *pool = ex->impl;
+    if (getpid() != pool->owner)
+        return CF_OK; /* a forked child's copy has no workers */
+    if (cf__current_pool == ex) {
+        /* The manager itself (a done-callback or start callback it runs):
+         * it owns the workers' table, and cannot wait for itself. */
+        *n = cf__pp_list_pids(pool, pids, cap);
+        return CF_OK;
+    }
+    pp_request req = {.kind = REQ_PIDS, .pids = pids, .cap = cap};
+    int rc = cf__pp_ask_manager(pool, &req);
+    *n = req.n;
+    return rc == CF_ESTATE ? CF_OK : rc; /* no manager: no workers */
+}
+
 static void free_config(process_pool *pool)
 {
     cf__shm_destroy(&pool->shm);
@@ -220,7 +242,10 @@ static int esc_unfinished(void *impl, cf_future ***out, size_t *n)
     *n = 0;
     if (getpid() != pool->owner)
         return CF_OK; /* a forked child's copy: nothing runs here */
-    int rc = cf__pp_ask_manager(pool, REQ_LIST, NULL, out, n);
+    pp_request req = {.kind = REQ_LIST};
+    int rc = cf__pp_ask_manager(pool, &req);
+    *out = req.list;
+    *n = req.n;
     return rc == CF_ESTATE ? CF_OK : rc; /* no manager: nothing left */
 }
 
@@ -229,7 +254,8 @@ static int esc_kill_task(void *impl, cf_future *f)
     process_pool *pool = impl;
     if (getpid() != pool->owner)
         return CF_ESTATE;
-    return cf__pp_ask_manager(pool, REQ_KILL, f, NULL, NULL);
+    pp_request req = {.kind = REQ_KILL, .future = f};
+    return cf__pp_ask_manager(pool, &req);
 }
 
 static void esc_signal_workers(void *impl, bool hard)

@@ -22,7 +22,19 @@
 #include "processes/wire.h"
 
 enum { KILL_TIMEOUT = 1, KILL_CANCEL = 2 };
-enum { REQ_KILL = 1, REQ_LIST = 2 };
+enum { REQ_KILL = 1, REQ_LIST = 2, REQ_PIDS = 3 };
+
+/* A request to the manager from another thread (cf__pp_ask_manager): the
+ * asker's, on its stack, while it waits for the answer. */
+typedef struct pp_request {
+    int kind;          /* REQ_KILL, REQ_LIST or REQ_PIDS */
+    cf_future *future; /* REQ_KILL: the task whose worker to kill */
+    cf_future **list;  /* REQ_LIST answer: unfinished futures (malloc'd) */
+    long *pids;        /* REQ_PIDS: room for `cap` pids of live workers */
+    size_t cap;
+    size_t n;          /* REQ_LIST, REQ_PIDS answer: how many there are */
+    int rc;            /* the answer's code */
+} pp_request;
 
 enum wstate {
     W_FREE = 0, /* slot unused */
@@ -164,17 +176,13 @@ struct process_pool {
     bool manager_done;     /* guarded by lock */
     bool manager_joined;   /* guarded by lock */
 
-    /* A request to the manager from another thread (escalation: see
+    /* A request to the manager from another thread (escalation.c: see
      * cf__pp_ask_manager), one at a time (req_lock held by the asker).
-     * req_pending tells the manager without a lock; the rest is guarded
-     * by lock. */
+     * req_pending tells the manager without a lock; `req` is guarded by
+     * lock. */
     cf__mutex req_lock;
     atomic_bool req_pending;
-    int req_kind;          /* REQ_KILL or REQ_LIST */
-    cf_future *req_future; /* REQ_KILL: the task whose worker to kill */
-    int req_rc;            /* the answer */
-    cf_future **req_list;  /* REQ_LIST: the unfinished futures (malloc'd) */
-    size_t req_n;
+    pp_request *req;
 
     /* Manager thread only. */
     wproc *workers;        /* max_workers slots */
@@ -283,14 +291,19 @@ int cf__pp_reap_timeout_ms(const process_pool *pool);
 void cf__pp_check_running(process_pool *pool);
 /* The nearest time limit of a running task, or CF__NO_DEADLINE. */
 int64_t cf__pp_next_deadline(process_pool *pool);
-/* Asks the manager (REQ_KILL: to kill the worker running `f`'s task;
- * REQ_LIST: for the unfinished futures, into *list and *n) and waits for
- * its answer: the request's code, or CF_ESTATE once the manager is gone.
- * Not on the manager thread. */
-int cf__pp_ask_manager(process_pool *pool, int kind, cf_future *f,
-                       cf_future ***list, size_t *n);
-/* Serves a pending request, if any (step()). */
-void cf__pp_serve_request(process_pool *pool);
+/* Asks the manager (REQ_KILL: to kill the worker running req->future's
+ * task; REQ_LIST: for the unfinished futures; REQ_PIDS: for the live
+ * workers' pids, once it has started the workers the tasks queued so far
+ * need) and waits for its answer, in *req: its code, or CF_ESTATE once
+ * the manager is gone. Not on the manager thread. */
+int cf__pp_ask_manager(process_pool *pool, pp_request *req);
+/* Manager thread: the live workers' pids, as many as fit in `cap`; the
+ * count of all. */
+size_t cf__pp_list_pids(process_pool *pool, long *pids, size_t cap);
+/* Serves a pending request, if any (step(), before it reads the queue).
+ * A REQ_PIDS request waits for the workers this step starts: true then,
+ * and step() calls again with after_dispatch once it has started them. */
+bool cf__pp_serve_request(process_pool *pool, bool after_dispatch);
 
 /* The manager thread (manager.c) */
 void *cf__pp_manager_main(void *arg);
