@@ -435,6 +435,40 @@ static inline cf_future *submit_path(cf_executor *ex, cf_fn fn,
     return f;
 }
 
+/* A pool of `workers` whose first worker is busy with task_pid_then_wait
+ * until blocked_pool_release(): tasks submitted meanwhile wait. */
+typedef struct blocked_pool {
+    tmpdir dir;
+    char base[256];
+    cf_executor *ex;
+    cf_future *running;
+} blocked_pool;
+
+static inline void blocked_pool_start(blocked_pool *b, int workers)
+{
+    tmpdir_make(&b->dir);
+    tmpdir_file(&b->dir, "block", b->base, sizeof b->base);
+    b->ex = pool_new(workers, CF_START_EXEC);
+    b->running = submit_path(b->ex, task_pid_then_wait, b->base);
+    await_pid(b->base);
+}
+
+/* Lets the busy task end, and checks that it did. */
+static inline void blocked_pool_release(blocked_pool *b)
+{
+    release_go(b->base);
+    void *v = NULL;
+    ASSERT_OK(cf_future_result(b->running, 30, &v));
+    ASSERT_EQ((intptr_t)v, 1);
+}
+
+static inline void blocked_pool_free(blocked_pool *b)
+{
+    cf_future_release(b->running);
+    cf_executor_free(b->ex);
+    tmpdir_remove(&b->dir);
+}
+
 /* Result and failure of a finished future. */
 static inline int outcome(cf_future *f, double timeout, void **value,
                           cf_error *err)

@@ -851,22 +851,15 @@ static int list_pids_in_callback(cf_future *f, void *arg)
  * the manager cannot wait for itself. */
 TEST_TIMEOUT(pids_from_the_managers_own_thread_answers_at_once, 60)
 {
-    tmpdir d;
-    tmpdir_make(&d);
-    char base[256];
-    tmpdir_file(&d, "t", base, sizeof base);
-    cf_executor *ex = pool_new(1, CF_START_EXEC);
-    cf_future *f = submit_path(ex, task_pid_then_wait, base);
-    ASSERT_OK(cf_future_add_done_callback(f, list_pids_in_callback, ex));
-    await_pid(base);
-    release_go(base);
-    ASSERT_OK(cf_future_result(f, 30, NULL));
+    blocked_pool b;
+    blocked_pool_start(&b, 1);
+    ASSERT_OK(cf_future_add_done_callback(b.running, list_pids_in_callback,
+                                          b.ex));
+    blocked_pool_release(&b);
     WAIT_UNTIL(atomic_load(&pids_n) >= 0, 30);
     ASSERT_OK(atomic_load(&pids_rc));
     ASSERT_EQ(atomic_load(&pids_n), 1);
-    cf_future_release(f);
-    cf_executor_free(ex);
-    tmpdir_remove(&d);
+    blocked_pool_free(&b);
 }
 
 TEST(pids_needs_a_process_pool_and_somewhere_to_count)
@@ -1087,33 +1080,23 @@ static int shutdown_again(cf_future *f, void *arg)
 
 TEST_TIMEOUT(cancel_callback_shuts_the_pool_down_again, 60)
 {
-    tmpdir d;
-    tmpdir_make(&d);
-    char base[256];
-    tmpdir_file(&d, "block", base, sizeof base);
-    cf_executor *ex = pool_new(1, CF_START_EXEC);
-    cf_future *running = submit_path(ex, task_pid_then_wait, base);
-    await_pid(base);
+    blocked_pool b;
+    blocked_pool_start(&b, 1);
     /* Some of these wait at the busy worker, the rest in the queue. */
     enum { N = 40 };
     cf_future *f[N];
     for (int i = 0; i < N; i++) {
-        ASSERT_OK(cf_executor_submit(ex, task_square, (void *)(intptr_t)i,
+        ASSERT_OK(cf_executor_submit(b.ex, task_square, (void *)(intptr_t)i,
                                      &f[i]));
-        ASSERT_OK(cf_future_add_done_callback(f[i], shutdown_again, ex));
+        ASSERT_OK(cf_future_add_done_callback(f[i], shutdown_again, b.ex));
     }
-    ASSERT_OK(cf_executor_shutdown(ex, false, true));
-    release_go(base);
-    void *v;
-    ASSERT_OK(cf_future_result(running, 30, &v));
-    ASSERT_EQ((intptr_t)v, 1);
+    ASSERT_OK(cf_executor_shutdown(b.ex, false, true));
+    blocked_pool_release(&b);
     for (int i = 0; i < N; i++) {
         ASSERT_CODE(cf_future_result(f[i], 30, NULL), CF_ECANCELLED);
         cf_future_release(f[i]);
     }
-    cf_future_release(running);
-    cf_executor_free(ex);
-    tmpdir_remove(&d);
+    blocked_pool_free(&b);
 }
 
 /* In the manager, with a task taken from the queue and not yet at a
@@ -1126,25 +1109,17 @@ static void shutdown_in_transit(cf_executor *ex)
 
 TEST_TIMEOUT(cancel_futures_cancels_a_task_on_its_way_to_a_worker, 60)
 {
-    tmpdir d;
-    tmpdir_make(&d);
-    char base[256];
-    tmpdir_file(&d, "block", base, sizeof base);
-    cf_executor *ex = pool_new(1, CF_START_EXEC);
-    cf_future *running = submit_path(ex, task_pid_then_wait, base);
-    await_pid(base);
+    blocked_pool b;
+    blocked_pool_start(&b, 1);
     atomic_store(&cf__process_pool_before_give, shutdown_in_transit);
     cf_future *f = NULL;
-    ASSERT_OK(cf_executor_submit(ex, task_square, (void *)3, &f));
+    ASSERT_OK(cf_executor_submit(b.ex, task_square, (void *)3, &f));
     /* Over pipes the task stays queued until the worker is free. */
-    release_go(base);
-    ASSERT_OK(cf_future_result(running, 30, NULL));
+    blocked_pool_release(&b);
     ASSERT_CODE(cf_future_result(f, 30, NULL), CF_ECANCELLED);
     ASSERT(atomic_load(&cf__process_pool_before_give) == NULL); /* it ran */
     cf_future_release(f);
-    cf_future_release(running);
-    cf_executor_free(ex);
-    tmpdir_remove(&d);
+    blocked_pool_free(&b);
 }
 
 /* The names workers of another kind know these by (procpool_test.h). */
