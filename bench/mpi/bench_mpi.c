@@ -3,6 +3,12 @@
  *
  *   mpirun -n 3 bench_mpi round_trip 2000   submit one task, wait, repeat:
  *                                           p50 of the round trip
+ *   mpirun -n 3 bench_mpi round_trip_wait 2000   the same, waiting with
+ *                                           cf_wait(FIRST_COMPLETED) (or
+ *                                           round_trip_as_completed, with
+ *                                           as_completed; round_trip_then,
+ *                                           on an inline continuation's
+ *                                           result) before the result
  *   mpirun -n 3 bench_mpi submit 100000     submit N tiny tasks, then take
  *                                           every result: tasks/s
  *   mpirun -n 3 bench_mpi map 100000        map over N items, chunksize
@@ -15,7 +21,9 @@
  *                                           two workers (MPI_Comm_spawn)
  *
  * Ranks 1 and 2 are the two workers (the mpi4py peer has the same). The
- * task is the empty one: argument and result are words.
+ * task is the empty one: argument and result are words. BENCH_MPI_HIST=1:
+ * the round trips also print p10, p90, p99 and a histogram in 1 us bins
+ * (stderr), to tell the modes of a bimodal run apart.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cfutures_mpi.h>
@@ -43,7 +51,53 @@ static double p50(double *v, int n)
     return v[n / 2];
 }
 
-static int round_trip(cf_executor *ex, int n)
+static void histogram(double *sorted, int n)
+{
+    fprintf(stderr, "p10 %.1f p50 %.1f p90 %.1f p99 %.1f us\n",
+            sorted[n / 10] * 1e6, sorted[n / 2] * 1e6,
+            sorted[n * 9 / 10] * 1e6, sorted[n * 99 / 100] * 1e6);
+    enum { BINS = 64 };
+    int bin[BINS] = {0};
+    for (int i = 0; i < n; i++) {
+        int b = (int)(sorted[i] * 1e6);
+        bin[b < BINS - 1 ? b : BINS - 1]++;
+    }
+    for (int b = 0; b < BINS; b++)
+        if (bin[b])
+            fprintf(stderr, "%3d%s us %6d\n", b, b == BINS - 1 ? "+" : " ",
+                    bin[b]);
+}
+
+/* Waits for `f` the way `how` says, then takes its result. */
+static int wait_then_result(cf_future *f, const char *how, void **v)
+{
+    if (strcmp(how, "wait") == 0) {
+        size_t nd = 0;
+        if (cf_wait(&f, 1, CF_FOREVER, CF_FIRST_COMPLETED, NULL, &nd, NULL,
+                    NULL) != CF_OK || nd != 1)
+            return 1;
+    } else if (strcmp(how, "as_completed") == 0) {
+        cf_as_completed *it;
+        cf_future *got;
+        if (cf_as_completed_new(&f, 1, CF_FOREVER, &it) != CF_OK)
+            return 1;
+        int rc = cf_as_completed_next(it, &got);
+        cf_as_completed_free(it);
+        if (rc != CF_OK)
+            return 1;
+        cf_future_release(got);
+    } else if (strcmp(how, "then") == 0) {
+        cf_future *d;
+        if (cf_future_then(f, NULL, identity, &d) != CF_OK)
+            return 1;
+        int rc = cf_future_result(d, CF_FOREVER, v);
+        cf_future_release(d);
+        return rc == CF_OK ? 0 : 1;
+    }
+    return cf_future_result(f, CF_FOREVER, v) == CF_OK ? 0 : 1;
+}
+
+static int round_trip(cf_executor *ex, int n, const char *how)
 {
     double *t = malloc((size_t)n * sizeof *t);
     for (int i = -n / 10; i < n; i++) { /* a tenth to warm up */
@@ -51,15 +105,16 @@ static int round_trip(cf_executor *ex, int n)
         cf_future *f;
         void *v;
         if (cf_executor_submit(ex, identity, (void *)(intptr_t)i, &f) != CF_OK ||
-            cf_future_result(f, CF_FOREVER, &v) != CF_OK ||
-            (intptr_t)v != i)
+            wait_then_result(f, how, &v) != 0 || (intptr_t)v != i)
             return 1;
         cf_future_release(f);
         if (i >= 0)
             t[i] = MPI_Wtime() - t0;
     }
-    printf("cfutures_mpi round_trip: p50 %.1f us (%d round trips)\n",
-           p50(t, n) * 1e6, n);
+    printf("cfutures_mpi round_trip%s%s: p50 %.1f us (%d round trips)\n",
+           *how ? "_" : "", how, p50(t, n) * 1e6, n);
+    if (getenv("BENCH_MPI_HIST"))
+        histogram(t, n);
     free(t);
     return 0;
 }
@@ -141,8 +196,8 @@ int main(int argc, char **argv)
     int provided, rc = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_mpi round_trip|submit|map|ping_pong "
-                "N [spawn]\n");
+        fprintf(stderr, "usage: bench_mpi round_trip[_wait|_as_completed|"
+                "_then]|submit|map|ping_pong N [spawn]\n");
         MPI_Finalize();
         return 2;
     }
@@ -166,7 +221,9 @@ int main(int argc, char **argv)
         if (rc == CF_OK && ex) {
             rc = strcmp(what, "submit") == 0 ? submit_result(ex, n)
                  : strcmp(what, "map") == 0  ? map_chunks(ex, n)
-                                             : round_trip(ex, n);
+                 : strncmp(what, "round_trip_", 11) == 0
+                     ? round_trip(ex, n, what + 11)
+                     : round_trip(ex, n, "");
             cf_executor_free(ex);
         }
     }

@@ -101,8 +101,10 @@ struct cf_future {
     bool notify_protocol : 1;
     /* Set once before the future is shared: its completer is a polling
      * thread of this process (cf__future_set_completer_polls), so a
-     * waiter yields as it spins. One byte with notify_protocol: a
-     * future stays at 56 bytes. */
+     * waiter yields as it spins. A continuation or combinator inherits
+     * it from its inputs (then.c, when.c): the polling thread completes
+     * an input, and runs or submits what follows from there. One byte
+     * with notify_protocol: a future stays at 56 bytes. */
     bool completer_polls : 1;
     /* The helping tag of the thread pool whose queue holds it (nested.c),
      * set by that pool's submit; 0: none. Meaningful while PENDING. Stored
@@ -375,6 +377,11 @@ enum { CF__WAIT_SPIN_NS = 20000 };
  * CF__WAIT_SPIN_NS (never past the deadline), then sleeps. Returns false
  * once the deadline has passed. */
 bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns);
+/* The same, yielding the CPU at each turn of the spin instead of pausing
+ * when `completer_polls`: some future the caller waits on is completed by
+ * a polling thread of this process (future_wait.c). */
+bool cf__event_wait_spinning_for(cf__event *ev, unsigned seq,
+                                 int64_t deadline_ns, bool completer_polls);
 
 /* A completion queue whose descriptor is a pipe even where eventfd
  * exists (use_pipe), so tests cover the fallback. */

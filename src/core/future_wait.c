@@ -17,7 +17,11 @@
  * measured: bench/mpi/README.md). Such a waiter yields at each turn
  * instead of pausing, for the same budget: with a free CPU elsewhere it
  * still sees the result at once without a futex wake-up; without one,
- * the polling thread runs in its place.
+ * the polling thread runs in its place. The same spin (spin_until) serves
+ * the waits on many futures (wait.c: cf_wait, as_completed), which yield
+ * when any future they wait on is marked; a continuation or combinator
+ * over a marked future is marked too (then.c, when.c), as the polling
+ * thread starts the completions that end in it.
  *
  * Completers notify waiters while they hold the future's lock; a waiter
  * only frees its node after removing it under the same lock
@@ -71,17 +75,6 @@ static void notify_single(cf__waiter *w, cf__wait_node *node, cf_future *f)
     cf__event_signal_all(&w->event);
 }
 
-bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns)
-{
-    int64_t until = 0;
-    for (unsigned i = 0; cf__event_seq(ev) == seq; i++) {
-        if (!cf__spin_continue(i, &until, CF__WAIT_SPIN_NS) ||
-            (until != 0 && until > deadline_ns))
-            return cf__event_wait(ev, seq, deadline_ns);
-    }
-    return true;
-}
-
 bool cf__future_set_completer_polls(cf_future *f)
 {
     /* Only the holder of the only reference writes the plain field: no
@@ -92,27 +85,68 @@ bool cf__future_set_completer_polls(cf_future *f)
     return true;
 }
 
-/* The spin before sleeping, for CF__WAIT_SPIN_NS and never past the
- * deadline: pausing, or yielding at each turn when `f`'s completer polls
- * (see the file's header), at least once: the completer gets one turn
- * even if this thread was slow to get here. */
-static void spin(cf_future *f, int64_t deadline_ns, int done_from)
+/* The spin before sleeping, the one policy of every wait here and in
+ * wait.c: until ready(ctx), for CF__WAIT_SPIN_NS and never past the
+ * deadline; pausing, or yielding at each turn when a completer polls
+ * (`yields`: see the file's header), then at least once: the completer
+ * gets one turn even if this thread was slow to get here. Returns true if
+ * ready. Inline, so that `ready` is inlined into each loop. */
+static inline bool spin_until(bool (*ready)(const void *ctx),
+                              const void *ctx, bool yields,
+                              int64_t deadline_ns)
 {
-    if (f->completer_polls) {
+    if (yields) {
         int64_t until = cf__now_ns() + CF__WAIT_SPIN_NS;
         if (until > deadline_ns)
             until = deadline_ns;
         do
             cf__yield();
-        while (cf__future_state(f) < done_from && cf__now_ns() < until);
-        return;
+        while (!ready(ctx) && cf__now_ns() < until);
+        return ready(ctx);
     }
     int64_t until = 0;
-    for (unsigned i = 0; cf__future_state(f) < done_from; i++) {
+    for (unsigned i = 0; !ready(ctx); i++) {
         if (!cf__spin_continue(i, &until, CF__WAIT_SPIN_NS) ||
             (until != 0 && until > deadline_ns))
-            break;
+            return false;
     }
+    return true;
+}
+
+typedef struct seq_watch {
+    cf__event *ev;
+    unsigned seq;
+} seq_watch;
+
+static bool seq_moved(const void *ctx)
+{
+    const seq_watch *w = ctx;
+    return cf__event_seq(w->ev) != w->seq;
+}
+
+bool cf__event_wait_spinning_for(cf__event *ev, unsigned seq,
+                                 int64_t deadline_ns, bool completer_polls)
+{
+    seq_watch w = {.ev = ev, .seq = seq};
+    if (spin_until(seq_moved, &w, completer_polls, deadline_ns))
+        return true;
+    return cf__event_wait(ev, seq, deadline_ns);
+}
+
+bool cf__event_wait_spinning(cf__event *ev, unsigned seq, int64_t deadline_ns)
+{
+    return cf__event_wait_spinning_for(ev, seq, deadline_ns, false);
+}
+
+typedef struct state_watch {
+    cf_future *f;
+    int done_from;
+} state_watch;
+
+static bool state_reached(const void *ctx)
+{
+    const state_watch *w = ctx;
+    return cf__future_state(w->f) >= w->done_from;
 }
 
 /* Blocks until `f`'s state is at least `done_from` (CF__CANCELLED: done
@@ -123,8 +157,8 @@ static bool wait_done(cf_future *f, int64_t deadline_ns,
 {
     if (deadline_ns != CF__NO_DEADLINE && cf__now_ns() >= deadline_ns)
         return cf__future_state(f) >= done_from; /* a poll */
-    spin(f, deadline_ns, done_from);
-    if (cf__future_state(f) >= done_from)
+    state_watch sw = {.f = f, .done_from = done_from};
+    if (spin_until(state_reached, &sw, f->completer_polls, deadline_ns))
         return true;
 
     cf__waiter w;

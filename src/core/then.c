@@ -224,6 +224,7 @@ static int then_always_new(cf_future *f, cf_executor *ex, cf_fn fn,
     }
     d->start.task.fn = fn;
     d->start.task.arg = arg;
+    d->completer_polls = f->completer_polls; /* see core.h */
     /* The op's reference and the caller's. D is seen by nobody else yet:
      * a store does what an increment would. */
     atomic_store_explicit(&d->refs, 2, memory_order_relaxed);
@@ -255,6 +256,9 @@ static int then_attach(cf_future *f, cf_executor *ex, cf_fn fn,
         return CF_ENOMEM;
     d->start.task.fn = fn;
     d->start.task.arg = ex;
+    /* Set while D is ours alone: a polling thread completes the input, and
+     * so starts D's end (core.h). */
+    d->completer_polls = f->completer_polls;
     /* The entry's reference and the caller's. D is seen by nobody else
      * yet: a store does what an increment would. */
     atomic_store_explicit(&d->refs, 2, memory_order_relaxed);

@@ -9,6 +9,10 @@
  * still: it waits for each future in turn. Duplicates are removed first
  * (runs of rising or falling addresses, else a pointer hash set).
  *
+ * Both spin before they sleep as a single-future wait does, yielding at
+ * each turn when a future they wait on has a polling completer (the MPI
+ * executor's: future_wait.c).
+ *
  * Lock order: future lock, then waiter lock (notifications); the waiting
  * thread never holds both.
  */
@@ -305,10 +309,12 @@ static int block_until(cf_future *const *fs, size_t n, int return_when,
     w.return_when = return_when;
 
     size_t installed = 0;
+    bool polls = false; /* a future not done has a polling completer */
     for (size_t i = 0; i < n; i++) {
         nodes[installed].waiter = &w;
         if (cf__wait_node_install(fs[i], &nodes[installed])) {
             installed++;
+            polls |= fs[i]->completer_polls;
             continue;
         }
         cf__spin_lock(&w.lock);
@@ -324,7 +330,8 @@ static int block_until(cf_future *const *fs, size_t n, int return_when,
             cf__spin_lock(&w.lock);
             bool triggered = w.triggered;
             cf__spin_unlock(&w.lock);
-            if (triggered || !cf__event_wait_spinning(&w.event, seq, deadline))
+            if (triggered ||
+                !cf__event_wait_spinning_for(&w.event, seq, deadline, polls))
                 break;
         }
     }
@@ -401,6 +408,7 @@ struct cf_as_completed {
     size_t n_ready, ready_pos;
     size_t yielded;
     int64_t deadline;
+    bool polls;            /* a future with a node has a polling completer */
 };
 
 void cf__waiter_notify_queue(cf__waiter *w, cf__wait_node *node, cf_future *f)
@@ -455,6 +463,8 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout,
         it->nodes[i].waiter = &it->w;
         if (!cf__wait_node_install(f, &it->nodes[i]))
             it->ready[it->n_ready++] = i;
+        else
+            it->polls |= f->completer_polls;
     }
     *out = it;
     return CF_OK;
@@ -525,7 +535,8 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out)
             nested = true;
             continue; /* a look before sleeping: a future may be done */
         }
-        if (!cf__event_wait_spinning(&it->w.event, seq, it->deadline)) {
+        if (!cf__event_wait_spinning_for(&it->w.event, seq, it->deadline,
+                                         it->polls)) {
             if (nested)
                 cf__nested_end_wait(&frame);
             /* One last look: a completion may have raced the deadline. */

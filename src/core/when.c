@@ -155,8 +155,12 @@ static int when_new(cf_future *const *fs, size_t n, bool any,
         return CF_ENOMEM;
     }
     a->n = n;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         a->futures[i] = cf_future_retain(fs[i]);
+        /* Set while D is ours alone: an input's polling thread may be
+         * the one to complete D (core.h). */
+        d->completer_polls |= fs[i]->completer_polls;
+    }
     op->inputs = a;
     op->self = cf_future_retain(d); /* and the caller's, in *out */
     op->any = any;
