@@ -525,6 +525,184 @@ TEST_TIMEOUT(cancel_during_pool_then_runs_it_once_or_never, 120)
     cf_executor_free(ex);
 }
 
+/* The same with a fan-out: the input's continuations start as one series
+ * (those bound for one pool are queued there together), and two of four
+ * are cancelled while it starts them. Each runs or is cancelled, exactly
+ * once. */
+TEST_TIMEOUT(cancel_during_a_fan_out_runs_each_once_or_never, 120)
+{
+    enum { N = 4 };
+    cf_executor *ex = pool_new(2);
+    cancel_race r = {.n = harness_scaled(10000, 300)};
+    size_t cancelled = 0;
+    helper h;
+    helper_start(&h, complete_inputs, &r);
+    for (size_t i = 1; i <= r.n; i++) {
+        atomic_store(&calls, 0);
+        cf_future *f = future_new(), *d[N];
+        for (int k = 0; k < N; k++)
+            d[k] = then(f, ex, add_one);
+        atomic_store(&r.f, f);
+        atomic_store(&r.round, 3 * i - 2);
+        spin_until(&r.round, 3 * i - 1);
+        for (unsigned k = 0; k < (i * 37) % 300; k++) /* vary the timing */
+            cf__cpu_relax();
+        bool was_cancelled[N] = {false, cf_future_cancel(d[1]),
+                                 cf_future_cancel(d[2]), false};
+        int ran = 0;
+        for (int k = 0; k < N; k++) {
+            int rc = cf_future_result(d[k], CF_FOREVER, NULL);
+            if (was_cancelled[k]) {
+                ASSERT_CODE(rc, CF_ECANCELLED);
+                cancelled++;
+            } else {
+                ASSERT_OK(rc);
+                ran++;
+            }
+        }
+        spin_until(&r.round, 3 * i);
+        ASSERT_EQ(atomic_load(&calls), ran);
+        for (int k = 0; k < N; k++)
+            cf_future_release(d[k]);
+        cf_future_release(f);
+    }
+    helper_join(&h);
+    printf("%zu of %zu cancelled\n", cancelled, 2 * r.n);
+    cf_executor_free(ex);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Fan-out: the continuations of one input                                  */
+
+static cf_future *order_seen[64];
+static atomic_int order_next;
+
+/* Records which continuation runs, in order. */
+static void *record_order(void *arg, cf_call *call)
+{
+    order_seen[atomic_fetch_add(&order_next, 1)] = call->future;
+    return arg;
+}
+
+TEST(fan_out_to_one_worker_runs_in_the_order_attached)
+{
+    enum { N = 64 };
+    cf_executor *ex = pool_new(1);
+    cf_future *f = future_new(), *d[N];
+    for (int i = 0; i < N; i++)
+        d[i] = then(f, ex, record_order);
+    ASSERT_OK(cf_future_set_result(f, NULL));
+    for (int i = 0; i < N; i++)
+        ASSERT_OK(cf_future_result(d[i], CF_FOREVER, NULL));
+    ASSERT_EQ(atomic_load(&order_next), N);
+    for (int i = 0; i < N; i++) {
+        ASSERT_PTR_EQ(order_seen[i], d[i]);
+        cf_future_release(d[i]);
+    }
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
+static cf_future *first_sibling;
+
+/* An inline continuation that waits for a sibling bound for a pool,
+ * attached before it. */
+static void *wait_for_first_sibling(void *arg, cf_call *call)
+{
+    (void)arg;
+    (void)call;
+    return (void *)(result_of(first_sibling) + 1);
+}
+
+/* Continuations for two pools and inline ones, interleaved: each runs
+ * where it should, with the value; the inline ones run before the
+ * completing call returns, and one of them may wait for a sibling bound
+ * for a pool (which is queued before any inline one runs). */
+TEST_TIMEOUT(fan_out_mixing_pools_and_inline_continuations, 30)
+{
+    cf_executor *a = pool_new(1), *b = pool_new(1);
+    cf_future *f = future_new();
+    cf_future *a1 = then(f, a, add_one), *a2 = then(f, a, on_marked_thread);
+    first_sibling = a1;
+    cf_future *i1 = then(f, NULL, wait_for_first_sibling);
+    cf_future *b1 = then(f, b, add_one), *a3 = then(f, a, add_one);
+    cf_future *i2 = then(f, NULL, on_marked_thread);
+    cf_future *b2 = then(f, b, add_one);
+    thread_marker = 1;
+    ASSERT_OK(cf_future_set_result(f, (void *)41));
+    thread_marker = 0;
+    ASSERT(cf_future_done(i1) && cf_future_done(i2));
+    ASSERT_EQ(result_of(i1), 43);
+    ASSERT_EQ(result_of(i2), 1);  /* here */
+    ASSERT_EQ(result_of(a2), 0);  /* on a worker */
+    ASSERT_EQ(result_of(a1), 42);
+    ASSERT_EQ(result_of(a3), 42);
+    ASSERT_EQ(result_of(b1), 42);
+    ASSERT_EQ(result_of(b2), 42);
+    cf_future *all[] = {a1, a2, i1, b1, a3, i2, b2, f};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        cf_future_release(all[i]);
+    cf_executor_free(a);
+    cf_executor_free(b);
+}
+
+static int failing_initializer(void *arg)
+{
+    (void)arg;
+    return 7;
+}
+
+/* A broken pool refuses the fan-out's chain as a whole: every
+ * continuation fails as a refused submit does. */
+TEST(fan_out_to_a_broken_pool_fails_every_continuation)
+{
+    cf_thread_pool_options o = {.max_workers = 1,
+                                .initializer = failing_initializer};
+    cf_executor *ex;
+    ASSERT_OK(cf_thread_pool_new(&o, &ex));
+    cf_future *probe = submit(ex, task_identity, NULL);
+    ASSERT_CODE(cf_future_result(probe, 10, NULL), CF_EBROKEN_THREAD_POOL);
+    cf_future *f = future_new(), *d[3];
+    for (int i = 0; i < 3; i++)
+        d[i] = then(f, ex, add_one);
+    ASSERT_OK(cf_future_set_result(f, NULL));
+    for (int i = 0; i < 3; i++) {
+        ASSERT_CODE(cf_future_result(d[i], 10, NULL), CF_EBROKEN_THREAD_POOL);
+        cf_future_release(d[i]);
+    }
+    cf_future_release(probe);
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
+static void shut_down_inside_the_fan_out(cf_executor *ex)
+{
+    atomic_store(&cf__thread_pool_before_grow, NULL); /* once */
+    ASSERT_OK(cf_executor_shutdown(ex, true, false));
+}
+
+/* A pool shut down while the fan-out's chain is queued, before the pool's
+ * first worker could start: the shutdown saw no worker to wait for, so the
+ * whole chain is withdrawn and every continuation fails with
+ * CF_ESHUTDOWN, none left queued with nothing to run it. The hook runs the
+ * shutdown inside that window. */
+TEST(fan_out_shut_down_before_the_first_worker_starts_fails_all)
+{
+    cf_executor *ex = pool_new(2);
+    cf_future *f = future_new(), *d[3];
+    for (int i = 0; i < 3; i++)
+        d[i] = then(f, ex, add_one);
+    atomic_store(&cf__thread_pool_before_grow, shut_down_inside_the_fan_out);
+    ASSERT_OK(cf_future_set_result(f, NULL));
+    ASSERT(atomic_load(&cf__thread_pool_before_grow) == NULL); /* it ran */
+    for (int i = 0; i < 3; i++) {
+        ASSERT_CODE(cf_future_result(d[i], 10, NULL), CF_ESHUTDOWN);
+        cf_future_release(d[i]);
+    }
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Deep chains                                                              */
 

@@ -19,6 +19,11 @@
  * doubles as the list's link; so is the `next` word of a continuation
  * future (then.c), its entry on its input's list. Entries run in the
  * order they fired.
+ *
+ * A completing future's continuations fire as one series
+ * (cf__chain_fire_thens): at the outermost firing, then.c starts them all
+ * before the list runs, so that those bound for one thread pool can be
+ * queued there together; inside a run they are appended one by one.
  */
 #include "core/core.h"
 
@@ -66,6 +71,18 @@ static void run(uintptr_t entry)
     }
 }
 
+/* Runs what the list holds, to its end. */
+static inline void drain(void)
+{
+    uintptr_t entry;
+    while ((entry = runs.head) != 0) {
+        runs.head = get_next(entry);
+        if (!runs.head)
+            runs.tail = 0;
+        run(entry);
+    }
+}
+
 static void fire(uintptr_t entry)
 {
     if (runs.draining) {
@@ -81,12 +98,7 @@ static void fire(uintptr_t entry)
     /* The outermost firing: the list is empty, so this one runs first. */
     runs.draining = true;
     run(entry); /* may append more, and free its entry */
-    while ((entry = runs.head) != 0) {
-        runs.head = get_next(entry);
-        if (!runs.head)
-            runs.tail = 0;
-        run(entry);
-    }
+    drain();
     runs.draining = false;
 }
 
@@ -98,4 +110,34 @@ void cf__chain_fire(cf__link *link)
 void cf__chain_fire_then(cf_future *d, bool self_done)
 {
     fire((uintptr_t)d | (self_done ? RUN_SELF : RUN_INPUT));
+}
+
+void cf__chain_fire_thens(cf_future *d)
+{
+    if (runs.draining) {
+        /* Appended in order, after those before: the series' own links,
+         * tagged, are the list's. */
+        uintptr_t entry = (uintptr_t)d | RUN_INPUT;
+        if (runs.tail)
+            set_next(runs.tail, entry);
+        else
+            runs.head = entry;
+        cf_future *next;
+        while ((next = atomic_load_explicit(&d->next,
+                                            memory_order_relaxed)) != NULL) {
+            atomic_store_explicit(&d->next,
+                                  (cf_future *)((uintptr_t)next | RUN_INPUT),
+                                  memory_order_relaxed);
+            d = next;
+        }
+        runs.tail = (uintptr_t)d | RUN_INPUT; /* its next is NULL */
+        return;
+    }
+    /* The outermost firing: the whole series starts at once (then.c
+     * queues those bound for one thread pool together); what they
+     * complete meanwhile waits on the list, which runs after them. */
+    runs.draining = true;
+    cf__then_inputs_done(d);
+    drain();
+    runs.draining = false;
 }

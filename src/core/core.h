@@ -174,8 +174,15 @@ bool cf__future_unlink_then(cf_future *f, cf_future *d);
 /* Puts D on this thread's run list (chain.c): to start from its input
  * (false), or, once D ended before its input, to detach from it (true). */
 void cf__chain_fire_then(cf_future *d, bool self_done);
+/* Fires a series of continuations whose input just completed, linked
+ * through their `next` words (untagged, oldest first, NULL-terminated),
+ * as cf__chain_fire_then(d, false) would fire each in turn. */
+void cf__chain_fire_thens(cf_future *first);
 /* The run list's work for D (then.c), as cf__chain_fire_then says. */
 void cf__then_input_done(cf_future *d);
+/* The same for a series of them, as cf__chain_fire_thens says: from the
+ * outermost firing (so that a completion within appends to the list). */
+void cf__then_inputs_done(cf_future *first);
 void cf__then_self_done_later(cf_future *d);
 /* D completed with its input still on its list (future.c calls it from
  * D's callbacks, first): takes D off its input, or drops the input. */
@@ -225,6 +232,10 @@ void cf__future_set_cancel_hook(cf_future *f, bool (*hook)(cf_future *f),
 /* Allocates a pending future with one reference (the caller's). NULL when
  * out of memory. */
 cf_future *cf__future_alloc(void);
+
+/* Drops `n` (> 0) references to `f` at once, as n cf_future_release()
+ * would. */
+void cf__future_release_n(cf_future *f, unsigned n);
 
 /* Puts `f` under the stdlib's notify protocol, for the Python binding's
  * bare Future(): a cancel makes it cancelled and done for its owner at
@@ -562,6 +573,17 @@ struct cf_executor {
     /* cf_executor_broken(): the reason, or NULL while not broken; NULL
      * hook: never broken. Set once, at creation. */
     const char *(*broken)(void *impl);
+    /* Queues `n` futures at once (continuations whose input completed,
+     * then.c): `first` to `last`, linked through `next`, each pending,
+     * its task words set, and one reference to each handed over as the
+     * queue's. Only for a plain submit (no monitor, no task timeout, not
+     * refused in a worker, not shut down: the caller checks). Returns
+     * CF_OK, or the error ops->submit would give; then the n futures
+     * (still linked through `next`: walk n of them) and their references
+     * are the caller's again. NULL: one ops->submit each. Set once, at
+     * creation. */
+    int (*submit_chain)(void *impl, cf_future *first, cf_future *last,
+                        int n);
 };
 
 /* ------------------------------------------------------------------------ */

@@ -128,6 +128,7 @@ int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
     ex->ops = ops;
     ex->impl = impl;
     ex->submit_chunk = NULL;
+    ex->submit_chain = NULL;
     atomic_init(&ex->shut_down, false);
     atomic_init(&ex->monitor, NULL);
     atomic_init(&ex->monitor_mem, NULL);

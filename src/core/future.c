@@ -166,7 +166,17 @@ static void run_callbacks(cf_future *f, void *newest)
         if (entry_kind(entry) == ENTRY_LINK) {
             cf__chain_fire(entry_ptr(entry));
         } else if (entry_kind(entry) == ENTRY_THEN) {
-            cf__chain_fire_then(entry_ptr(entry), false);
+            /* A run of continuations fires as one series (chain.c): their
+             * `next` words relinked, untagged. */
+            cf_future *first = entry_ptr(entry), *d = first;
+            while (next && entry_kind(next) == ENTRY_THEN) {
+                cf_future *later = entry_ptr(next);
+                next = entry_next(next);
+                atomic_store_explicit(&d->next, later, memory_order_relaxed);
+                d = later;
+            }
+            atomic_store_explicit(&d->next, NULL, memory_order_relaxed);
+            cf__chain_fire_thens(first);
         } else {
             cf__callback *cb = entry;
             int rc = cb->fn(f, cb->arg);
@@ -278,6 +288,15 @@ void cf_future_release(cf_future *f)
         free_entries(f->end.lists.callbacks);
     }
     cf__future_mem_free(f);
+}
+
+void cf__future_release_n(cf_future *f, unsigned n)
+{
+    /* All but one in one step: the last goes the usual way, in case it is
+     * the future's last. Release: this thread's writes before either. */
+    if (n > 1)
+        atomic_fetch_sub_explicit(&f->refs, n - 1, memory_order_release);
+    cf_future_release(f);
 }
 
 /* ------------------------------------------------------------------------ */

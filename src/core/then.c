@@ -28,6 +28,20 @@
  * When the input's value has a destructor, the input stays on D until D
  * is done, so the value D's task reads lives as long as D runs.
  *
+ * Fan-out: an input's continuations start as one series (future.c hands
+ * the run of them to chain.c, which gives it to cf__then_inputs_done at
+ * the outermost firing). Those bound for one thread pool in a row are
+ * gathered and queued there as one chain (cf_executor.submit_chain: one
+ * exchange on the queue's tail, one wake decision), each with the
+ * reference its entry held, which becomes the queue's; the input's
+ * references are dropped in one step at the end. So a hop costs about a
+ * submit. Anything else (an inline continuation, another executor, a
+ * failed input, an executor with a monitor or a task timeout, a process
+ * worker's thread) first queues what was gathered, since it may run user
+ * code that waits for those, then goes the one-by-one way. A D cancelled
+ * after its input was taken off it is queued all the same: the worker
+ * finds it cancelled and skips it, as it skips any cancelled future.
+ *
  * An input done already at the call needs no list at all when D goes to
  * an executor: D is made and submitted (or failed, or cancelled) during
  * the call, as cf_executor_submit would, unless the input's value has a
@@ -142,28 +156,123 @@ static void release_or_cancel_input(cf_future *d, cf_future *input)
     cf_future_release(input);
 }
 
-void cf__then_input_done(cf_future *d)
+/* Continuations bound for one thread pool, gathered to be queued there
+ * as one chain (cf_executor.submit_chain), linked through `next`. */
+typedef struct fan_out {
+    cf_executor *ex;
+    cf_future *first, *last;
+    int n;
+} fan_out;
+
+/* The pool refused a chain: its futures fail as a refused submit's do. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void chain_refused(cf_future *d, int n, int rc)
+{
+    for (int i = 0; i < n; i++) {
+        cf_future *next = atomic_load_explicit(&d->next, memory_order_relaxed);
+        submit_failed(d, rc);
+        cf_future_release(d); /* the entry's */
+        d = next;
+    }
+}
+
+/* Queues what `b` gathered. The entries' references to the futures are
+ * the queue's. */
+static inline void flush(fan_out *b)
+{
+    if (b->n == 0)
+        return;
+    int n = b->n;
+    b->n = 0;
+    int rc = b->ex->submit_chain(b->ex->impl, b->first, b->last, n);
+    if (rc != CF_OK)
+        chain_refused(b->first, n, rc);
+}
+
+/* True if cf__executor_submit_future(ex, ...) would come down to a plain
+ * ops->submit, which submit_chain may do for a chain instead. */
+static inline bool chainable(const cf_executor *ex)
+{
+    return ex && ex->submit_chain && ex->task_timeout <= 0 &&
+           !cf__process_worker_active() &&
+           !atomic_load_explicit(&ex->monitor, memory_order_relaxed) &&
+           !atomic_load_explicit(&ex->shut_down, memory_order_relaxed);
+}
+
+/* Starts D, whose input is done, per the design above: onto `b` if it
+ * goes to a thread pool (with others for the same pool), else at once,
+ * after what `b` holds. Returns the input if D's reference to it is to be
+ * dropped now (the caller drops those of a series in one step), else
+ * NULL. */
+static inline cf_future *input_done(fan_out *b, cf_future *d)
 {
     bool kept = false;
     cf_future *input = cf__future_take_input(d, &kept);
     if (!input) {
         cf_future_release(d); /* cancelled while it waited */
-        return;
+        return NULL;
     }
     /* D's start words, before a submit reuses them. */
     cf_fn fn = d->start.task.fn;
     cf_executor *ex = d->start.task.arg;
-    if (cf__future_outcome(input) == CF_OK) {
-        void *value = cf__future_result(input);
-        /* Kept, D's end drops it; else nothing D does reads it. */
-        if (!kept)
-            cf_future_release(input);
-        start_task(ex, d, fn, value);
-    } else {
+    /* Done (take_input acquired its state): a value, or not. */
+    if (cf__future_state(input) != CF__FINISHED || input->failed) {
+        flush(b); /* D's callbacks may wait for those */
         pass_on(d, input);
-        cf_future_release(input);
+        cf_future_release(d); /* the entry's */
+        return input;
     }
-    cf_future_release(d); /* the entry's */
+    void *value = input->end.value.result;
+    if (b->n > 0 && ex == b->ex) {
+        /* Bound for the pool of the chain being gathered (chainable a
+         * moment ago). */
+        d->start.task.arg = value;
+        atomic_store_explicit(&b->last->next, d, memory_order_relaxed);
+        b->last = d; /* with the entry's reference, the queue's to be */
+        b->n++;
+    } else if (chainable(ex)) {
+        flush(b);
+        d->start.task.arg = value;
+        b->ex = ex;
+        b->first = b->last = d;
+        b->n = 1;
+    } else {
+        flush(b); /* an inline one may wait for those */
+        start_task(ex, d, fn, value);
+        cf_future_release(d); /* the entry's */
+    }
+    /* Kept, D's end drops it; else nothing D does reads it. */
+    return kept ? NULL : input;
+}
+
+void cf__then_input_done(cf_future *d)
+{
+    /* A series of one (its `next` word was the run list's). */
+    atomic_store_explicit(&d->next, NULL, memory_order_relaxed);
+    cf__then_inputs_done(d);
+}
+
+void cf__then_inputs_done(cf_future *d)
+{
+    fan_out b = {.n = 0};
+    cf_future *input = NULL;
+    unsigned drops = 0;
+    while (d) {
+        cf_future *next = atomic_load_explicit(&d->next, memory_order_relaxed);
+        cf_future *done = input_done(&b, d);
+        if (done) {
+            input = done; /* the same one for all: theirs */
+            drops++;
+        }
+        d = next;
+    }
+    flush(&b);
+    if (drops == 1)
+        cf_future_release(input);
+    else if (drops > 1)
+        cf__future_release_n(input, drops);
 }
 
 void cf__then_self_done(cf_future *d, cf_future *input)
@@ -247,9 +356,9 @@ static int then_always_new(cf_future *f, cf_executor *ex, cf_fn fn,
 }
 
 /* The continuation that waits: D, on its input's list (or fired now, if
- * the input is done). */
-static int then_attach(cf_future *f, cf_executor *ex, cf_fn fn,
-                       cf_future **out)
+ * the input is done). Inline: cf_future_then's main path. */
+static inline int then_attach(cf_future *f, cf_executor *ex, cf_fn fn,
+                              cf_future **out)
 {
     cf_future *d = cf__future_alloc();
     if (!d)
@@ -262,7 +371,8 @@ static int then_attach(cf_future *f, cf_executor *ex, cf_fn fn,
     /* The entry's reference and the caller's. D is seen by nobody else
      * yet: a store does what an increment would. */
     atomic_store_explicit(&d->refs, 2, memory_order_relaxed);
-    cf_future_retain(f); /* D's input's */
+    /* D's input's reference (cf_future_retain, inline). */
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
     if (!cf__future_attach_then(f, d))
         cf__chain_fire_then(d, false);
     *out = d;

@@ -357,6 +357,7 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
     cf__executor_set_resize(p->executor, cf__tp_resize);
     cf__executor_set_task_timeout(p->executor, opts->task_timeout);
     p->executor->escalation = &thread_pool_escalation;
+    p->executor->submit_chain = cf__thread_pool_submit_chain;
     *out = p->executor;
     return CF_OK;
 fail_executor:

@@ -35,15 +35,25 @@ static inline void cf__queue_init(cf__task_queue q)
     atomic_init(q.head, q.stub);
 }
 
+/* Appends the futures `first` to `last`, linked through `next`, as one
+ * push: the links inside the chain are published by the release store
+ * that links it in, so consumers see it whole, in order. Any thread, no
+ * lock. */
+static inline void cf__queue_push_chain(cf__task_queue q, cf_future *first,
+                                        cf_future *last)
+{
+    atomic_store_explicit(&last->next, NULL, memory_order_relaxed);
+    /* Sequentially consistent: this exchange is what publishes the future
+     * to an idle worker's last look at the queue (see cf__queue_has_work). */
+    cf_future *prev = atomic_exchange_explicit(q.tail, last,
+                                               memory_order_seq_cst);
+    atomic_store_explicit(&prev->next, first, memory_order_release);
+}
+
 /* Appends `f`. Any thread, no lock. */
 static inline void cf__queue_push(cf__task_queue q, cf_future *f)
 {
-    atomic_store_explicit(&f->next, NULL, memory_order_relaxed);
-    /* Sequentially consistent: this exchange is what publishes the future
-     * to an idle worker's last look at the queue (see cf__queue_has_work). */
-    cf_future *prev = atomic_exchange_explicit(q.tail, f,
-                                               memory_order_seq_cst);
-    atomic_store_explicit(&prev->next, f, memory_order_release);
+    cf__queue_push_chain(q, f, f);
 }
 
 /* The oldest node (the stub when nothing was pushed since the last pop

@@ -46,6 +46,13 @@
  * task accepted while a shutdown races it still ends. A submit to a full
  * pool costs no atomic read-modify-write but the queue's own exchange.
  *
+ * Continuations whose input completed come as a chain
+ * (cf__thread_pool_submit_chain): their futures, linked already, are
+ * pushed with one exchange, and n of them reserve n idle workers (or start
+ * threads) and share one wake decision, as one submit does for one. A
+ * submit's own futures stay together in the queue, so a drain that
+ * withdraws them (a racing shutdown) finds them as a run.
+ *
  * User code (tasks, callbacks, initializers, result destructors) never runs
  * under a pool lock: a worker releases the future it ran only after it has
  * dropped pop_lock.
@@ -413,19 +420,40 @@ int cf__tp_start_worker(thread_pool *p)
     return CF_OK;
 }
 
+/* A submit's own futures: `n` of them from `first`, pushed as one chain
+ * (a single submit's is a chain of one), so that every thread taking
+ * them off the queue finds them together, in order. */
+typedef struct own_chain {
+    cf_future *first;
+    int n;
+    int left; /* while taking them off: how many are still to come */
+} own_chain;
+
+/* True if `f`, taken off the queue in order, is one of `own`'s. */
+static bool is_own(own_chain *own, const cf_future *f)
+{
+    if (f == own->first)
+        own->left = own->n;
+    if (own->left == 0)
+        return false;
+    own->left--;
+    return true;
+}
+
 /* No worker could be started and none is alive, so nothing will run what
- * is queued. Fails everything queued but `own` (whose submit reports the
- * error instead). Returns true if `own` was found and dropped. pool lock
- * held; no push can be under way for futures other than those whose
- * submitters wait for this lock. */
-static bool abandon_queue(thread_pool *p, cf_future *own, int rc)
+ * is queued. Fails everything queued but `own`'s (whose submit reports the
+ * error instead). Returns true if they were found and taken off (their
+ * queue references are the submitter's again). pool lock held; no push
+ * can be under way for futures other than those whose submitters wait for
+ * this lock. */
+static bool abandon_queue(thread_pool *p, own_chain *own, int rc)
 {
     cf__spin_lock(&p->pop_lock);
     cf_future *f = NULL, *list = NULL;
     bool found = false;
     while ((f = cf__queue_pop(queue(p))) != NULL) {
         atomic_fetch_add_explicit(&p->spare, 1, memory_order_relaxed);
-        if (f == own) {
+        if (is_own(own, f)) {
             found = true;
             continue;
         }
@@ -443,11 +471,12 @@ static bool abandon_queue(thread_pool *p, cf_future *own, int rc)
     return found;
 }
 
-/* A submit pushed `f` while the pool was closing. If a worker is still
- * alive it will see `f` before it may exit (both decide under the lock).
- * If none is, nothing would run `f`: drain the queue here, withdraw `f`
- * and cancel what other racing submits left. */
-static int submit_raced_close(thread_pool *p, cf_future *f)
+/* A submit pushed `own`'s futures while the pool was closing. If a worker
+ * is still alive it will see them before it may exit (both decide under
+ * the lock). If none is, nothing would run them: drain the queue here,
+ * withdraw them (their queue references are the submitter's again) and
+ * cancel what other racing submits left. */
+static int submit_raced_close(thread_pool *p, own_chain *own)
 {
     cf__mutex_lock(&p->lock);
     if (p->n_alive > 0) {
@@ -462,20 +491,21 @@ static int submit_raced_close(thread_pool *p, cf_future *f)
     bool withdrawn = false;
     while (queued) {
         cf_future *next = cf__queue_next(queued);
-        if (queued == f)
+        if (is_own(own, queued)) {
             withdrawn = true;
-        else
+        } else {
             cf__future_cancel(queued);
-        cf_future_release(queued);
+            cf_future_release(queued);
+        }
         queued = next;
     }
     return withdrawn ? rc : CF_OK; /* someone else cancelled ours */
 }
 
-/* Starts a worker if the queued tasks outnumber the idle workers and the
- * pool may grow. Returns CF_OK, or the error for `f` (already queued) if it
- * was withdrawn. */
-static int grow(thread_pool *p, cf_future *f)
+/* Starts workers while the queued tasks outnumber the idle workers and
+ * the pool may grow. Returns CF_OK, or the error for `own`'s futures
+ * (already queued) if they were withdrawn. */
+static int grow(thread_pool *p, own_chain *own)
 {
     int rc = CF_OK;
     cf__mutex_lock(&p->lock);
@@ -483,23 +513,23 @@ static int grow(thread_pool *p, cf_future *f)
         /* Shut down since this submit saw the pool open: no worker may
          * start now, and if none ever started, nothing would run `f`. */
         cf__mutex_unlock(&p->lock);
-        return submit_raced_close(p, f);
+        return submit_raced_close(p, own);
     }
     /* Re-check under the lock: a worker that fell idle or finished its
      * task may have taken this one already, and a thread another submit
-     * started counts as idle from its start. */
-    if (spare_count(atomic_load(&p->spare)) < 0 &&
-        p->n_threads < allowed_threads(p)) {
+     * started counts as idle from its start (so a single submit starts
+     * one at most). */
+    while (spare_count(atomic_load(&p->spare)) < 0 &&
+           p->n_threads < allowed_threads(p)) {
         rc = cf__tp_start_worker(p);
-        if (rc != CF_OK && p->n_alive == 0) {
-            if (abandon_queue(p, f, rc)) {
-                cf__mutex_unlock(&p->lock);
-                cf_future_release(f); /* the queue's reference */
-                return rc;
-            }
+        if (rc != CF_OK && p->n_alive == 0 && abandon_queue(p, own, rc)) {
+            cf__mutex_unlock(&p->lock);
+            return rc;
         }
-        rc = CF_OK; /* live workers will run it */
+        if (rc != CF_OK)
+            break;
     }
+    rc = CF_OK; /* live workers will run them */
     cf__mutex_unlock(&p->lock);
     return rc;
 }
@@ -507,16 +537,54 @@ static int grow(thread_pool *p, cf_future *f)
 /* ------------------------------------------------------------------------ */
 /* Submit                                                                   */
 
-int cf__thread_pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
-                           const cf_codec *codec)
+/* Why a submit cannot push: CF_OK if it may. */
+static inline int refused(thread_pool *p)
 {
-    (void)codec; /* threads share memory: nothing crosses as bytes */
-    thread_pool *p = impl;
     if (inherited(p))
         return CF_EBROKEN_THREAD_POOL;
     if (atomic_load(&p->closed))
         return atomic_load(&p->broken) ? CF_EBROKEN_THREAD_POOL
                                        : CF_ESHUTDOWN;
+    return CF_OK;
+}
+
+/* What a submit does once it has pushed `own`'s n futures: settles a race
+ * with a shutdown, reserves idle workers (or starts threads) for them, and
+ * wakes a sleeper if nobody searches (the wake-ups chain from there: see
+ * found_work). Returns CF_OK, or the error for them if they were withdrawn
+ * (their queue references are the submitter's again). */
+static inline int pushed(thread_pool *p, own_chain *own)
+{
+    if (atomic_load(&p->stopping))
+        return submit_raced_close(p, own);
+    /* Reserve an idle worker for each task, or start threads if none is
+     * left. Once the pool is full this is one compare. Sequentially
+     * consistent, after the push: a worker that retires (sizing.c) takes
+     * itself out of `spare`, or flips the mode, then looks at the queue. */
+    if ((atomic_load(&p->mode) & MODE_COUNTING) &&
+        spare_count(atomic_fetch_sub(&p->spare, (uint64_t)own->n)) <
+            own->n) {
+        void (*hook)(cf_executor *) = atomic_load_explicit(
+            &cf__thread_pool_before_grow, memory_order_relaxed);
+        if (hook)
+            hook(p->executor);
+        int rc = grow(p, own);
+        if (rc != CF_OK)
+            return rc;
+    }
+    if (should_wake(p))
+        cf__event_signal_one(&p->work);
+    return CF_OK;
+}
+
+int cf__thread_pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
+                           const cf_codec *codec)
+{
+    (void)codec; /* threads share memory: nothing crosses as bytes */
+    thread_pool *p = impl;
+    int rc = refused(p);
+    if (rc != CF_OK)
+        return rc;
     f->start.task.fn = fn;
     f->start.task.arg = arg;
     atomic_store_explicit(&f->pool_tag, p->helping_tag, memory_order_release);
@@ -530,23 +598,28 @@ int cf__thread_pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
     else
         atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
     cf__queue_push(queue(p), f);
-    if (atomic_load(&p->stopping))
-        return submit_raced_close(p, f);
-    /* Reserve an idle worker for this task, or start a thread if none is
-     * left. Once the pool is full this is one compare. Sequentially
-     * consistent, after the push: a worker that retires (sizing.c) takes
-     * itself out of `spare`, or flips the mode, then looks at the queue. */
-    if ((atomic_load(&p->mode) & MODE_COUNTING) &&
-        spare_count(atomic_fetch_sub(&p->spare, 1)) <= 0) {
-        void (*hook)(cf_executor *) = atomic_load_explicit(
-            &cf__thread_pool_before_grow, memory_order_relaxed);
-        if (hook)
-            hook(p->executor);
-        int rc = grow(p, f);
-        if (rc != CF_OK)
-            return rc;
-    }
-    if (should_wake(p))
-        cf__event_signal_one(&p->work);
-    return CF_OK;
+    own_chain own = {f, 1, 0};
+    rc = pushed(p, &own);
+    if (rc != CF_OK)
+        cf_future_release(f); /* the queue's reference */
+    return rc;
+}
+
+int cf__thread_pool_submit_chain(void *impl, cf_future *first,
+                                 cf_future *last, int n)
+{
+    thread_pool *p = impl;
+    int rc = refused(p);
+    if (rc != CF_OK)
+        return rc;
+    /* Their task words are set; they are marked as this pool's (as a
+     * submit marks its future) before the push makes them visible. */
+    for (cf_future *f = first; f != last; f = cf__queue_next(f))
+        atomic_store_explicit(&f->pool_tag, p->helping_tag,
+                              memory_order_release);
+    atomic_store_explicit(&last->pool_tag, p->helping_tag,
+                          memory_order_release);
+    cf__queue_push_chain(queue(p), first, last);
+    own_chain own = {first, n, 0};
+    return pushed(p, &own);
 }

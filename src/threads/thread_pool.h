@@ -199,5 +199,8 @@ int cf__tp_start_worker(thread_pool *p);
 /* The executor operation behind cf_executor_submit (thread_pool.c). */
 int cf__thread_pool_submit(void *impl, cf_future *f, cf_fn fn, void *arg,
                            const cf_codec *codec);
+/* Its cf_executor.submit_chain (core.h). */
+int cf__thread_pool_submit_chain(void *impl, cf_future *first,
+                                 cf_future *last, int n);
 
 #endif /* CF_THREAD_POOL_H */
