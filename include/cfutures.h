@@ -827,13 +827,15 @@ CF_API void cf_executor_freep(cf_executor **ex);
  * cf_executor_monitor() turns it on; and an observer, a function called
  * at each task's submit, start and finish and at each worker's start and
  * exit. Off (the default), they cost nothing: a submit reads one more
- * word. On, a task costs a record (a 64-byte slot) from the future slabs,
- * three reads of a fast clock (the CPU's invariant time-stamp counter where
- * there is one: 16 ns a read on our 2-vCPU VM, where clock_gettime takes
- * 60) and a few plain stores (counters are sharded by thread): about 90
- * ns more per empty task (`bench_throughput 1000 1 1 1000`, one worker;
- * 180 with clock_gettime), so they can stay on for tasks that do real
- * work; the observer costs what it does.
+ * word. On, a thread pool's task costs no allocation: three reads of a
+ * fast clock (the CPU's invariant time-stamp counter where there is one:
+ * 16 ns a read on our 2-vCPU VM, where clock_gettime takes 60), one more
+ * take of its future's lock and a few plain stores (counters are sharded
+ * by thread): about 40 ns more per empty task, where the task itself
+ * costs 80-100 (`bench_throughput 1000 1 1 1000`, one worker), so they
+ * can stay on; other executors' tasks also take a record (a 64-byte slot)
+ * from the future slabs (about 90 ns). The observer costs what it does,
+ * and a clock_gettime per event for the event's time.
  *
  * Thread pools, process pools and custom executors report everything. A
  * process pool's manager thread times its tasks: a task starts when the

@@ -214,20 +214,27 @@ static void log_free(event_log *log)
     free(log);
 }
 
-/* Index of the first event of `kind` for `f` (NULL: any), or -1. */
+/* Index of the first event of `kind` for `f` (NULL: any), or -1. Under
+ * the log's lock: a worker may still be logging (a logged event is
+ * written once, so its fields can be read after). */
 static int find(event_log *log, cf_event_kind kind, const cf_future *f)
 {
-    for (size_t i = 0; i < log->n; i++)
+    int found = -1;
+    pthread_mutex_lock(&log->lock);
+    for (size_t i = 0; i < log->n && found < 0; i++)
         if (log->ev[i].kind == kind && (!f || log->ev[i].future == f))
-            return (int)i;
-    return -1;
+            found = (int)i;
+    pthread_mutex_unlock(&log->lock);
+    return found;
 }
 
 static size_t count(event_log *log, cf_event_kind kind)
 {
     size_t n = 0;
+    pthread_mutex_lock(&log->lock);
     for (size_t i = 0; i < log->n; i++)
         n += log->ev[i].kind == kind;
+    pthread_mutex_unlock(&log->lock);
     return n;
 }
 
@@ -391,12 +398,108 @@ TEST(future_completed_while_its_task_runs)
     cf_executor *ex = pool_new(1);
     monitor(ex, true, record, log);
     cf_future *f = submit(ex, task_gate, &gate);
-    WAIT_UNTIL(cf_future_running(f), 10);
+    WAIT_UNTIL(find(log, CF_EVENT_START, f) >= 0, 10);
     ASSERT_OK(cf_future_set_result(f, (void *)1));
     ASSERT(find(log, CF_EVENT_FINISH, f) >= 0);
     latch_open(&gate);
     cf_executor_free(ex); /* ASan: the record is freed once, after use */
     cf_future_release(f);
+    log_free(log);
+    latch_destroy(&gate);
+}
+
+/* The same, seen by stats and the observer: the task had started on
+ * worker 0 and its run is still timed once it returns. */
+TEST(future_completed_while_its_task_runs_counts_as_started)
+{
+    latch gate;
+    latch_init(&gate);
+    event_log *log = log_new();
+    cf_executor *ex = pool_new(1);
+    monitor(ex, true, record, log);
+    cf_future *f = submit(ex, task_gate, &gate);
+    WAIT_UNTIL(find(log, CF_EVENT_START, f) >= 0, 10);
+    ASSERT_EQ(stats_of(ex).running, 1);
+    ASSERT_OK(cf_future_set_result(f, (void *)1));
+    cf_executor_stats st = stats_of(ex);
+    ASSERT_EQ(st.running, 0);
+    ASSERT_EQ(st.queued, 0);
+    ASSERT_EQ(st.finished, 1);
+    int e = find(log, CF_EVENT_FINISH, f);
+    ASSERT(e >= 0);
+    ASSERT_EQ(log->ev[e].worker, 0);
+    ASSERT_EQ(log->ev[e].duration, 0); /* it has not returned */
+    latch_open(&gate);
+    WAIT_UNTIL(stats_of(ex).run_time.count == 1, 10);
+    cf_executor_free(ex);
+    ASSERT_EQ(count(log, CF_EVENT_FINISH), 1);
+    cf_future_release(f);
+    log_free(log);
+    latch_destroy(&gate);
+}
+
+/* FINISH carries the run time the worker measured (a thread pool's task
+ * reports it through its future's completion, after the task returned). */
+TEST(finish_reports_how_long_the_task_ran)
+{
+    event_log *log = log_new();
+    cf_executor *ex = pool_new(1);
+    monitor(ex, true, record, log);
+    cf_future *f = submit(ex, spin_for, (void *)5);
+    ASSERT_OK(cf_future_result(f, CF_FOREVER, NULL));
+    cf_executor_free(ex);
+    int b = find(log, CF_EVENT_START, f);
+    int e = find(log, CF_EVENT_FINISH, f);
+    ASSERT(b >= 0 && e > b);
+    /* Timed with the fast clock, whose rate is CLOCK_MONOTONIC's within
+     * about 1e-4 (fast_clock.c). */
+    ASSERT(log->ev[e].duration >= 0.005 * 0.99 && log->ev[e].duration < 60);
+    cf_future_release(f);
+    log_free(log);
+}
+
+static int count_callback(cf_future *f, void *arg)
+{
+    (void)f;
+    atomic_fetch_add((atomic_int *)arg, 1);
+    return 0;
+}
+
+/* A monitored task's future keeps what it needs on its callback list:
+ * done-callbacks and continuations added while it waits or runs go in
+ * front of that, and all of it still works. */
+TEST(callbacks_on_a_monitored_task_run_and_leave_its_counts_right)
+{
+    latch gate;
+    latch_init(&gate);
+    event_log *log = log_new();
+    cf_executor *ex = pool_new(1);
+    monitor(ex, true, record, log);
+    cf_future *busy = submit(ex, task_gate, &gate);
+    cf_future *f = submit(ex, task_identity, (void *)21);
+    atomic_int calls = 0;
+    ASSERT_OK(cf_future_add_done_callback(f, count_callback, &calls));
+    cf_future *d = NULL;
+    ASSERT_OK(cf_future_then(f, NULL, task_double, &d));
+    ASSERT_OK(cf_future_add_done_callback(busy, count_callback, &calls));
+    latch_open(&gate);
+    ASSERT_EQ(result_of(d), 42);
+    ASSERT_OK(cf_future_result(busy, CF_FOREVER, NULL));
+    WAIT_UNTIL(stats_of(ex).finished == 2, 10);
+    cf_executor_stats st = stats_of(ex);
+    ASSERT_EQ(st.submitted, 2);
+    ASSERT_EQ(st.running, 0);
+    ASSERT_EQ(st.queued, 0);
+    ASSERT_EQ(st.queue_wait.count, 2);
+    WAIT_UNTIL(atomic_load(&calls) == 2, 10);
+    cf_executor_free(ex);
+    int b = find(log, CF_EVENT_START, f);
+    int e = find(log, CF_EVENT_FINISH, f);
+    ASSERT(b >= 0 && e > b);
+    ASSERT_EQ(log->ev[e].worker, 0);
+    cf_future_release(d);
+    cf_future_release(f);
+    cf_future_release(busy);
     log_free(log);
     latch_destroy(&gate);
 }

@@ -47,9 +47,9 @@ struct cf_future {
      * it without a lock. */
     _Atomic(cf_future *) next;
 
-    /* Two unions keep a future at 56 bytes: a million pending futures are
-     * 56 MB of memory that must be fresh, and touching it is most of what
-     * submitting costs.
+    /* Two unions keep a future within a 64-byte slab slot: a million
+     * pending futures are 64 MB of memory that must be fresh, and
+     * touching it is most of what submitting costs.
      *
      * `start`: task words while PENDING, for an executor that queues the
      * future itself (the thread pool reads them after it moved the future
@@ -104,7 +104,7 @@ struct cf_future {
      * waiter yields as it spins. A continuation or combinator inherits
      * it from its inputs (then.c, when.c): the polling thread completes
      * an input, and runs or submits what follows from there. One byte
-     * with notify_protocol: a future stays at 56 bytes. */
+     * with notify_protocol. */
     bool completer_polls : 1;
     /* The helping tag of the thread pool whose queue holds it (nested.c),
      * set by that pool's submit; 0: none. Meaningful while PENDING. Stored
@@ -117,8 +117,13 @@ struct cf_future {
      * (see cf__future_attach); meaningful only while it is not done.
      * Saturates: from CF__DEPENDENTS_MAX on it stays there, and the
      * future is never cancelled for want of dependents. Guarded by lock.
-     * Fills what was padding: still 56 bytes. */
+     * Fills what was padding. */
     uint16_t dependents;
+    /* A monitored task's own function while monitor.c's wrapper runs in
+     * its place (a task of a cf__executor_set_invokes_in_place executor,
+     * see cf__monitor_submit); written before the future is shared, else
+     * unset. Fills the rest of the 64-byte slab slot. */
+    cf_fn monitored_fn;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -187,6 +192,25 @@ void cf__then_self_done_later(cf_future *d);
 /* D completed with its input still on its list (future.c calls it from
  * D's callbacks, first): takes D off its input, or drops the input. */
 void cf__then_self_done(cf_future *d, cf_future *input);
+
+/* A data entry: a number up to CF__DATA_MAX kept as the oldest entry of
+ * a pending future's callback list, for monitor.c: it costs a future that
+ * has none nothing (no field, no check on its paths), is read and changed
+ * under the future's lock, and is handed back when the future completes,
+ * in the completing thread, before its callbacks run:
+ * cf__monitor_data_done(f, data). cf__future_attach_data_new() puts it on
+ * a future nobody else sees yet whose list is empty;
+ * cf__future_detach_data_new() takes it off such a future again. */
+#define CF__DATA_MAX ((uint64_t)(UINTPTR_MAX >> 3)) /* 61 bits on 64-bit */
+void cf__future_attach_data_new(cf_future *f, uint64_t data);
+void cf__future_detach_data_new(cf_future *f);
+/* Under f's lock, replaces the data D of f's data entry with (D & keep)
+ * | set, and returns true with D in `*old`; false if `f` is done (its
+ * lists gave way to its outcome; the entry was handed back). */
+bool cf__future_update_data(cf_future *f, uint64_t keep, uint64_t set,
+                            uint64_t *old);
+/* f completed: its data entry held `data` (monitor.c). */
+void cf__monitor_data_done(cf_future *f, uint64_t data);
 
 /* Where cf_future.dependents saturates. */
 #define CF__DEPENDENTS_MAX UINT16_MAX
@@ -584,6 +608,10 @@ struct cf_executor {
      * creation. */
     int (*submit_chain)(void *impl, cf_future *first, cf_future *last,
                         int n);
+    /* Its workers run a task with cf__invoke() on the task's own future
+     * (a thread pool), so monitoring may wrap the task without a record
+     * (monitor.c). Set once, at creation. */
+    bool invokes_in_place;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -701,6 +729,9 @@ bool cf__executor_shares_memory(const cf_executor *ex);
 void cf__executor_set_worker_counts(cf_executor *ex,
                                     void (*fn)(void *impl, int *alive,
                                                int *idle));
+
+/* Says that ex's workers run tasks with cf__invoke() on their futures. */
+void cf__executor_set_invokes_in_place(cf_executor *ex);
 
 /* Sets what cf_executor_set_max_workers() calls (n > 0 checked). */
 void cf__executor_set_resize(cf_executor *ex,

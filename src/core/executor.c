@@ -138,6 +138,7 @@ int cf_executor_new(const cf_executor_ops *ops, void *impl, cf_executor **out)
     atomic_init(&ex->timer, NULL);
     ex->set_max_workers = NULL;
     ex->broken = NULL;
+    ex->invokes_in_place = false;
     ex->worker_local = cf__process_worker_active();
     if (ex->worker_local && !register_worker_local(ex)) {
         free(ex);
@@ -157,6 +158,11 @@ void cf__executor_set_worker_counts(cf_executor *ex,
                                                int *idle))
 {
     ex->worker_counts = fn;
+}
+
+void cf__executor_set_invokes_in_place(cf_executor *ex)
+{
+    ex->invokes_in_place = true;
 }
 
 void cf__executor_set_resize(cf_executor *ex,

@@ -36,8 +36,8 @@
 
 /* A future fits a 64-byte slab slot, a cache line (future_slab.c): keep
  * it so. */
-_Static_assert(sizeof(void *) != 8 || sizeof(cf_future) == 56,
-               "a future is 56 bytes on 64-bit targets");
+_Static_assert(sizeof(void *) != 8 || sizeof(cf_future) == 64,
+               "a future is 64 bytes on 64-bit targets");
 
 /* A done-callback. The callback list also holds links (core.h) and
  * continuations (then.c), told apart by the low bits of their pointers
@@ -48,7 +48,9 @@ _Static_assert(sizeof(void *) != 8 || sizeof(cf_future) == 56,
  *                   `next` word (free until it is submitted) is the link
  *   ENTRY_INPUT     in a continuation's own list, always its oldest
  *                   entry and never followed: the input it waits on
- *                   (referenced), so that its end can detach from it */
+ *                   (referenced), so that its end can detach from it;
+ *                   or, with bit 2 set (never in a pointer), a data
+ *                   entry (core.h), its data in the bits above */
 typedef struct cf__callback {
     void *next;
     cf_done_fn fn;
@@ -71,6 +73,24 @@ static void *entry_ptr(const void *entry)
 static void *tag_entry(const void *p, unsigned kind)
 {
     return (void *)((uintptr_t)p | kind);
+}
+
+#define DATA_BIT ((uintptr_t)4)
+
+/* An ENTRY_INPUT entry: a data entry rather than an input? */
+static bool is_data(const void *entry)
+{
+    return (uintptr_t)entry & DATA_BIT;
+}
+
+static void *data_entry(uint64_t data)
+{
+    return (void *)(((uintptr_t)data << 3) | DATA_BIT | ENTRY_INPUT);
+}
+
+static uint64_t entry_data(const void *entry)
+{
+    return (uint64_t)((uintptr_t)entry >> 3);
 }
 
 /* Not for ENTRY_INPUT, which has no next. */
@@ -98,7 +118,8 @@ static void free_entries(void *entry)
 {
     while (entry) {
         if (entry_kind(entry) == ENTRY_INPUT) {
-            cf_future_release(entry_ptr(entry));
+            if (!is_data(entry))
+                cf_future_release(entry_ptr(entry));
             return;
         }
         void *next = entry_next(entry);
@@ -153,7 +174,10 @@ static void run_callbacks(cf_future *f, void *newest)
     void *entry = NULL;
     while (newest) { /* reverse: almost always zero or one entry */
         if (entry_kind(newest) == ENTRY_INPUT) {
-            cf__then_self_done(f, entry_ptr(newest));
+            if (is_data(newest))
+                cf__monitor_data_done(f, entry_data(newest));
+            else
+                cf__then_self_done(f, entry_ptr(newest));
             break;
         }
         void *next = entry_next(newest);
@@ -686,6 +710,41 @@ bool cf__future_attach_then(cf_future *f, cf_future *d)
 {
     d->end.lists.callbacks = tag_entry(f, ENTRY_INPUT);
     return attach_entry(f, tag_entry(d, ENTRY_THEN), true);
+}
+
+void cf__future_attach_data_new(cf_future *f, uint64_t data)
+{
+    f->end.lists.callbacks = data_entry(data);
+}
+
+void cf__future_detach_data_new(cf_future *f)
+{
+    f->end.lists.callbacks = NULL;
+}
+
+bool cf__future_update_data(cf_future *f, uint64_t keep, uint64_t set,
+                            uint64_t *old)
+{
+    cf__spin_lock(&f->lock);
+    if (cf__state_done_for_result(
+            atomic_load_explicit(&f->state, memory_order_relaxed))) {
+        cf__spin_unlock(&f->lock);
+        return false;
+    }
+    /* The oldest entry: usually the only one. */
+    void *prev = NULL, *entry = f->end.lists.callbacks;
+    while (entry_kind(entry) != ENTRY_INPUT) {
+        prev = entry;
+        entry = entry_next(entry);
+    }
+    *old = entry_data(entry);
+    void *updated = data_entry((*old & keep) | set);
+    if (prev)
+        set_entry_next(prev, updated);
+    else
+        f->end.lists.callbacks = updated;
+    cf__spin_unlock(&f->lock);
+    return true;
 }
 
 /* Takes `tagged` off a pending f's list. True if it was there. */

@@ -59,11 +59,12 @@
 enum {
     SLAB_SIZE = 2 << 20, /* a huge page on x86-64 and arm64 (4 KiB base) */
     SLAB_HEADER = 128,   /* two cache lines: `remote`, then the rest */
-    /* A cache line a slot, although a future is 56 bytes: two futures
-     * never share a line, so a worker completing one does not fight over
-     * it with the submitter writing the next (the future just freed, or
-     * just carved, sits beside it). Warm W1: 80 vs 114 ns a task, for 14%
-     * more memory (bench/RESULTS.md, 2026-12-03). */
+    /* A cache line a slot, although a future needs 56 bytes (its last
+     * word, monitored_fn, serves monitoring only): two futures never
+     * share a line, so a worker completing one does not fight over it
+     * with the submitter writing the next (the future just freed, or just
+     * carved, sits beside it). Warm W1: 80 vs 114 ns a task, for 14% more
+     * memory (bench/RESULTS.md, 2026-12-03). */
     SLOT_SIZE = 64,
     SLAB_SLOTS = (SLAB_SIZE - SLAB_HEADER) / SLOT_SIZE,
     ADOPT_MIN_FREE = SLAB_SLOTS / 8,

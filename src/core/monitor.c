@@ -2,10 +2,39 @@
  * cf_executor_get_stats).
  *
  * Design: monitoring lives in the core, around ops->submit, so the
- * executors need no code for tasks: while it is on, a submit wraps the
- * task in a `record` (a future slab's 64-byte slot) and submits
- * `monitored_task` instead, and a link (chain.c) on the task's future
- * reports its end:
+ * executors need no code for tasks. Off, a submit reads ex->monitor (NULL)
+ * and nothing else. On, a task takes one of three paths.
+ *
+ * In place (a thread pool, whose workers run a task with cf__invoke() on
+ * the task's own future; the common case): nothing is allocated and no
+ * link is followed. The submit keeps the task's function in the future
+ * (monitored_fn, the last word of its 64-byte slot), puts a data entry
+ * (core.h) with the monitor's id and the submit time as the oldest entry
+ * of the future's callback list, and submits `in_place_task` with the
+ * task's own argument:
+ *
+ *   submit ---> SUBMIT; f->monitored_fn = fn; data {id, submit time}
+ *   worker ---> in_place_task: data := {id, STARTED, worker} (under f's
+ *               lock); START (queue wait); fn(arg); run time (last_run)
+ *   f done ---> the data entry comes back in the completing thread:
+ *               FINISH (outcome; run time if its worker completed it)
+ *
+ * The data is changed under the future's lock, as its completion detaches
+ * the list under it: FINISH sees STARTED (and the worker) iff the start
+ * came first, so a future cancelled while queued, or completed from
+ * outside while (or just before) its task runs, is counted once, as
+ * unstarted or started. The run time reaches FINISH in a thread-local
+ * (last_run) when the worker completes the future itself, just after the
+ * task returned; completed from outside while it ran, FINISH says 0, and
+ * the run is still sampled when the task returns. A monitor's id (by_id,
+ * 10 bits) finds it from the data; the 1,024th monitor alive at once and
+ * later ones get no id, and their tasks go the record path.
+ *
+ * With a record (executors that share memory but call tasks their own way,
+ * custom ones; a future others may see already, such as a continuation's):
+ * the submit wraps the task in a `record` (a future slab's 64-byte slot)
+ * and submits `monitored_task` instead, and a link (chain.c) on the task's
+ * future reports its end:
  *
  *   submit ---> SUBMIT; record {fn, arg, future, submit time}; ops->submit
  *   worker ---> monitored_task: START (queue wait), fn(arg), run time
@@ -15,8 +44,7 @@
  * no wrapper: it takes the record during its submit (cf__monitor_hold,
  * handed over in a thread-local) and reports the task's start and end
  * itself (cf__monitor_task_start/_end, from its manager thread), then
- * lets the record go (cf__monitor_release). Off, a submit reads
- * ex->monitor (NULL) and nothing else.
+ * lets the record go (cf__monitor_release).
  *
  * The record's `word` holds four flags in its low bits: STARTED and
  * RUNNING, set by monitored_task (or the executor's start), DONE, set by
@@ -39,11 +67,14 @@
  * with relaxed loads, as before. A slot's next owner sees the last one's
  * stores: the release of the bit and its claim order them. Histograms have
  * four buckets per power of two of nanoseconds: quantiles within 12.5%.
+ * A start is counted by its queue-wait sample alone (their count is the
+ * started tasks).
  *
  * The monitor lives from the first cf_executor_monitor() to the
- * executor's free, after its waited shutdown: records of tasks under way
- * point to it. Observer changes publish a new {fn, arg} pair; old pairs
- * are kept until the free, as an event in flight may still read one.
+ * executor's free, after its waited shutdown: records and data of tasks
+ * under way point to it (its id is given back at the free). Observer
+ * changes publish a new {fn, arg} pair; old pairs are kept until the
+ * free, as an event in flight may still read one.
  */
 #include "core/core.h"
 
@@ -72,12 +103,11 @@ typedef struct histogram {
 
 typedef struct shard {
     _Alignas(64) atomic_uint_fast64_t submitted;
-    atomic_uint_fast64_t started;
     atomic_uint_fast64_t ended_started;   /* done after they started */
     atomic_uint_fast64_t ended_unstarted; /* done without starting */
     atomic_uint_fast64_t failed;
     atomic_uint_fast64_t cancelled;
-    histogram wait;
+    histogram wait; /* one sample per start: its count is the started */
     histogram run;
 } shard;
 
@@ -90,6 +120,7 @@ typedef struct observer {
 struct cf__monitor {
     cf_executor *ex;
     bool shares_memory; /* tasks run here: wrap them */
+    unsigned id;        /* by_id[id] is this; 0: tasks get records */
     atomic_bool stats;
     _Atomic(observer *) observer; /* NULL or fn == NULL: none */
     cf__spinlock lock;            /* serialises cf_executor_monitor */
@@ -224,7 +255,11 @@ static double bucket_low(unsigned b)
     return (double)((uint64_t)(SUB + sub) << (log - 2));
 }
 
-static void sample(histogram *h, int64_t ns, bool own)
+/* Inline: a monitored task takes two samples, and its worker owns its
+ * shard (the `own` branches) almost always. */
+__attribute__((always_inline)) static inline void sample(histogram *h,
+                                                         int64_t ns,
+                                                         bool own)
 {
     if (ns < 0)
         ns = 0;
@@ -300,6 +335,24 @@ void cf__monitor_worker_event(cf_executor *ex, cf_event_kind kind,
 /* ------------------------------------------------------------------------ */
 /* Tasks                                                                    */
 
+/* Counts and reports the end of a task whose future is done: started (by
+ * `worker`, after running `run` ns, 0 if it still runs) or not. */
+__attribute__((always_inline)) static inline void task_ended(
+    cf__monitor *m, cf_future *f, bool started, int worker, int64_t run)
+{
+    int code = cf__future_outcome(f);
+    if (counting(m)) {
+        shard *s = my_shard(m);
+        bool own = owns(m, s);
+        add(started ? &s->ended_started : &s->ended_unstarted, own);
+        if (code == CF_ECANCELLED && cf_future_cancelled(f))
+            add(&s->cancelled, own);
+        else if (code != CF_OK)
+            add(&s->failed, own);
+    }
+    emit(m, CF_EVENT_FINISH, f, started ? worker : -1, code, NULL, -1, run);
+}
+
 static void free_record(record *r)
 {
     cf__future_mem_free(r);
@@ -322,7 +375,6 @@ static void *monitored_task(void *arg, cf_call *call)
     if (counting(m)) {
         shard *s = my_shard(m);
         bool own = owns(m, s);
-        add(&s->started, own);
         sample(&s->wait, wait, own);
     }
     emit(m, CF_EVENT_START, r->future, cf__current_worker, 0, NULL, -1,
@@ -346,27 +398,135 @@ static void *monitored_task(void *arg, cf_call *call)
 static void task_done(cf__link *link)
 {
     record *r = (record *)link;
-    cf__monitor *m = r->m;
-    cf_future *f = r->future;
     uint_fast64_t word = atomic_fetch_or_explicit(&r->word, DONE,
                                                   memory_order_acq_rel);
-    int code = cf__future_outcome(f);
     bool ran = (word & STARTED) && !(word & RUNNING);
-    int64_t run = ran ? r->u.run_ns : 0;
-    if (counting(m)) {
-        shard *s = my_shard(m);
-        bool own = owns(m, s);
-        add(word & STARTED ? &s->ended_started : &s->ended_unstarted, own);
-        if (code == CF_ECANCELLED && cf_future_cancelled(f))
-            add(&s->cancelled, own);
-        else if (code != CF_OK)
-            add(&s->failed, own);
-    }
-    emit(m, CF_EVENT_FINISH, f,
-         (word & STARTED) ? (int)(word >> SHIFT) - 1 : -1, code, NULL, -1,
-         run);
+    task_ended(r->m, r->future, word & STARTED, (int)(word >> SHIFT) - 1,
+               ran ? r->u.run_ns : 0);
     if (!(word & (RUNNING | HELD)))
         free_record(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tasks run in place (thread pools)                                        */
+
+/* A task's data entry (core.h): the monitor's id, STARTED, and above them
+ * the submit time (ns, modulo 2^50: 13 days) until the task starts, then
+ * the index + 1 of the worker that runs it. */
+enum { ID_BITS = 10, IDS = 1 << ID_BITS, D_SHIFT = ID_BITS + 1 };
+#define D_ID ((uint64_t)IDS - 1)
+#define D_STARTED ((uint64_t)1 << ID_BITS)
+#define D_PAYLOAD (CF__DATA_MAX >> D_SHIFT)
+
+/* Monitors by id, so that a task's data finds its monitor; [0] unused
+ * (0: a monitor without an id, whose tasks get records). */
+static _Atomic(cf__monitor *) by_id[IDS];
+
+static unsigned id_claim(cf__monitor *m)
+{
+    for (unsigned id = 1; id < IDS; id++) {
+        cf__monitor *none = NULL;
+        if (atomic_compare_exchange_strong_explicit(
+                &by_id[id], &none, m, memory_order_relaxed,
+                memory_order_relaxed))
+            return id;
+    }
+    return 0;
+}
+
+static cf__monitor *monitor_of(uint64_t data)
+{
+    /* Stored before the monitor was published (cf_executor_monitor), and
+     * the task's data reached this thread through its submit. */
+    return atomic_load_explicit(&by_id[data & D_ID], memory_order_relaxed);
+}
+
+/* The task this worker last ran through in_place_task, and how long it
+ * ran, for its FINISH (reported as its future completes, just after). */
+static _Thread_local struct {
+    cf_future *f;
+    int64_t run_ns;
+} last_run;
+
+/* What a thread pool runs in place of a monitored task: its future holds
+ * the task's function, the data entry its monitor and submit time. */
+static void *in_place_task(void *arg, cf_call *call)
+{
+    cf_future *f = call->future;
+    cf_fn fn = f->monitored_fn;
+    int worker = cf__current_worker;
+    last_run.f = NULL;
+    int64_t start = cf__fast_now_ns();
+    uint64_t data;
+    if (!cf__future_update_data(f, D_ID,
+                                D_STARTED | (uint64_t)(worker + 1) << D_SHIFT,
+                                &data))
+        return fn(arg, call); /* completed from outside: "never started" */
+    cf__monitor *m = monitor_of(data);
+    uint64_t wait = ((uint64_t)start - (data >> D_SHIFT)) & D_PAYLOAD;
+    if (wait > D_PAYLOAD / 2)
+        wait = 0; /* the submitter's clock read a little ahead of ours */
+    /* One look at the stats flag and this thread's shard for the start
+     * and the run (a task that runs as stats turn off still counts). */
+    shard *s = counting(m) ? my_shard(m) : NULL;
+    bool own = s && owns(m, s);
+    if (s) {
+        sample(&s->wait, (int64_t)wait, own);
+    }
+    emit(m, CF_EVENT_START, f, worker, 0, NULL, -1, (int64_t)wait);
+    void *result = fn(arg, call);
+    int64_t run = cf__fast_now_ns() - start;
+    if (s)
+        sample(&s->run, run, own);
+    last_run.f = f;
+    last_run.run_ns = run;
+    return result;
+}
+
+void cf__monitor_data_done(cf_future *f, uint64_t data)
+{
+    bool started = data & D_STARTED;
+    int worker = started ? (int)(data >> D_SHIFT) - 1 : -1;
+    int64_t run = 0;
+    /* Ran to its end here, and completed by its worker (not from outside
+     * while it ran): the run time is the one it just measured. Only this
+     * worker can have started it, so a stale last_run (its future
+     * completed from outside) cannot be taken for another task's. */
+    if (last_run.f == f && started && worker == cf__current_worker) {
+        run = last_run.run_ns;
+        last_run.f = NULL;
+    }
+    task_ended(monitor_of(data), f, started, worker, run);
+}
+
+/* A submit to an executor that runs its tasks in place (a thread pool),
+ * of a future nobody else sees yet (so that its data entry can go on
+ * without a lock). */
+static bool in_place(const cf__monitor *m, cf_future *f)
+{
+    return m->id && atomic_load_explicit(&f->refs, memory_order_relaxed) == 1 &&
+           !f->end.lists.callbacks;
+}
+
+static int submit_in_place(cf__monitor *m, cf_executor *ex, cf_future *f,
+                           cf_fn fn, void *arg, const cf_codec *codec)
+{
+    emit(m, CF_EVENT_SUBMIT, f, -1, 0, NULL, -1, 0);
+    uint64_t now = (uint64_t)cf__fast_now_ns();
+    f->monitored_fn = fn;
+    cf__future_attach_data_new(f, (now & D_PAYLOAD) << D_SHIFT | m->id);
+    int rc = ex->ops->submit(ex->impl, f, in_place_task, arg, codec);
+    if (rc != CF_OK) {
+        /* A refusing executor keeps no reference: nobody saw `f`. */
+        cf__future_detach_data_new(f);
+        emit(m, CF_EVENT_FINISH, f, -1, rc, NULL, -1, 0);
+        return rc;
+    }
+    if (counting(m)) {
+        shard *s = my_shard(m);
+        add(&s->submitted, owns(m, s));
+    }
+    return CF_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -399,7 +559,6 @@ void cf__monitor_task_start(cf__task_record *tr, int worker)
     if (counting(m)) {
         shard *s = my_shard(m);
         bool own = owns(m, s);
-        add(&s->started, own);
         sample(&s->wait, wait, own);
     }
     emit(m, CF_EVENT_START, r->future, worker, 0, NULL, -1, wait);
@@ -471,8 +630,11 @@ static int record_submitted(cf__monitor *m, cf_future *f, record *r, int rc)
     return CF_OK;
 }
 
-int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
-                       cf_fn fn, void *arg, const cf_codec *codec)
+/* Out of line: the thread pool's submits take the path above, and this
+ * one's registers would slow them. */
+__attribute__((noinline)) static int submit_with_record(
+    cf__monitor *m, cf_executor *ex, cf_future *f, cf_fn fn, void *arg,
+    const cf_codec *codec)
 {
     record *r = record_new(m, f, fn, arg);
     if (!r)
@@ -490,6 +652,13 @@ int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
         cf__monitor_handoff = outer;
     }
     return record_submitted(m, f, r, rc);
+}
+
+int cf__monitor_submit(cf__monitor *m, cf_executor *ex, cf_future *f,
+                       cf_fn fn, void *arg, const cf_codec *codec)
+{
+    return in_place(m, f) ? submit_in_place(m, ex, f, fn, arg, codec)
+                          : submit_with_record(m, ex, f, fn, arg, codec);
 }
 
 /* A map chunk shipped as one message (ex->submit_chunk, a process pool):
@@ -521,6 +690,9 @@ static cf__monitor *monitor_new(cf_executor *ex)
     cf__fast_clock_init(); /* tasks are timed with it */
     m->ex = ex;
     m->shares_memory = cf__executor_shares_memory(ex);
+    /* A data entry holds D_PAYLOAD bits of time on 64-bit targets only. */
+    if (ex->invokes_in_place && D_PAYLOAD >= (UINT64_C(1) << 49))
+        m->id = id_claim(m);
     atomic_init(&m->stats, false);
     atomic_init(&m->observer, NULL);
     atomic_init(&m->lock.held, false);
@@ -529,6 +701,14 @@ static cf__monitor *monitor_new(cf_executor *ex)
         atomic_init(&m->shards[i].run.min_ns, INT64_MAX);
     }
     return m;
+}
+
+/* Frees a monitor without observers, giving its id back. */
+static void monitor_discard(cf__monitor *m)
+{
+    if (m->id)
+        atomic_store_explicit(&by_id[m->id], NULL, memory_order_relaxed);
+    free(m);
 }
 
 int cf_executor_monitor(cf_executor *ex, const cf_monitor_options *opts)
@@ -559,7 +739,7 @@ int cf_executor_monitor(cf_executor *ex, const cf_monitor_options *opts)
                 memory_order_acquire))
             m = made;
         else
-            free(made); /* another first call won: `m` is its monitor */
+            monitor_discard(made); /* another first call won: `m` */
     }
     cf__spin_lock(&m->lock);
     if (o) {
@@ -595,7 +775,7 @@ void cf__monitor_free(cf_executor *ex)
         free(o);
         o = older;
     }
-    free(m);
+    monitor_discard(m);
 }
 
 static void summarize(const histogram *const *hs, cf_time_stats *out)
@@ -658,13 +838,12 @@ int cf_executor_get_stats(cf_executor *ex, cf_executor_stats *out)
     cf__monitor *m = atomic_load_explicit(&ex->monitor_mem,
                                           memory_order_acquire);
     if (m) {
-        uint64_t started = 0, ended_started = 0, ended_unstarted = 0;
+        uint64_t ended_started = 0, ended_unstarted = 0;
         const histogram *waits[SHARDS], *runs[SHARDS];
         for (int i = 0; i < SHARDS; i++) {
             shard *s = &m->shards[i];
 #define SUM(field) atomic_load_explicit(&s->field, memory_order_relaxed)
             st.submitted += SUM(submitted);
-            started += SUM(started);
             ended_started += SUM(ended_started);
             ended_unstarted += SUM(ended_unstarted);
             st.failed += SUM(failed);
@@ -673,11 +852,14 @@ int cf_executor_get_stats(cf_executor *ex, cf_executor_stats *out)
             waits[i] = &s->wait;
             runs[i] = &s->run;
         }
+        summarize(waits, &st.queue_wait);
+        summarize(runs, &st.run_time);
+        /* A task that starts takes one sample of its queue wait: their
+         * count is the count of started tasks. */
+        uint64_t started = st.queue_wait.count;
         st.queued = left(st.submitted, started, ended_unstarted);
         st.running = left(started, ended_started, 0);
         st.finished = left(ended_started + ended_unstarted, st.cancelled, 0);
-        summarize(waits, &st.queue_wait);
-        summarize(runs, &st.run_time);
     }
     *out = st;
     return CF_OK;

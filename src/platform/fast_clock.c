@@ -10,7 +10,9 @@
  * clock reads at both ends), and ticks are scaled by it in fixed point
  * (ns per tick << 32). Intervals only: the epoch is the first use, not
  * CLOCK_MONOTONIC's, and the two drift apart by that error. Elsewhere,
- * or without an invariant counter, it is cf__now_ns().
+ * or without an invariant counter, it is cf__now_ns(). The read itself,
+ * cf__fast_now_ns(), is inline in platform.h: a call would be a third of
+ * its cost.
  */
 #include "platform/platform.h"
 
@@ -23,9 +25,7 @@
 #endif
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static bool use_tsc;
-static uint64_t base_ticks;
-static uint64_t ns_per_tick_q32; /* ns per tick, times 2^32 */
+cf__fast_clock_scale cf__fast_clock; /* read by cf__fast_now_ns() */
 
 #ifdef HAVE_TSC
 /* CPUID 0x80000007, EDX bit 8: the counter's rate is invariant. */
@@ -54,29 +54,13 @@ static void calibrate(void)
     } while (t1 - t0 < 2000000);
     if (c1 <= c0)
         return;
-    ns_per_tick_q32 = (uint64_t)(((double)(t1 - t0) / (double)(c1 - c0)) *
-                                 4294967296.0);
-    base_ticks = c0;
-    use_tsc = ns_per_tick_q32 > 0;
+    cf__fast_clock.base_ticks = c0;
+    cf__fast_clock.ns_per_tick_q32 =
+        (uint64_t)(((double)(t1 - t0) / (double)(c1 - c0)) * 4294967296.0);
 #endif
 }
 
 void cf__fast_clock_init(void)
 {
     pthread_once(&once, calibrate);
-}
-
-int64_t cf__fast_now_ns(void)
-{
-#ifdef HAVE_TSC
-    if (use_tsc) {
-        uint64_t ticks = __rdtsc() - base_ticks;
-        /* ticks * ns_per_tick_q32 >> 32, in two halves (no overflow
-         * within centuries). */
-        uint64_t hi = ticks >> 32, lo = ticks & 0xffffffffu;
-        return (int64_t)(hi * ns_per_tick_q32 +
-                         ((lo * ns_per_tick_q32) >> 32));
-    }
-#endif
-    return cf__now_ns();
 }

@@ -353,6 +353,7 @@ int cf_thread_pool_new(const cf_thread_pool_options *opts, cf_executor **out)
     if ((rc = cf_executor_new(&thread_pool_ops, p, &p->executor)) != CF_OK)
         goto fail_executor;
     cf__executor_set_worker_counts(p->executor, worker_counts);
+    cf__executor_set_invokes_in_place(p->executor);
     cf__executor_set_broken(p->executor, broken_reason);
     cf__executor_set_resize(p->executor, cf__tp_resize);
     cf__executor_set_task_timeout(p->executor, opts->task_timeout);
