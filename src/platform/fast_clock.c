@@ -73,8 +73,8 @@ static void calibrate(void)
 #ifdef HAVE_TSC
     if (!tsc_invariant())
         return;
-    int64_t t0, t1;
-    uint64_t c0, c1;
+    int64_t t0 = 0, t1 = 0;
+    uint64_t c0 = 0, c1 = 0;
     int64_t gap0 = read_both(&t0, &c0);
     for (int64_t span = 2000000;; span *= 2) {
         int64_t left;
