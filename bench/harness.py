@@ -90,6 +90,10 @@ def groups():
             "tasks, then wait for all",
             "ns_per_task", "ns/task", "cfutures", [
                 Case("cfutures", ["bench_throughput", n1, w]),
+                Case("cfutures, result of each", ["bench_throughput", n1, w,
+                                                  0, 1, "each"],
+                     "cf_future_result on each future in submit order, "
+                     "and its release, instead of one cf_wait"),
                 Case("simple C pool", ["peer_simple_c", "w1", n1, w]),
                 Case("libuv", ["peer_uv", "w1", n1, w],
                      "uv_queue_work, no futures; its requests' memory "
@@ -116,6 +120,10 @@ def groups():
             "one pool",
             "ns_per_task", "ns/task", "cfutures", [
                 Case("cfutures", ["bench_throughput", n1w, w, 0, rounds_w]),
+                Case("cfutures, result of each",
+                     ["bench_throughput", n1w, w, 0, rounds_w, "each"],
+                     "cf_future_result on each future in submit order, "
+                     "and its release, instead of one cf_wait"),
                 Case("simple C pool",
                      ["peer_simple_c", "w1", n1w, w, rounds_w]),
                 Case("libuv", ["peer_uv", "w1", n1w, w, rounds_w],
