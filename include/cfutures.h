@@ -187,8 +187,8 @@ CF_API void cf_call_set_result_free(cf_call *call,
  * look at the channel at most once a millisecond. In a process-pool
  * worker the request arrives when the pool's manager passes it on: at
  * once from cf_executor_cancel(), cf_executor_shutdown_report() and a
- * shutdown with cancel_futures, at the manager's next step (a result, a submit) after a bare
- * cf_future_request_cancel(). Cannot fail. */
+ * shutdown with cancel_futures, at the manager's next step (a result, a
+ * submit) after a bare cf_future_request_cancel(). Cannot fail. */
 CF_API bool cf_call_cancel_requested(const cf_call *call);
 
 /* ------------------------------------------------------------------------ */
@@ -1101,8 +1101,9 @@ CF_API int cf_cpu_count(void);
  *   Over pipes a task is sent only to a free worker.
  *   A running task's cf_call_cancel_requested() turns true when the pool
  *   passes a cancel request on (cf_executor_cancel(), the shutdown
- *   report, a shutdown with cancel_futures): a flag in the memory shared with the worker, or over pipes a
- *   STOP frame the flag's check looks for; the worker lives on.
+ *   report, a shutdown with cancel_futures): a flag in the memory shared
+ *   with the worker, or over pipes a STOP frame the flag's check looks
+ *   for; the worker lives on.
  * - The pool's manager thread and idle workers busy-wait a few tens of
  *   microseconds before they sleep, so back-to-back tasks do not pay for
  *   a sleeping wake-up each.

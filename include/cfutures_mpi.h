@@ -145,8 +145,9 @@ typedef struct cf_mpi_options {
  * also CF_EBROKEN (its initializer failed). `opts` (NULL: defaults) are
  * read on the root only: the worker ranks learn them from it. Blocks on
  * worker ranks. */
-CF_API int cf_mpi_comm_executor(MPI_Comm comm, int root, const cf_mpi_options *opts,
-                         cf_executor **out);
+CF_API int cf_mpi_comm_executor(MPI_Comm comm, int root,
+                                const cf_mpi_options *opts,
+                                cf_executor **out);
 
 /* The root's half alone: an executor over every other rank of `comm`,
  * which must call cf_mpi_worker_serve(comm, root of this call = the

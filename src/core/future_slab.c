@@ -111,7 +111,8 @@ typedef struct slab_cache {
 
 /* initial-exec: a plain offset from the thread pointer, no call per access
  * (the library's few bytes of TLS fit glibc's reserve for dlopen). */
-static _Thread_local slab_cache cache __attribute__((tls_model("initial-exec")));
+static _Thread_local slab_cache cache
+    __attribute__((tls_model("initial-exec")));
 
 static struct {
     pthread_mutex_t lock;

@@ -294,11 +294,11 @@ static bool counting(cf__monitor *m)
 
 /* Calls the observer, if any. `now` < 0: read the clock only then (event
  * times are CLOCK_MONOTONIC's; tasks are timed with the fast clock,
- * fast_clock.c, whose epoch differs). Out of line: with stats alone (no observer) every event stops at the
- * check in emit() below. */
-__attribute__((noinline)) static void emit_slow(cf__monitor *m, cf_event_kind kind, cf_future *f,
-                 int worker, int code, const char *message, int64_t now,
-                 int64_t duration_ns)
+ * fast_clock.c, whose epoch differs). Out of line: with stats alone (no
+ * observer) every event stops at the check in emit() below. */
+__attribute__((noinline)) static void
+emit_slow(cf__monitor *m, cf_event_kind kind, cf_future *f, int worker,
+          int code, const char *message, int64_t now, int64_t duration_ns)
 {
     observer *o = atomic_load_explicit(&m->observer, memory_order_acquire);
     if (!o->fn)
@@ -504,7 +504,8 @@ void cf__monitor_data_done(cf_future *f, uint64_t data)
  * without a lock). */
 static bool in_place(const cf__monitor *m, cf_future *f)
 {
-    return m->id && atomic_load_explicit(&f->refs, memory_order_relaxed) == 1 &&
+    return m->id &&
+           atomic_load_explicit(&f->refs, memory_order_relaxed) == 1 &&
            !f->end.lists.callbacks;
 }
 

@@ -3,8 +3,8 @@
  *
  * Design: cf__invoke() records in cf__running the future whose task this
  * thread runs (putting back the one before when it returns), so a wait
- * knows whether it is called from a task, and from which. Such a wait does two things a wait from an
- * ordinary thread does not:
+ * knows whether it is called from a task, and from which. Such a wait
+ * does two things a wait from an ordinary thread does not:
  *
  * - Helping. A thread pool's worker has a tag (cf__helping_tag), and the
  *   futures queued in that pool carry it (cf_future.pool_tag). A worker

@@ -7,12 +7,12 @@
  * power states, as the kernel's own clock assumes), reading it costs a
  * quarter of that. Its rate is measured once, on first use, against
  * CLOCK_MONOTONIC over at least 2 ms, longer until the clock reads at
- * both ends make an error under 1e-3 (see calibrate()), and ticks are scaled by it in fixed point
- * (ns per tick << 32). Intervals only: the epoch is the first use, not
- * CLOCK_MONOTONIC's, and the two drift apart by that error. Elsewhere,
- * or without an invariant counter, it is cf__now_ns(). The read itself,
- * cf__fast_now_ns(), is inline in platform.h: a call would be a third of
- * its cost.
+ * both ends make an error under 1e-3 (see calibrate()), and ticks are
+ * scaled by it in fixed point (ns per tick << 32). Intervals only: the
+ * epoch is the first use, not CLOCK_MONOTONIC's, and the two drift apart
+ * by that error. Elsewhere, or without an invariant counter, it is
+ * cf__now_ns(). The read itself, cf__fast_now_ns(), is inline in
+ * platform.h: a call would be a third of its cost.
  */
 #include "platform/platform.h"
 

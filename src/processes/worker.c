@@ -13,13 +13,15 @@
  * (skipped if it was cancelled or moved to another worker meanwhile); see
  * cf__shm_slot. Waiting for input busy-waits briefly before it sleeps.
  * Running a task is worker_run.c's job, INIT worker_init.c's, finding the
- * code a frame names worker_code.c's. The worker keeps only its socket; its parent's death ends it (EOF on the
- * socket, and PR_SET_PDEATHSIG). A task that kills it with SIGSEGV,
- * SIGBUS, SIGFPE, SIGILL or SIGABRT first sends its backtrace as a CRASH
- * frame on the channel (platform/crash.h: armed for the worker loop's
- * life, so a worker program's own code before and after keeps its
- * handlers); the pool names it in the task's error.
- * cf__process_worker_active() is true on its thread, so a task calling back into an executor gets CF_EDEADLK.
+ * code a frame names worker_code.c's. The worker keeps only its socket;
+ * its parent's death ends it (EOF on the socket, and PR_SET_PDEATHSIG).
+ * A task that kills it with SIGSEGV, SIGBUS, SIGFPE, SIGILL or SIGABRT
+ * first sends its backtrace as a CRASH frame on the channel
+ * (platform/crash.h: armed for the worker loop's life, so a worker
+ * program's own code before and after keeps its handlers); the pool
+ * names it in the task's error.
+ * cf__process_worker_active() is true on its thread, so a task calling
+ * back into an executor gets CF_EDEADLK.
  */
 #include "core/core.h"
 

@@ -199,7 +199,8 @@ int cf__worker_run_task_call(cf__code_cache *cache, const cf__wire_header *h,
     if ((words ? cf__wire_decode_words(p, h->len, &t)
                : cf__wire_decode_task(p, h->len, chunk, &t)) != CF_OK)
         return CF_ECODEC; /* a corrupt stream: nothing sane to answer */
-    cf_fn fn = (cf_fn)cf__addr_fn(cf__code_cache_find(cache, &t.fn, CF__REG_TASK));
+    cf_fn fn = (cf_fn)cf__addr_fn(
+        cf__code_cache_find(cache, &t.fn, CF__REG_TASK));
     const cf_codec *codec = cf__code_cache_codec(cache, &t.codec);
     size_t start;
     /* A chunk answers with a CHUNK_RESULT (a WORDS chunk may answer with
@@ -213,8 +214,8 @@ int cf__worker_run_task_call(cf__code_cache *cache, const cf__wire_header *h,
         return rc;
     if (!fn || !codec) {
         char msg[400];
-        cf__pp_not_found(!fn ? &t.fn : &t.codec.ref, !fn ? "task function" : "codec",
-                  msg, sizeof msg);
+        cf__pp_not_found(!fn ? &t.fn : &t.codec.ref,
+                         !fn ? "task function" : "codec", msg, sizeof msg);
         if (chunk)
             rc = cf__wire_put_u64(out, t.n);
         for (uint64_t i = 0; rc == CF_OK && i < (chunk ? t.n : 1); i++) {
