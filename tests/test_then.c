@@ -603,6 +603,122 @@ TEST(fan_out_to_one_worker_runs_in_the_order_attached)
     cf_executor_free(ex);
 }
 
+/* What ran, in order, in the completing thread: continuations (their
+ * futures) and done-callbacks (their arguments). */
+static const void *ran[8];
+static int ran_n;
+
+static void *record_inline(void *arg, cf_call *call)
+{
+    ran[ran_n++] = call->future;
+    return arg;
+}
+
+static int record_callback(cf_future *f, void *arg)
+{
+    (void)f;
+    ran[ran_n++] = arg;
+    return 0;
+}
+
+static int marks[3];
+
+/* On `f`: runs of continuations (inline, and one for `ex`) between
+ * done-callbacks. ds[2] is the one for `ex`. */
+static void attach_mixed(cf_future *f, cf_executor *ex, cf_future *ds[4])
+{
+    ASSERT_OK(cf_future_add_done_callback(f, record_callback, &marks[0]));
+    ds[0] = then(f, NULL, record_inline);
+    ds[1] = then(f, NULL, record_inline);
+    ds[2] = then(f, ex, add_one);
+    ASSERT_OK(cf_future_add_done_callback(f, record_callback, &marks[1]));
+    ds[3] = then(f, NULL, record_inline);
+    ASSERT_OK(cf_future_add_done_callback(f, record_callback, &marks[2]));
+}
+
+static void check_mixed(cf_future *ds[4])
+{
+    ASSERT_EQ(result_of(ds[0]), 41);
+    ASSERT_EQ(result_of(ds[1]), 41);
+    ASSERT_EQ(result_of(ds[2]), 42);
+    ASSERT_EQ(result_of(ds[3]), 41);
+    for (int i = 0; i < 4; i++)
+        cf_future_release(ds[i]);
+}
+
+/* A run of continuations fires as one series, which ends where a
+ * done-callback follows it on the list: everything runs once, in the
+ * order added. */
+TEST(continuations_between_done_callbacks_run_in_the_order_added)
+{
+    cf_executor *ex = pool_new(1);
+    cf_future *f = future_new(), *ds[4];
+    attach_mixed(f, ex, ds);
+    ran_n = 0;
+    ASSERT_OK(cf_future_set_result(f, (void *)41));
+    ASSERT_EQ(ran_n, 6);
+    const void *want[] = {&marks[0], ds[0], ds[1], &marks[1], ds[3],
+                          &marks[2]};
+    for (int i = 0; i < 6; i++)
+        ASSERT_PTR_EQ(ran[i], want[i]);
+    check_mixed(ds);
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
+static void *same(void *arg, cf_call *call)
+{
+    (void)call;
+    return arg;
+}
+
+/* The same list on a continuation that completes inside a chain: its
+ * callbacks run as it completes, its series wait on the run list and
+ * then run in the order added. */
+TEST(continuations_between_done_callbacks_inside_a_chain)
+{
+    cf_executor *ex = pool_new(1);
+    cf_future *f = future_new(), *g = then(f, NULL, same), *ds[4];
+    attach_mixed(g, ex, ds);
+    ran_n = 0;
+    ASSERT_OK(cf_future_set_result(f, (void *)41));
+    ASSERT_EQ(ran_n, 6);
+    const void *want[] = {&marks[0], &marks[1], &marks[2],
+                          ds[0],     ds[1],     ds[3]};
+    for (int i = 0; i < 6; i++)
+        ASSERT_PTR_EQ(ran[i], want[i]);
+    check_mixed(ds);
+    cf_future_release(g);
+    cf_future_release(f);
+    cf_executor_free(ex);
+}
+
+/* A fan-out from an input whose value has a destructor: every
+ * continuation keeps the input, so the value lives until the last ran. */
+TEST(fan_out_keeps_an_owned_value_until_every_continuation_ran)
+{
+    enum { N = 3 };
+    cf_executor *ex = pool_new(2);
+    latch gate;
+    latch_init(&gate);
+    owned_gate = &gate;
+    atomic_store(&owned_freed, 0);
+    cf_future *f = future_new(), *d[N];
+    for (int i = 0; i < N; i++)
+        d[i] = then(f, ex, value_alive_after_gate);
+    ASSERT_OK(cf_future_set_result_owned(f, &owned_freed, free_owned));
+    cf_future_release(f); /* each D keeps it */
+    ASSERT_EQ(atomic_load(&owned_freed), 0);
+    latch_open(&gate);
+    for (int i = 0; i < N; i++) {
+        ASSERT_EQ(result_of(d[i]), 1);
+        cf_future_release(d[i]);
+    }
+    cf_executor_free(ex);
+    ASSERT_EQ(atomic_load(&owned_freed), 1);
+    latch_destroy(&gate);
+}
+
 static cf_future *first_sibling;
 
 /* An inline continuation that waits for a sibling bound for a pool,

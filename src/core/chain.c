@@ -20,8 +20,9 @@
  * future (then.c), its entry on its input's list. Entries run in the
  * order they fired.
  *
- * A completing future's continuations fire as one series
- * (cf__chain_fire_thens): at the outermost firing, then.c starts them all
+ * A completing future's continuations, each run of them in a row on its
+ * list, fire as one series (cf__chain_fire_thens, which hands back what
+ * follows the run): at the outermost firing, then.c starts them all
  * before the list runs, so that those bound for one thread pool can be
  * queued there together; inside a run they are appended one by one.
  */
@@ -112,7 +113,7 @@ void cf__chain_fire_then(cf_future *d, bool self_done)
     fire((uintptr_t)d | (self_done ? RUN_SELF : RUN_INPUT));
 }
 
-void cf__chain_fire_thens(cf_future *d)
+void *cf__chain_fire_thens(cf_future *input, cf_future *d)
 {
     if (runs.draining) {
         /* Appended in order, after those before: the series' own links,
@@ -122,22 +123,24 @@ void cf__chain_fire_thens(cf_future *d)
             set_next(runs.tail, entry);
         else
             runs.head = entry;
-        cf_future *next;
-        while ((next = atomic_load_explicit(&d->next,
-                                            memory_order_relaxed)) != NULL) {
+        void *next;
+        while (cf__series_goes_on(next = atomic_load_explicit(
+                                      &d->next, memory_order_relaxed))) {
             atomic_store_explicit(&d->next,
                                   (cf_future *)((uintptr_t)next | RUN_INPUT),
                                   memory_order_relaxed);
             d = next;
         }
-        runs.tail = (uintptr_t)d | RUN_INPUT; /* its next is NULL */
-        return;
+        atomic_store_explicit(&d->next, NULL, memory_order_relaxed);
+        runs.tail = (uintptr_t)d | RUN_INPUT;
+        return next;
     }
     /* The outermost firing: the whole series starts at once (then.c
      * queues those bound for one thread pool together); what they
      * complete meanwhile waits on the list, which runs after them. */
     runs.draining = true;
-    cf__then_inputs_done(d);
+    void *next = cf__then_inputs_done(input, d);
     drain();
     runs.draining = false;
+    return next;
 }

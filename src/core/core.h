@@ -163,31 +163,55 @@ void cf__future_attach_new(cf_future *f, cf__link *link);
  * the entry on its input's callback list (linked through D's `next`, free
  * until D is submitted; D's start words hold the function and executor),
  * and the input, referenced, is the oldest entry of D's own list, so that
- * D's end can detach from it. cf__future_attach_then(f, d) puts both in
- * place and counts a dependent of `f`, for a `d` nobody else sees yet
- * whose list is empty; false if `f` was done (then `d`'s list holds the
- * input and the caller fires it with cf__chain_fire_then(d, false)). */
-bool cf__future_attach_then(cf_future *f, cf_future *d);
+ * D's end can detach from it. cf__future_then(d, f, fn, ex, out) makes
+ * D so, from a fresh slab slot (cf__future_mem_alloc), for then.c's
+ * cf_future_then (its checks made): pending, with two references (the
+ * entry's and the caller's, `*out`), f's completer_polls, one more
+ * reference to f, and on f's list, counted among its dependents; or, if
+ * f is done, with the input on D's list fired at once
+ * (cf__chain_fire_then(d, false)). Returns CF_OK. */
+int cf__future_then(cf_future *d, cf_future *f, cf_fn fn, cf_executor *ex,
+                    cf_future **out);
 /* Takes D's input off D once the input is done (as D's firing from it
  * runs), unless D is done: then NULL (D's end has dropped the input, or
  * will). It stays on D (`*kept`) when its value has a destructor: D needs
  * it until D is done. */
 cf_future *cf__future_take_input(cf_future *d, bool *kept);
+/* The tag of an input on a continuation's list (future.c). */
+enum { CF__ENTRY_INPUT = 3 };
+bool cf__future_take_input_of_slow(cf_future *d, bool keep);
+void cf__future_unlink_input(cf_future *d);
+/* The same, for a series whose done input the caller knows: takes it off
+ * D unless `keep` (then D keeps it until D is done). True if D is not
+ * done; false if it is (then D's end has dropped the input, or will).
+ * Inline: a hop costs about what a submit does only if its steps cost no
+ * call. */
+static inline bool cf__future_take_input_of(cf_future *d,
+                                            const cf_future *input, bool keep);
 /* Takes D's entry off `f`'s list. True if it was there (`f` not done):
  * D's reference that the entry held is the caller's now. */
 bool cf__future_unlink_then(cf_future *f, cf_future *d);
 /* Puts D on this thread's run list (chain.c): to start from its input
  * (false), or, once D ended before its input, to detach from it (true). */
 void cf__chain_fire_then(cf_future *d, bool self_done);
-/* Fires a series of continuations whose input just completed, linked
- * through their `next` words (untagged, oldest first, NULL-terminated),
- * as cf__chain_fire_then(d, false) would fire each in turn. */
-void cf__chain_fire_thens(cf_future *first);
+/* A series: continuations of one input, oldest first, linked through
+ * their `next` words by plain pointers (a continuation's tag on a
+ * callback list is 0, future.c). It ends at a NULL word or at a tagged
+ * one (an entry of another kind, which follows the series on the list). */
+static inline bool cf__series_goes_on(const void *next)
+{
+    return next && ((uintptr_t)next & 3) == 0;
+}
+/* Fires the series from `first` of continuations of `input`, which just
+ * completed, as cf__chain_fire_then(d, false) would fire each in turn.
+ * Returns the word that ended the series. */
+void *cf__chain_fire_thens(cf_future *input, cf_future *first);
 /* The run list's work for D (then.c), as cf__chain_fire_then says. */
 void cf__then_input_done(cf_future *d);
 /* The same for a series of them, as cf__chain_fire_thens says: from the
- * outermost firing (so that a completion within appends to the list). */
-void cf__then_inputs_done(cf_future *first);
+ * outermost firing (so that a completion within appends to the list).
+ * Returns the word that ended the series. */
+void *cf__then_inputs_done(cf_future *input, cf_future *first);
 void cf__then_self_done_later(cf_future *d);
 /* D completed with its input still on its list (future.c calls it from
  * D's callbacks, first): takes D off its input, or drops the input. */
@@ -347,6 +371,27 @@ static inline bool cf__state_cancelled(int state)
 {
     return state >= CF__CANCELLED_UNNOTIFIED &&
            state <= CF__CANCELLED_NOTIFIED;
+}
+
+/* Continuations (declared above). */
+static inline bool cf__future_take_input_of(cf_future *d,
+                                            const cf_future *input, bool keep)
+{
+    if (keep ||
+        atomic_exchange_explicit(&d->lock.held, true, memory_order_acquire))
+        return cf__future_take_input_of_slow(d, keep);
+    bool waits = !cf__state_done_for_result(
+        atomic_load_explicit(&d->state, memory_order_relaxed));
+    if (!waits) {
+        /* Cancelled while it waited. */
+    } else if (d->end.lists.callbacks ==
+               (void *)((uintptr_t)input | CF__ENTRY_INPUT)) {
+        d->end.lists.callbacks = NULL; /* the input alone, as usual */
+    } else {
+        cf__future_unlink_input(d); /* under callbacks or waiters */
+    }
+    cf__spin_unlock(&d->lock);
+    return waits;
 }
 
 /* Reports a future's outcome code as cf_future_result() does. */

@@ -42,10 +42,13 @@ _Static_assert(sizeof(void *) != 8 || sizeof(cf_future) == 64,
 /* A done-callback. The callback list also holds links (core.h) and
  * continuations (then.c), told apart by the low bits of their pointers
  * (all 8-byte aligned); each kind starts with the entry's (tagged) `next`:
- *   ENTRY_CALLBACK  a cf__callback, malloc'd here
- *   ENTRY_LINK      a cf__link of a combinator or then_always
  *   ENTRY_THEN      a continuation future waiting on this one: its own
- *                   `next` word (free until it is submitted) is the link
+ *                   `next` word (free until it is submitted) is the link.
+ *                   Its tag is 0 (CF__ENTRY_IS_THEN, core.h): once the
+ *                   list is put in order, a run of them is linked by plain
+ *                   pointers, the series chain.c and then.c take as is
+ *   ENTRY_LINK      a cf__link of a combinator or then_always
+ *   ENTRY_CALLBACK  a cf__callback, malloc'd here
  *   ENTRY_INPUT     in a continuation's own list, always its oldest
  *                   entry and never followed: the input it waits on
  *                   (referenced), so that its end can detach from it;
@@ -57,7 +60,8 @@ typedef struct cf__callback {
     void *arg;
 } cf__callback;
 
-enum { ENTRY_CALLBACK, ENTRY_LINK, ENTRY_THEN, ENTRY_INPUT };
+enum { ENTRY_THEN, ENTRY_LINK, ENTRY_CALLBACK, ENTRY_INPUT = CF__ENTRY_INPUT };
+_Static_assert(ENTRY_THEN == 0, "a series is linked by plain pointers");
 #define ENTRY_TAGS ((uintptr_t)3)
 
 static unsigned entry_kind(const void *entry)
@@ -124,7 +128,7 @@ static void free_entries(void *entry)
         }
         void *next = entry_next(entry);
         if (entry_kind(entry) == ENTRY_CALLBACK)
-            free(entry);
+            free(entry_ptr(entry));
         else if (entry_kind(entry) == ENTRY_THEN)
             cf_future_release(entry_ptr(entry));
         entry = next;
@@ -172,7 +176,7 @@ static void report_callback_error(cf_future *f, int code)
 static void run_callbacks(cf_future *f, void *newest)
 {
     void *entry = NULL;
-    while (newest) { /* reverse: almost always zero or one entry */
+    while (newest) { /* reverse: one pass, whatever the kinds */
         if (entry_kind(newest) == ENTRY_INPUT) {
             if (is_data(newest))
                 cf__monitor_data_done(f, entry_data(newest));
@@ -186,23 +190,18 @@ static void run_callbacks(cf_future *f, void *newest)
         newest = next;
     }
     while (entry) {
+        if (entry_kind(entry) == ENTRY_THEN) {
+            /* A run of continuations, in order now and linked by plain
+             * pointers (their tag is 0), fires as one series (chain.c),
+             * which hands back the entry after it. */
+            entry = cf__chain_fire_thens(f, entry);
+            continue;
+        }
         void *next = entry_next(entry);
         if (entry_kind(entry) == ENTRY_LINK) {
             cf__chain_fire(entry_ptr(entry));
-        } else if (entry_kind(entry) == ENTRY_THEN) {
-            /* A run of continuations fires as one series (chain.c): their
-             * `next` words relinked, untagged. */
-            cf_future *first = entry_ptr(entry), *d = first;
-            while (next && entry_kind(next) == ENTRY_THEN) {
-                cf_future *later = entry_ptr(next);
-                next = entry_next(next);
-                atomic_store_explicit(&d->next, later, memory_order_relaxed);
-                d = later;
-            }
-            atomic_store_explicit(&d->next, NULL, memory_order_relaxed);
-            cf__chain_fire_thens(first);
         } else {
-            cf__callback *cb = entry;
+            cf__callback *cb = entry_ptr(entry);
             int rc = cb->fn(f, cb->arg);
             if (rc != 0)
                 report_callback_error(f, rc);
@@ -215,29 +214,35 @@ static void run_callbacks(cf_future *f, void *newest)
 /* ------------------------------------------------------------------------ */
 /* Life cycle                                                               */
 
-cf_future *cf__future_alloc(void)
+/* A fresh future's words: pending, with `refs` references, the start
+ * words and the callback list given. Nobody else sees the future yet: no
+ * store here needs ordering (a plain assignment to an atomic would be a
+ * full barrier, stalling the submit on the fresh memory's cache miss). */
+static inline void init(cf_future *f, cf_fn fn, void *arg, void *callbacks,
+                        unsigned refs, bool completer_polls)
 {
-    cf_future *f = cf__future_mem_alloc();
-    if (!f)
-        return NULL;
-    /* Nobody else sees the future yet: no store here needs ordering (a
-     * plain assignment to an atomic would be a full barrier, stalling the
-     * submit on the fresh memory's cache miss). */
     atomic_store_explicit(&f->next, NULL, memory_order_relaxed);
-    f->start.task.fn = NULL;
-    f->start.task.arg = NULL;
+    f->start.task.fn = fn;
+    f->start.task.arg = arg;
     f->end.lists.waiters = NULL;
-    f->end.lists.callbacks = NULL;
+    f->end.lists.callbacks = callbacks;
     atomic_init(&f->state, CF__PENDING);
-    atomic_init(&f->refs, 1);
+    atomic_init(&f->refs, refs);
     atomic_init(&f->cancel_requested, false);
     atomic_init(&f->lock.held, false);
     f->has_cancel_hook = false;
     f->failed = false;
     f->notify_protocol = false;
-    f->completer_polls = false;
+    f->completer_polls = completer_polls;
     atomic_init(&f->pool_tag, 0);
     f->dependents = 0;
+}
+
+cf_future *cf__future_alloc(void)
+{
+    cf_future *f = cf__future_mem_alloc();
+    if (f)
+        init(f, NULL, NULL, NULL, 1, false);
     return f;
 }
 
@@ -351,7 +356,7 @@ static int cancel_unnotified(cf_future *f, int state)
         cf__spin_unlock(&f->lock);
         return state;
     }
-    cf__callback *callbacks = f->end.lists.callbacks;
+    void *callbacks = f->end.lists.callbacks;
     f->end.lists.callbacks = NULL;
     cf__wait_node *node = f->end.lists.waiters;
     while (node) {
@@ -664,13 +669,13 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg)
     if (!cf__state_done_for_result(atomic_load_explicit(
             &f->state, memory_order_relaxed))) {
         cb->next = f->end.lists.callbacks;
-        f->end.lists.callbacks = cb;
+        f->end.lists.callbacks = tag_entry(cb, ENTRY_CALLBACK);
         cf__spin_unlock(&f->lock);
         return CF_OK;
     }
     cf__spin_unlock(&f->lock);
     /* Already done: run it now, in this thread, as Python does. */
-    run_callbacks(f, cb);
+    run_callbacks(f, tag_entry(cb, ENTRY_CALLBACK));
     return CF_OK;
 }
 
@@ -706,10 +711,63 @@ void cf__future_attach_new(cf_future *f, cf__link *link)
     f->end.lists.callbacks = tag_entry(link, ENTRY_LINK);
 }
 
-bool cf__future_attach_then(cf_future *f, cf_future *d)
+/* Puts D's entry on f's list, counting a dependent, unless f is done.
+ * Called with f->lock held; drops it. True if D waits. */
+static inline bool link_then(cf_future *f, cf_future *d)
 {
-    d->end.lists.callbacks = tag_entry(f, ENTRY_INPUT);
-    return attach_entry(f, tag_entry(d, ENTRY_THEN), true);
+    bool waits = !cf__state_done_for_result(
+        atomic_load_explicit(&f->state, memory_order_relaxed));
+    if (waits) {
+        /* ENTRY_THEN: D's own pointer, its tag 0. */
+        atomic_store_explicit(&d->next, f->end.lists.callbacks,
+                              memory_order_relaxed);
+        f->end.lists.callbacks = d;
+        if (f->dependents < CF__DEPENDENTS_MAX)
+            f->dependents++;
+    }
+    cf__spin_unlock(&f->lock);
+    return waits;
+}
+
+/* The rest of cf__future_then for an input done already: D's input fires
+ * now (chain.c). */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int then_fire(cf_future *d, cf_future **out)
+{
+    cf__chain_fire_then(d, false);
+    *out = d;
+    return CF_OK;
+}
+
+/* The rest of cf__future_then when f's lock was held. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int then_contended(cf_future *f, cf_future *d, cf_future **out)
+{
+    cf__spin_lock_slow(&f->lock);
+    if (!link_then(f, d))
+        return then_fire(d, out);
+    *out = d;
+    return CF_OK;
+}
+
+int cf__future_then(cf_future *d, cf_future *f, cf_fn fn, cf_executor *ex,
+                    cf_future **out)
+{
+    /* From the slab slot to the entry on f's list in one function whose
+     * usual path calls nothing: the hop's cost is mostly calls and
+     * stores, each done once here. */
+    init(d, fn, ex, tag_entry(f, ENTRY_INPUT), 2, f->completer_polls);
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    if (atomic_exchange_explicit(&f->lock.held, true, memory_order_acquire))
+        return then_contended(f, d, out);
+    if (!link_then(f, d))
+        return then_fire(d, out);
+    *out = d;
+    return CF_OK;
 }
 
 void cf__future_attach_data_new(cf_future *f, uint64_t data)
@@ -783,6 +841,21 @@ bool cf__future_unlink_then(cf_future *f, cf_future *d)
     return unlink_entry(f, tag_entry(d, ENTRY_THEN));
 }
 
+/* Takes the input, the oldest entry, off a pending d's list. Called with
+ * d->lock held. */
+static void unlink_input(cf_future *d)
+{
+    void *prev = NULL, *entry = d->end.lists.callbacks;
+    while (entry_kind(entry) != ENTRY_INPUT) {
+        prev = entry;
+        entry = entry_next(entry);
+    }
+    if (prev)
+        set_entry_next(prev, NULL);
+    else
+        d->end.lists.callbacks = NULL;
+}
+
 cf_future *cf__future_take_input(cf_future *d, bool *kept)
 {
     cf_future *input = NULL;
@@ -790,24 +863,34 @@ cf_future *cf__future_take_input(cf_future *d, bool *kept)
     if (!cf__state_done_for_result(atomic_load_explicit(
             &d->state, memory_order_relaxed))) {
         /* The input is the oldest entry: usually the only one. */
-        void *prev = NULL, *entry = d->end.lists.callbacks;
-        while (entry_kind(entry) != ENTRY_INPUT) {
-            prev = entry;
+        void *entry = d->end.lists.callbacks;
+        while (entry_kind(entry) != ENTRY_INPUT)
             entry = entry_next(entry);
-        }
         input = entry_ptr(entry);
         *kept = cf__future_state(input) == CF__FINISHED && !input->failed &&
                 input->end.value.free_result;
-        if (*kept) {
-            /* d needs the input's value until it is done. */
-        } else if (prev) {
-            set_entry_next(prev, NULL);
-        } else {
-            d->end.lists.callbacks = NULL;
-        }
+        /* Kept, d needs the input's value until it is done. */
+        if (!*kept)
+            unlink_input(d);
     }
     cf__spin_unlock(&d->lock);
     return input;
+}
+
+void cf__future_unlink_input(cf_future *d)
+{
+    unlink_input(d);
+}
+
+bool cf__future_take_input_of_slow(cf_future *d, bool keep)
+{
+    cf__spin_lock(&d->lock);
+    bool waits = !cf__state_done_for_result(
+        atomic_load_explicit(&d->state, memory_order_relaxed));
+    if (waits && !keep)
+        unlink_input(d);
+    cf__spin_unlock(&d->lock);
+    return waits;
 }
 
 bool cf__future_detach(cf_future *f)

@@ -10,7 +10,8 @@
  * reference to D.
  *
  *   input done --> D cancelled already: drop D
- *   (run list)     else take the input off D (cf__future_take_input):
+ *   (run list)     else take the input off D (cf__future_take_input, or
+ *                  _take_input_of for a series, which knows the input):
  *                  input failed/cancelled: D the same
  *                  else inline: run fn now, complete D
  *                       else: submit D to the executor (D is the task's
@@ -28,14 +29,18 @@
  * When the input's value has a destructor, the input stays on D until D
  * is done, so the value D's task reads lives as long as D runs.
  *
- * Fan-out: an input's continuations start as one series (future.c hands
- * the run of them to chain.c, which gives it to cf__then_inputs_done at
- * the outermost firing). Those bound for one thread pool in a row are
- * gathered and queued there as one chain (cf_executor.submit_chain: one
- * exchange on the queue's tail, one wake decision), each with the
- * reference its entry held, which becomes the queue's; the input's
- * references are dropped in one step at the end. So a hop costs about a
- * submit. Anything else (an inline continuation, another executor, a
+ * Fan-out: an input's continuations start as one series (future.c puts
+ * its list in order, which leaves a run of them linked by plain pointers,
+ * and hands the run and the input to chain.c, which gives both to
+ * cf__then_inputs_done at the outermost firing). All D of a series share
+ * the input, so what D needs of it (a value? kept?) is read once, and
+ * taking it off D is inline: lock D, check D waits, clear D's list,
+ * which as a rule holds the input alone. Those bound for one thread pool
+ * in a row are gathered and queued there as one chain
+ * (cf_executor.submit_chain: one exchange on the queue's tail, one wake
+ * decision), each with the reference its entry held, which becomes the
+ * queue's; the input's references are dropped in one step at the end. So
+ * a hop costs about a submit. Anything else (an inline continuation, another executor, a
  * failed input, an executor with a monitor or a task timeout, a process
  * worker's thread) first queues what was gathered, since it may run user
  * code that waits for those, then goes the one-by-one way. A D cancelled
@@ -54,6 +59,10 @@
  * attached first while D is still private, and `on_input` on the
  * antecedent, and a reference to each future; it is freed by whichever
  * link runs second.
+ *
+ * D is made and put on its input's list by future.c in one step
+ * (cf__future_then), its usual path calling nothing: of what a hop costs
+ * before its input is done, calls and repeated stores were most.
  *
  * D is handed out only once it is on its input's list, so D's end cannot
  * come before D is counted among the input's dependents. A cancel racing
@@ -201,30 +210,15 @@ static inline bool chainable(const cf_executor *ex)
            !atomic_load_explicit(&ex->shut_down, memory_order_relaxed);
 }
 
-/* Starts D, whose input is done, per the design above: onto `b` if it
- * goes to a thread pool (with others for the same pool), else at once,
- * after what `b` holds. Returns the input if D's reference to it is to be
- * dropped now (the caller drops those of a series in one step), else
- * NULL. */
-static inline cf_future *input_done(fan_out *b, cf_future *d)
+/* Starts D, whose input was taken off it with `value`, per the design
+ * above: onto `b` if it goes to a thread pool (with others for the same
+ * pool), else at once, after what `b` holds. The entry's reference to D
+ * goes with it. */
+static inline void start(fan_out *b, cf_future *d, void *value)
 {
-    bool kept = false;
-    cf_future *input = cf__future_take_input(d, &kept);
-    if (!input) {
-        cf_future_release(d); /* cancelled while it waited */
-        return NULL;
-    }
     /* D's start words, before a submit reuses them. */
     cf_fn fn = d->start.task.fn;
     cf_executor *ex = d->start.task.arg;
-    /* Done (take_input acquired its state): a value, or not. */
-    if (cf__future_state(input) != CF__FINISHED || input->failed) {
-        flush(b); /* D's callbacks may wait for those */
-        pass_on(d, input);
-        cf_future_release(d); /* the entry's */
-        return input;
-    }
-    void *value = input->end.value.result;
     if (b->n > 0 && ex == b->ex) {
         /* Bound for the pool of the chain being gathered (chainable a
          * moment ago). */
@@ -243,36 +237,104 @@ static inline cf_future *input_done(fan_out *b, cf_future *d)
         start_task(ex, d, fn, value);
         cf_future_release(d); /* the entry's */
     }
-    /* Kept, D's end drops it; else nothing D does reads it. */
-    return kept ? NULL : input;
+}
+
+/* The same for a D whose input failed or was cancelled: D the same. */
+static void start_failed(fan_out *b, cf_future *d, const cf_future *input)
+{
+    flush(b); /* D's callbacks may wait for those */
+    pass_on(d, input);
+    cf_future_release(d); /* the entry's */
+}
+
+/* Done (its completer, or the acquire of its done state, made the outcome
+ * visible to this thread): a value, or not. */
+static inline bool has_value(const cf_future *input)
+{
+    return cf__future_state(input) == CF__FINISHED && !input->failed;
 }
 
 void cf__then_input_done(cf_future *d)
 {
-    /* A series of one (its `next` word was the run list's). */
-    atomic_store_explicit(&d->next, NULL, memory_order_relaxed);
-    cf__then_inputs_done(d);
+    bool kept = false;
+    cf_future *input = cf__future_take_input(d, &kept);
+    if (!input) {
+        cf_future_release(d); /* cancelled while it waited */
+        return;
+    }
+    fan_out b = {.n = 0};
+    if (has_value(input))
+        start(&b, d, input->end.value.result);
+    else
+        start_failed(&b, d, input);
+    flush(&b);
+    /* Kept, D's end drops it; else nothing D does reads it. */
+    if (!kept)
+        cf_future_release(input);
 }
 
-void cf__then_inputs_done(cf_future *d)
+/* cf__then_inputs_done for an input that failed, was cancelled, or whose
+ * value has a destructor (then it stays on each D until D is done). */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void *inputs_done_any(cf_future *input, cf_future *d)
 {
+    bool ok = has_value(input);
+    bool keep = ok && input->end.value.free_result;
     fan_out b = {.n = 0};
-    cf_future *input = NULL;
     unsigned drops = 0;
-    while (d) {
-        cf_future *next = atomic_load_explicit(&d->next, memory_order_relaxed);
-        cf_future *done = input_done(&b, d);
-        if (done) {
-            input = done; /* the same one for all: theirs */
+    void *next;
+    for (;;) {
+        next = atomic_load_explicit(&d->next, memory_order_relaxed);
+        if (!cf__future_take_input_of(d, input, keep)) {
+            cf_future_release(d); /* cancelled while it waited */
+        } else {
+            if (ok)
+                start(&b, d, input->end.value.result);
+            else
+                start_failed(&b, d, input);
             drops++;
         }
+        if (!cf__series_goes_on(next))
+            break;
         d = next;
     }
     flush(&b);
-    if (drops == 1)
-        cf_future_release(input);
-    else if (drops > 1)
+    /* Kept, each D's end drops it. */
+    if (!keep && drops > 0)
         cf__future_release_n(input, drops);
+    return next;
+}
+
+void *cf__then_inputs_done(cf_future *input, cf_future *d)
+{
+    /* The input is the same for the whole series, and so is all D needs
+     * of it: the usual case, a value without a destructor, goes alone. */
+    if (!has_value(input) || input->end.value.free_result)
+        return inputs_done_any(input, d);
+    void *value = input->end.value.result;
+    fan_out b = {.n = 0};
+    unsigned drops = 0;
+    void *next;
+    for (;;) {
+        next = atomic_load_explicit(&d->next, memory_order_relaxed);
+        if (cf__future_take_input_of(d, input, false)) {
+            start(&b, d, value);
+            drops++;
+        } else {
+            cf_future_release(d); /* cancelled while it waited */
+        }
+        if (!cf__series_goes_on(next))
+            break;
+        d = next;
+    }
+    flush(&b);
+    /* Nothing D does reads the input: the series' references in one
+     * step. */
+    if (drops > 0)
+        cf__future_release_n(input, drops);
+    return next;
 }
 
 void cf__then_self_done(cf_future *d, cf_future *input)
@@ -356,27 +418,17 @@ static int then_always_new(cf_future *f, cf_executor *ex, cf_fn fn,
 }
 
 /* The continuation that waits: D, on its input's list (or fired now, if
- * the input is done). Inline: cf_future_then's main path. */
+ * the input is done), made by future.c in one step. D's references: the
+ * entry's and the caller's. D inherits the input's completer_polls, set
+ * while D is ours alone: a polling thread completes the input, and so
+ * starts D's end (core.h). cf_future_then's main path. */
 static inline int then_attach(cf_future *f, cf_executor *ex, cf_fn fn,
                               cf_future **out)
 {
-    cf_future *d = cf__future_alloc();
+    cf_future *d = cf__future_mem_alloc();
     if (!d)
         return CF_ENOMEM;
-    d->start.task.fn = fn;
-    d->start.task.arg = ex;
-    /* Set while D is ours alone: a polling thread completes the input, and
-     * so starts D's end (core.h). */
-    d->completer_polls = f->completer_polls;
-    /* The entry's reference and the caller's. D is seen by nobody else
-     * yet: a store does what an increment would. */
-    atomic_store_explicit(&d->refs, 2, memory_order_relaxed);
-    /* D's input's reference (cf_future_retain, inline). */
-    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
-    if (!cf__future_attach_then(f, d))
-        cf__chain_fire_then(d, false);
-    *out = d;
-    return CF_OK;
+    return cf__future_then(d, f, fn, ex, out);
 }
 
 /* cf_future_then(f, ex, ...) with `f` done already and `ex` not NULL:
@@ -428,12 +480,29 @@ static inline int then_check(const cf_future *f, cf_executor *ex, cf_fn fn,
     return CF_OK;
 }
 
-int cf_future_then(cf_future *f, cf_executor *ex, cf_fn fn, cf_future **out)
+/* cf_future_then, every case. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int then_any(cf_future *f, cf_executor *ex, cf_fn fn, cf_future **out)
 {
     int rc = then_check(f, ex, fn, out);
     if (rc != CF_OK)
         return rc;
     if (ex && cf__state_done_for_result(cf__future_state(f)))
+        return then_done_now(f, ex, fn, out);
+    return then_attach(f, ex, fn, out);
+}
+
+int cf_future_then(cf_future *f, cf_executor *ex, cf_fn fn, cf_future **out)
+{
+    /* The usual cases first, an executor and then_check's checks passed,
+     * whose paths then have no call of their own to make room for: a hop
+     * costs no more than a submit only so. */
+    if (!(f && ex && fn && out && !cf__process_worker_active() &&
+          !atomic_load_explicit(&ex->shut_down, memory_order_relaxed)))
+        return then_any(f, ex, fn, out);
+    if (cf__state_done_for_result(cf__future_state(f)))
         return then_done_now(f, ex, fn, out);
     return then_attach(f, ex, fn, out);
 }
