@@ -133,6 +133,9 @@ static void *run_always(void *arg, cf_call *call)
 }
 
 /* D's continuation could not be submitted: D fails with the reason. */
+#if defined(__GNUC__)
+__attribute__((noinline)) /* rare: kept out of the paths that submit */
+#endif
 static void submit_failed(cf_future *d, int rc)
 {
     cf__future_finish(d, NULL, NULL, rc,
@@ -437,24 +440,19 @@ static inline int then_attach(cf_future *f, cf_executor *ex, cf_fn fn,
  * failed or cancelled input is copied. Only the input's value with a
  * destructor needs the op (D then keeps the input alive until it is
  * done). Inline continuations keep the general path: their function runs
- * through the run list (chain.c), after the link running now, if any. */
+ * through the run list (chain.c), after the link running now, if any.
+ *
+ * The usual case first: a value without a destructor. */
 #if defined(__GNUC__)
 __attribute__((noinline)) /* keeps the waiting path's registers few */
 #endif
-static int then_done_now(cf_future *f, cf_executor *ex, cf_fn fn,
-                         cf_future **out)
+static int then_value_now(cf_future *f, cf_executor *ex, cf_fn fn,
+                          cf_future **out)
 {
-    bool ok = cf__future_state(f) == CF__FINISHED && !f->failed;
-    if (ok && f->end.value.free_result)
-        return then_attach(f, ex, fn, out);
     cf_future *d = cf__future_alloc();
     if (!d)
         return CF_ENOMEM;
     *out = d;
-    if (!ok) {
-        pass_on(d, f);
-        return CF_OK;
-    }
     /* then_check made cf__executor_submit_future's checks a moment ago: what
      * is left of them is the plain submit. */
     void *arg = f->end.value.result;
@@ -463,6 +461,26 @@ static int then_done_now(cf_future *f, cf_executor *ex, cf_fn fn,
                  : cf__executor_dispatch(ex, d, fn, arg, NULL);
     if (rc != CF_OK)
         submit_failed(d, rc);
+    return CF_OK;
+}
+
+/* Every other case. */
+#if defined(__GNUC__)
+__attribute__((noinline)) /* keeps the usual paths' registers few */
+#endif
+static int then_done_now(cf_future *f, cf_executor *ex, cf_fn fn,
+                         cf_future **out)
+{
+    bool ok = cf__future_state(f) == CF__FINISHED && !f->failed;
+    if (ok && f->end.value.free_result)
+        return then_attach(f, ex, fn, out);
+    if (ok)
+        return then_value_now(f, ex, fn, out);
+    cf_future *d = cf__future_alloc();
+    if (!d)
+        return CF_ENOMEM;
+    *out = d;
+    pass_on(d, f);
     return CF_OK;
 }
 
@@ -502,9 +520,12 @@ int cf_future_then(cf_future *f, cf_executor *ex, cf_fn fn, cf_future **out)
     if (!(f && ex && fn && out && !cf__process_worker_active() &&
           !atomic_load_explicit(&ex->shut_down, memory_order_relaxed)))
         return then_any(f, ex, fn, out);
-    if (cf__state_done_for_result(cf__future_state(f)))
-        return then_done_now(f, ex, fn, out);
-    return then_attach(f, ex, fn, out);
+    int state = cf__future_state(f);
+    if (!cf__state_done_for_result(state))
+        return then_attach(f, ex, fn, out);
+    if (state == CF__FINISHED && !f->failed && !f->end.value.free_result)
+        return then_value_now(f, ex, fn, out);
+    return then_done_now(f, ex, fn, out);
 }
 
 int cf_future_then_always(cf_future *f, cf_executor *ex, cf_then_fn fn,
