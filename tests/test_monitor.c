@@ -556,6 +556,9 @@ TEST_TIMEOUT(process_pool_reports_its_tasks, 60)
                                      &fs[i]));
     for (int i = 0; i < N; i++)
         ASSERT_OK(cf_future_result(fs[i], CF_FOREVER, NULL));
+    /* A task's end is counted as its future's callbacks run, just after
+     * its waiters are woken. */
+    WAIT_UNTIL(stats_of(ex).finished == N, 30);
     cf_executor_stats st = stats_of(ex);
     ASSERT_EQ(st.submitted, N);
     ASSERT_EQ(st.finished, N);

@@ -225,6 +225,9 @@ TEST_TIMEOUT(process_stats_count_map_chunks_as_tasks, 60)
     }
     ASSERT_EQ(cf_map_next(m, &v, NULL), CF_EEND);
     cf_map_free(m);
+    /* A task's end is counted as its future's callbacks run, just after
+     * its waiters (here cf_map_next) are woken. */
+    WAIT_UNTIL(stats_of(ex).finished == N / CHUNK, 30);
     cf_executor_stats st = stats_of(ex);
     ASSERT_EQ(st.submitted, N / CHUNK);
     ASSERT_EQ(st.finished, N / CHUNK);
@@ -325,6 +328,8 @@ TEST_TIMEOUT(process_crash_is_reported_and_counted, 60)
     cf_future *f;
     ASSERT_OK(cf_executor_submit(ex, task_abort, NULL, &f));
     ASSERT_CODE(cf_future_result(f, 30, NULL), CF_EBROKEN_PROCESS_POOL);
+    /* Counted as its future's callbacks run, just after the wake-up. */
+    WAIT_UNTIL(stats_of(ex).finished == 1, 30);
     cf_executor_stats st = stats_of(ex);
     ASSERT_EQ(st.submitted, 1);
     ASSERT_EQ(st.finished, 1);
@@ -357,6 +362,7 @@ TEST_TIMEOUT(process_crash_survived_names_the_worker, 60)
     ASSERT_CODE(cf_future_result(bad, 30, NULL), CF_EBROKEN_PROCESS_POOL);
     ASSERT_OK(cf_executor_submit(ex, task_square, (void *)5, &good));
     ASSERT_OK(cf_future_result(good, 30, NULL));
+    WAIT_UNTIL(stats_of(ex).finished == 2, 30); /* as above */
     cf_executor_stats st = stats_of(ex);
     ASSERT_EQ(st.finished, 2);
     ASSERT_EQ(st.failed, 1);
