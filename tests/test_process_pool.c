@@ -942,23 +942,48 @@ static void *task_shutdown_back(void *arg, cf_call *call)
     return (void *)(intptr_t)cf_executor_shutdown(arg, true, false);
 }
 
+/* cf_future_then back on the parent's executor, on a done input and on a
+ * pending one: refused before the pointer is read (cf_future_then reads
+ * the executor only after its process worker check). */
+static void *task_then_back(void *arg, cf_call *call)
+{
+    (void)call;
+    cf_future *done = NULL, *pending = NULL, *g = NULL;
+    if (cf_future_new(&done) != CF_OK || cf_future_new(&pending) != CF_OK ||
+        cf_future_set_result(done, NULL) != CF_OK)
+        return (void *)(intptr_t)CF_ENOMEM;
+    int rc_done = cf_future_then(done, arg, task_square, &g);
+    if (rc_done == CF_OK)
+        cf_future_release(g);
+    int rc_pending = cf_future_then(pending, arg, task_square, &g);
+    if (rc_pending == CF_OK)
+        cf_future_release(g);
+    cf_future_release(done);
+    cf_future_release(pending);
+    return (void *)(intptr_t)(rc_done != CF_EDEADLK ? rc_done : rc_pending);
+}
+
 static void check_callbacks_refused(cf_start_method method)
 {
     cf_executor *ex = pool_new(1, method);
-    cf_future *a, *b, *c;
+    cf_future *a, *b, *c, *d;
     void *v;
     ASSERT_OK(cf_executor_submit(ex, task_new_pool, NULL, &a));
     ASSERT_OK(cf_executor_submit(ex, task_submit_back, ex, &b));
     ASSERT_OK(cf_executor_submit(ex, task_shutdown_back, ex, &c));
+    ASSERT_OK(cf_executor_submit(ex, task_then_back, ex, &d));
     ASSERT_OK(cf_future_result(a, 30, &v));
     ASSERT_CODE((int)(intptr_t)v, CF_EDEADLK);
     ASSERT_OK(cf_future_result(b, 30, &v));
     ASSERT_CODE((int)(intptr_t)v, CF_EDEADLK);
     ASSERT_OK(cf_future_result(c, 30, &v));
     ASSERT_CODE((int)(intptr_t)v, CF_EDEADLK);
+    ASSERT_OK(cf_future_result(d, 30, &v));
+    ASSERT_CODE((int)(intptr_t)v, CF_EDEADLK);
     cf_future_release(a);
     cf_future_release(b);
     cf_future_release(c);
+    cf_future_release(d);
     cf_executor_free(ex);
 }
 
@@ -1139,6 +1164,7 @@ static void pp_register_names(void)
     PP_NAME(task_new_pool);
     PP_NAME(task_submit_back);
     PP_NAME(task_shutdown_back);
+    PP_NAME(task_then_back);
     PP_NAME(task_count_fds);
     PP_NAME(init_set);
     PP_NAME(init_fail);

@@ -434,6 +434,10 @@ static inline int then_attach(cf_future *f, cf_executor *ex, cf_fn fn,
     return cf__future_then(d, f, fn, ex, out);
 }
 
+/* Below: every case, which the usual paths fall back on. */
+static int then_any(cf_future *f, cf_executor *ex, cf_fn fn,
+                    cf_future **out);
+
 /* cf_future_then(f, ex, ...) with `f` done already and `ex` not NULL:
  * nothing to wait for, so no op. D is made and submitted at once, as
  * cf_executor_submit would, with the input's value as its argument; a
@@ -442,26 +446,48 @@ static inline int then_attach(cf_future *f, cf_executor *ex, cf_fn fn,
  * done). Inline continuations keep the general path: their function runs
  * through the run list (chain.c), after the link running now, if any.
  *
- * The usual case first: a value without a destructor. */
+ * The usual case first, a value without a destructor, once then_check's
+ * checks passed. */
+static inline int value_now(cf_future *f, cf_executor *ex, cf_fn fn,
+                            cf_future **out)
+{
+    cf_future *d = cf__future_alloc();
+    if (!d)
+        return CF_ENOMEM;
+    *out = d;
+    /* What is left of cf__executor_submit_future is the plain submit,
+     * cf__executor_dispatch's here in line (its call, kept by
+     * cf_executor_submit, is what a hop saves to make up for the checks
+     * of the input's state). */
+    void *arg = f->end.value.result;
+    int rc;
+    if (ex->task_timeout > 0) {
+        rc = cf__submit_limited(ex, d, fn, arg, NULL, ex->task_timeout);
+    } else {
+        cf__monitor *m =
+            atomic_load_explicit(&ex->monitor, memory_order_acquire);
+        rc = m ? cf__monitor_submit(m, ex, d, fn, arg, NULL)
+               : ex->ops->submit(ex->impl, d, fn, arg, NULL);
+    }
+    if (rc != CF_OK)
+        submit_failed(*out, rc); /* D, read back: one register fewer kept */
+    return CF_OK;
+}
+
+/* The same from cf_future_then, which leaves the rest of then_check's
+ * checks to the paths that have a frame: the first needs a call (a TLS
+ * descriptor's), and comes first because in a process worker `ex` may
+ * point at nothing. */
 #if defined(__GNUC__)
 __attribute__((noinline)) /* keeps the waiting path's registers few */
 #endif
 static int then_value_now(cf_future *f, cf_executor *ex, cf_fn fn,
                           cf_future **out)
 {
-    cf_future *d = cf__future_alloc();
-    if (!d)
-        return CF_ENOMEM;
-    *out = d;
-    /* then_check made cf__executor_submit_future's checks a moment ago: what
-     * is left of them is the plain submit. */
-    void *arg = f->end.value.result;
-    int rc = ex->task_timeout > 0
-                 ? cf__submit_limited(ex, d, fn, arg, NULL, ex->task_timeout)
-                 : cf__executor_dispatch(ex, d, fn, arg, NULL);
-    if (rc != CF_OK)
-        submit_failed(d, rc);
-    return CF_OK;
+    if (cf__process_worker_active() ||
+        atomic_load_explicit(&ex->shut_down, memory_order_relaxed))
+        return then_any(f, ex, fn, out);
+    return value_now(f, ex, fn, out);
 }
 
 /* Every other case. */
@@ -475,7 +501,7 @@ static int then_done_now(cf_future *f, cf_executor *ex, cf_fn fn,
     if (ok && f->end.value.free_result)
         return then_attach(f, ex, fn, out);
     if (ok)
-        return then_value_now(f, ex, fn, out);
+        return value_now(f, ex, fn, out);
     cf_future *d = cf__future_alloc();
     if (!d)
         return CF_ENOMEM;
@@ -514,18 +540,23 @@ static int then_any(cf_future *f, cf_executor *ex, cf_fn fn, cf_future **out)
 
 int cf_future_then(cf_future *f, cf_executor *ex, cf_fn fn, cf_future **out)
 {
-    /* The usual cases first, an executor and then_check's checks passed,
-     * whose paths then have no call of their own to make room for: a hop
-     * costs no more than a submit only so. */
-    if (!(f && ex && fn && out && !cf__process_worker_active() &&
-          !atomic_load_explicit(&ex->shut_down, memory_order_relaxed)))
+    /* The usual cases first, with an executor, whose paths then have no
+     * call of their own to make room for: a hop costs no more than a
+     * submit only so. The rest of then_check's checks is made where each
+     * path has its frame; the first, a process worker's, before `ex` is
+     * read. */
+    if (!(f && ex && fn && out))
         return then_any(f, ex, fn, out);
     int state = cf__future_state(f);
     if (!cf__state_done_for_result(state))
-        return then_attach(f, ex, fn, out);
+        return cf__process_worker_active() ||
+                       atomic_load_explicit(&ex->shut_down,
+                                            memory_order_relaxed)
+                   ? then_any(f, ex, fn, out)
+                   : then_attach(f, ex, fn, out);
     if (state == CF__FINISHED && !f->failed && !f->end.value.free_result)
         return then_value_now(f, ex, fn, out);
-    return then_done_now(f, ex, fn, out);
+    return then_any(f, ex, fn, out);
 }
 
 int cf_future_then_always(cf_future *f, cf_executor *ex, cf_then_fn fn,
