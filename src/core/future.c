@@ -44,7 +44,7 @@ _Static_assert(sizeof(void *) != 8 || sizeof(cf_future) == 64,
  * (all 8-byte aligned); each kind starts with the entry's (tagged) `next`:
  *   ENTRY_THEN      a continuation future waiting on this one: its own
  *                   `next` word (free until it is submitted) is the link.
- *                   Its tag is 0 (CF__ENTRY_IS_THEN, core.h): once the
+ *                   Its tag is 0 (cf__series_goes_on, core.h): once the
  *                   list is put in order, a run of them is linked by plain
  *                   pointers, the series chain.c and then.c take as is
  *   ENTRY_LINK      a cf__link of a combinator or then_always
@@ -60,7 +60,12 @@ typedef struct cf__callback {
     void *arg;
 } cf__callback;
 
-enum { ENTRY_THEN, ENTRY_LINK, ENTRY_CALLBACK, ENTRY_INPUT = CF__ENTRY_INPUT };
+enum {
+    ENTRY_THEN,
+    ENTRY_LINK,
+    ENTRY_CALLBACK,
+    ENTRY_INPUT = CF__ENTRY_INPUT
+};
 _Static_assert(ENTRY_THEN == 0, "a series is linked by plain pointers");
 #define ENTRY_TAGS ((uintptr_t)3)
 
