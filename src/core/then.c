@@ -40,10 +40,11 @@
  * (cf_executor.submit_chain: one exchange on the queue's tail, one wake
  * decision), each with the reference its entry held, which becomes the
  * queue's; the input's references are dropped in one step at the end. So
- * a hop costs about a submit. Anything else (an inline continuation, another executor, a
- * failed input, an executor with a monitor or a task timeout, a process
- * worker's thread) first queues what was gathered, since it may run user
- * code that waits for those, then goes the one-by-one way. A D cancelled
+ * a hop costs about a submit. Anything else (an inline continuation,
+ * another executor, a failed input, an executor with a monitor or a task
+ * timeout, a process worker's thread) first queues what was gathered,
+ * since it may run user code that waits for those, then goes the
+ * one-by-one way. A D cancelled
  * after its input was taken off it is queued all the same: the worker
  * finds it cancelled and skips it, as it skips any cancelled future.
  *
