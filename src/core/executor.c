@@ -226,13 +226,6 @@ int cf_executor_submit_ex(cf_executor *ex, cf_fn fn, void *arg,
     return CF_OK;
 }
 
-int cf__executor_dispatch(cf_executor *ex, cf_future *f, cf_fn fn, void *arg,
-                          const cf_codec *codec)
-{
-    cf__monitor *m = atomic_load_explicit(&ex->monitor, memory_order_acquire);
-    return m ? cf__monitor_submit(m, ex, f, fn, arg, codec)
-             : ex->ops->submit(ex->impl, f, fn, arg, codec);
-}
 
 int cf_executor_submit_opts(cf_executor *ex, cf_fn fn, void *arg,
                             const cf_submit_options *opts, cf_future **out)

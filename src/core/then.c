@@ -456,20 +456,11 @@ static inline int value_now(cf_future *f, cf_executor *ex, cf_fn fn,
     if (!d)
         return CF_ENOMEM;
     *out = d;
-    /* What is left of cf__executor_submit_future is the plain submit,
-     * cf__executor_dispatch's here in line (its call, kept by
-     * cf_executor_submit, is what a hop saves to make up for the checks
-     * of the input's state). */
+    /* What is left of cf__executor_submit_future is the plain submit. */
     void *arg = f->end.value.result;
-    int rc;
-    if (ex->task_timeout > 0) {
-        rc = cf__submit_limited(ex, d, fn, arg, NULL, ex->task_timeout);
-    } else {
-        cf__monitor *m =
-            atomic_load_explicit(&ex->monitor, memory_order_acquire);
-        rc = m ? cf__monitor_submit(m, ex, d, fn, arg, NULL)
-               : ex->ops->submit(ex->impl, d, fn, arg, NULL);
-    }
+    int rc = ex->task_timeout > 0
+                 ? cf__submit_limited(ex, d, fn, arg, NULL, ex->task_timeout)
+                 : cf__executor_dispatch(ex, d, fn, arg, NULL);
     if (rc != CF_OK)
         submit_failed(*out, rc); /* D, read back: one register fewer kept */
     return CF_OK;
